@@ -1,0 +1,51 @@
+# medgemma-serve: the menu. Each target is one command a person could type.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv manages .venv/; installed from PyPI if missing.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+# cuda if an NVIDIA GPU answers, else cpu. Override: make serve DEVICE=cpu
+DEVICE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+EXTRA := $(if $(filter cuda,$(DEVICE)),gpu,cpu)
+CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/medgemma-4b-it.yaml,configs/cpu-tiny.yaml)
+PY := .venv/bin/python
+ARGS ?=
+
+.PHONY: help install serve dry-run test test-unit lint bench tiny-model clean
+
+help:
+	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
+	@echo "make test      install what is missing, run the whole test suite"
+	@echo "make install   set up .venv/ with the $(EXTRA) extra (idempotent)"
+	@echo "make dry-run   print the vLLM command and environment for CONFIG"
+	@echo "make bench     run the default CPU benchmark scenario"
+	@echo "make lint      ruff + mypy"
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --locked --extra $(EXTRA)
+
+serve: install
+	$(PY) -m serve --config $(CONFIG) $(ARGS)
+
+dry-run: install
+	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy serve clients benchmarks
+
+bench: install
+	$(PY) -m benchmarks run --scenario configs/bench-cpu.yaml --start-server $(ARGS)
+
+tiny-model: install
+	$(PY) -m serve.tiny_model .cache/tiny-medgemma-tiny-seed0 --preset tiny
+
+clean:
+	rm -rf .cache logs results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""Deployment config -> the vLLM OpenAI server's command line and environment (pure).
+
+`to_vllm_argv` and `to_server_env` are pure functions of the config; `check_vllm_argv`
+runs the result through vLLM's own argument parser, which knows every flag of the
+installed vLLM version.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from serve.config import DeploymentConfig, is_local_path
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def flag(name: str, value: Any) -> list[str]:
+    """One vLLM flag: `True` -> `--name`, `False` -> `--no-name`, dicts/lists -> JSON."""
+    opt = "--" + name.replace("_", "-")
+    if value is None:
+        return []
+    if value is True:
+        return [opt]
+    if value is False:
+        return ["--no-" + name.replace("_", "-")]
+    if isinstance(value, (dict, list)):
+        return [opt, json.dumps(value, separators=(",", ":"))]
+    return [opt, str(value)]
+
+
+def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
+    """The server's arguments (without the python executable). `model_path` overrides
+    `cfg.model`, e.g. the folder a stand-in model was built into."""
+    model = model_path or cfg.model
+    if model is None:
+        raise ValueError("no model: build the stand-in first and pass its folder as model_path")
+    argv = ["--model", str(model), "--served-model-name", cfg.model_name]
+    argv += flag("host", cfg.host) + flag("port", cfg.port) + flag("dtype", cfg.dtype)
+    for name in (
+        "max_model_len",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "gpu_memory_utilization",
+    ):
+        argv += flag(name, getattr(cfg, name))
+    for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        if getattr(cfg, name) != 1:
+            argv += flag(name, getattr(cfg, name))
+    if cfg.limit_mm_per_prompt:
+        argv += flag("limit_mm_per_prompt", cfg.limit_mm_per_prompt)
+    argv += flag("mm_processor_kwargs", cfg.mm_processor_kwargs)
+    argv += flag("enable_prefix_caching", cfg.enable_prefix_caching)
+    if cfg.enable_log_requests:
+        argv += ["--enable-log-requests"]
+    for name, value in cfg.extra_args.items():
+        argv += flag(name, value)
+    return argv
+
+
+def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables to add to the server's environment. The API key is copied from
+    `cfg.api_key_env` into VLLM_API_KEY (never onto the command line)."""
+    env: dict[str, str] = {}
+    if cfg.device == "cpu":
+        if cfg.cpu_kvcache_space_gib is not None:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.cpu_kvcache_space_gib)
+        if cfg.cpu_omp_threads_bind is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_omp_threads_bind
+        if cfg.cpu_num_reserved_cpu is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_num_reserved_cpu)
+    if cfg.stand_in is not None or (cfg.model and is_local_path(cfg.model)):
+        # Local weights: nothing may reach a model hub.
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+    env["VLLM_NO_USAGE_STATS"] = "1"
+    env["DO_NOT_TRACK"] = "1"
+    key = environ.get(cfg.api_key_env)
+    if key:
+        env["VLLM_API_KEY"] = key
+    env.update(cfg.env)
+    return env
+
+
+def server_command(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
+    """The full command: this Python running vLLM's OpenAI server module."""
+    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(cfg, model_path)]
+
+
+def render_shell(command: list[str], env: Mapping[str, str]) -> str:
+    """A copy-pasteable shell line; secret values are shown by reference, not value."""
+    shown = []
+    for k, v in sorted(env.items()):
+        if k in ("VLLM_API_KEY", "HF_TOKEN"):
+            shown.append(f"{k}=<set from environment>")
+        else:
+            shown.append(f"{k}={shlex.quote(v)}")
+    exe = command[0]
+    if Path(exe) == Path(sys.executable):
+        exe = "python"
+    return " ".join([*shown, shlex.join([exe, *command[1:]])])
+
+
+def check_vllm_argv(argv: list[str]) -> str | None:
+    """Parse `argv` with vLLM's own server parser. Returns None if vLLM accepts it,
+    else vLLM's error message (e.g. naming an unknown flag)."""
+    import contextlib
+    import io
+
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser())
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code:
+            lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
+            return lines[-1] if lines else f"vLLM's parser exited with status {exc.code}"
+    return None

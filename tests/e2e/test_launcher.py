@@ -1,0 +1,112 @@
+"""`python -m serve`: dry run, and the clear failures a user can cause."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def no_traceback(r: subprocess.CompletedProcess) -> None:
+    assert "Traceback (most recent call last)" not in r.stderr.split("last lines of")[0], r.stderr
+
+
+def test_dry_run_prints_command_and_env_without_the_key() -> None:
+    r = serve(
+        "--config",
+        "configs/cpu-tiny.yaml",
+        "--port",
+        "8123",
+        "--dry-run",
+        env={"MEDGEMMA_API_KEY": "s3cret-value"},
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "-m vllm.entrypoints.openai.api_server" in out
+    assert "--port 8123" in out and "--limit-mm-per-prompt" in out
+    assert "VLLM_CPU_KVCACHE_SPACE=1" in out and "HF_HUB_OFFLINE=1" in out
+    assert "VLLM_API_KEY=<set from environment>" in out and "s3cret-value" not in out
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "medgemma-4b-it.yaml",
+        "medgemma-4b-it-dp4.yaml",
+        "medgemma-27b-text-it-tp2.yaml",
+        "medgemma-27b-it-tp4.yaml",
+    ],
+)
+def test_dry_run_of_gpu_configs(name: str) -> None:
+    r = serve("--config", f"configs/{name}", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "--model google/medgemma-" in r.stdout and "HF_HUB_OFFLINE" not in r.stdout
+
+
+def test_malformed_config_one_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stand_in: {preset: tiny}\ndevice: cpu\nmax_num_seqs: -3\nbogus: 1\n")
+    r = serve("--config", str(bad))
+    assert r.returncode == 2
+    assert "max_num_seqs" in r.stderr and "bogus" in r.stderr and str(bad) in r.stderr
+    no_traceback(r)
+
+
+def test_missing_model_path() -> None:
+    r = serve("--config", "configs/cpu-tiny.yaml", "--model", "/nonexistent/medgemma")
+    assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
+    no_traceback(r)
+
+
+def test_port_in_use_is_refused_before_starting() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = serve("--config", "configs/cpu-tiny.yaml", "--port", str(port), timeout=60)
+    assert r.returncode == 1 and "already in use" in r.stderr, r.stderr
+    no_traceback(r)
+
+
+def test_server_dying_during_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Passes the config and vLLM's parser, then fails inside vLLM: the stand-in's
+    # context is 8192 tokens.
+    log = tmp_path / "serve.log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = serve(
+        "--config",
+        "configs/cpu-tiny.yaml",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        str(port),
+        "--set",
+        "max_model_len=100000",
+        "--log-file",
+        str(log),
+    )
+    assert r.returncode == 1, r.stderr
+    first = r.stderr.strip().splitlines()[-1 - r.stderr.strip().count("\n")]
+    assert "exited with status" in r.stderr and "max_model_len" in r.stderr, r.stderr
+    assert str(log) in r.stderr, r.stderr
+    assert first.startswith(("starting", "error:")), first
+    no_traceback(r)

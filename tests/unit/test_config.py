@@ -1,0 +1,128 @@
+"""Deployment config: loading, validation messages, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serve.config import ConfigError, DeploymentConfig, load_config, merge_overrides
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "deploy.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_cpu_default_loads() -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml")
+    assert cfg.stand_in is not None and cfg.stand_in.preset == "tiny"
+    assert cfg.device == "cpu"
+    assert "random" in cfg.model_name
+    assert cfg.enable_log_requests is False
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "stand_in: {preset: tiny}\ndevice: cpu\nmax_num_seq: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert str(p) in msg and "max_num_seq" in msg and "unknown key" in msg, msg
+
+
+def test_wrong_type_names_field(tmp_path: Path) -> None:
+    p = write(tmp_path, "stand_in: {preset: tiny}\ndevice: cpu\nmax_num_seqs: lots\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "max_num_seqs" in msg and "'lots'" in msg and str(p) in msg, msg
+
+
+def test_missing_model_path_names_field(tmp_path: Path) -> None:
+    p = write(tmp_path, f"model: {tmp_path / 'no-such-model'}\ndevice: cpu\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "model" in msg and "does not exist" in msg and str(p) in msg, msg
+
+
+def test_folder_without_config_json_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_config(None, {"model": str(tmp_path / "weights"), "device": "cpu"})
+
+
+def test_nested_unknown_key_and_bad_preset(tmp_path: Path) -> None:
+    p = write(tmp_path, "stand_in: {preset: huge, sed: 1}\ndevice: cpu\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "stand_in.preset" in msg and "stand_in.sed" in msg, msg
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("model: [unclosed\n", "not valid YAML"),
+        ("device: cpu\n", "exactly one of `model`"),
+        ("model: google/medgemma-4b-it\nstand_in: {}\n", "exactly one of `model`"),
+        ("model: 'not a hub id!'\n", "neither an existing local folder nor a hub id"),
+        ("model: google/medgemma-4b-it\ncpu_kvcache_space_gib: 4\n", "device: cpu only"),
+        ("stand_in: {}\ndevice: cpu\ngpu_memory_utilization: 0.9\n", "device: cuda only"),
+        ("stand_in: {}\ndevice: cpu\nport: 70000\n", "port"),
+        ("stand_in: {}\ndevice: tpu\n", "device"),
+        ("stand_in: {}\ndevice: cpu\napi_key_env: 'MY KEY'\n", "not an environment variable name"),
+        (
+            "stand_in: {}\ndevice: cpu\nextra_args: {api_key: hunter2}\n",
+            "api_key may not be written",
+        ),
+        ("stand_in: {}\ndevice: cpu\nextra_args: {max_num_seqs: 3}\n", "config field of its own"),
+    ],
+)
+def test_bad_configs_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert needle in str(err.value), str(err.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("configs/does-not-exist.yaml")
+
+
+def test_overrides_apply_yaml_values_and_dotted_keys() -> None:
+    cfg = load_config(
+        CONFIGS / "cpu-tiny.yaml",
+        ["port=9123", "limit_mm_per_prompt={image: 3}", "stand_in.seed=7", "restart.enabled=true"],
+    )
+    assert cfg.port == 9123
+    assert cfg.limit_mm_per_prompt == {"image": 3}
+    assert cfg.stand_in is not None and cfg.stand_in.seed == 7 and cfg.stand_in.preset == "tiny"
+    assert cfg.restart.enabled is True
+
+
+def test_model_override_replaces_stand_in(tiny_model_dir: Path) -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(tiny_model_dir)})
+    assert cfg.stand_in is None and cfg.model == str(tiny_model_dir)
+    # The served name stays the config's, so clients need not change.
+    assert cfg.model_name == "tiny-medgemma-random-weights"
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(CONFIGS / "cpu-tiny.yaml", ["port"])
+
+
+def test_merge_does_not_mutate_input() -> None:
+    data = {"stand_in": {"preset": "tiny"}}
+    merge_overrides(data, ["stand_in.seed=3"])
+    assert data == {"stand_in": {"preset": "tiny"}}
+
+
+def test_every_field_is_described() -> None:
+    missing = [n for n, f in DeploymentConfig.model_fields.items() if not f.description]
+    assert missing == []
