@@ -1,0 +1,125 @@
+"""DICOM pixel data -> an 8-bit PIL image a vision-language model can read (pure).
+
+pydicom does the medical part: decoding (with whatever pixel-data plugins are
+installed: pylibjpeg for JPEG / JPEG-LS / JPEG 2000, RLE and deflate built in), the
+modality LUT (rescale slope/intercept) and the VOI LUT or window centre/width. This
+module only chooses the frame, maps the result onto 0..255 and inverts MONOCHROME1 so
+that bone is bright, as on a radiograph viewer.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from clients.errors import ImageError
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def is_dicom_bytes(head: bytes) -> bool:
+    """True if the bytes start like a DICOM Part 10 file (preamble + 'DICM')."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def read_dataset(data: bytes, where: str = "<bytes>") -> Dataset:
+    """Parse DICOM file contents. Raises ImageError if they are not DICOM."""
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=not is_dicom_bytes(data))
+    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+        raise ImageError(f"{where}: not a readable DICOM file ({exc})") from exc
+
+
+def frame_count(ds: Dataset) -> int:
+    """Number of frames in the pixel data (1 when NumberOfFrames is absent or invalid)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def transfer_syntax_name(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    return f"{uid.name} ({uid})" if uid else "unknown transfer syntax"
+
+
+def decode_frame(ds: Dataset, frame: int | None, where: str = "DICOM") -> np.ndarray:
+    """The raw stored values of one frame (RGB for colour data). Raises ImageError."""
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        sop = ds.get("SOPClassUID")
+        kind = f" ({sop.name})" if sop is not None else ""
+        raise ImageError(f"{where}: this DICOM has no pixel data{kind}; it is not an image")
+    n = frame_count(ds)
+    if frame is None and n > 1:
+        raise ImageError(
+            f"{where}: multi-frame DICOM with {n} frames; choose one with frame=N "
+            f"(CLI: --frame N), 0 <= N < {n}"
+        )
+    if frame is not None and not 0 <= frame < n:
+        raise ImageError(f"{where}: frame {frame} out of range, the file has {n} frame(s)")
+    try:
+        return pixel_array(ds, index=frame if n > 1 else None)
+    except (NotImplementedError, RuntimeError) as exc:
+        raise ImageError(
+            f"{where}: cannot decode pixel data in {transfer_syntax_name(ds)}: no installed "
+            f"decoder handles it (pydicom says: {str(exc).splitlines()[0][:200]}). Install a "
+            f"pydicom pixel-data plugin for it (e.g. pylibjpeg-libjpeg, pylibjpeg-openjpeg, "
+            f"python-gdcm) or convert the file"
+        ) from exc
+    except (ValueError, AttributeError, KeyError) as exc:
+        raise ImageError(f"{where}: invalid pixel data ({exc})") from exc
+
+
+def to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] linearly onto 0..255, clipping outside (pure)."""
+    if not np.isfinite(low) or not np.isfinite(high) or high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def grey_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality LUT, then VOI LUT / window if the file has one, else the frame's own range."""
+    values = apply_modality_lut(stored, ds)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        windowed = apply_voi_lut(values, ds)
+        # pydicom clips to the output range of the LUT or window; probing with extreme
+        # inputs gives exactly that range, so the display mapping is pydicom's own.
+        probe = apply_voi_lut(np.array([-1e12, 1e12]), ds)
+        low, high = float(np.min(probe)), float(np.max(probe))
+        out = to_uint8(windowed, low, high)
+    else:
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        low = float(finite.min()) if finite.size else 0.0
+        high = float(finite.max()) if finite.size else 0.0
+        out = to_uint8(values, low, high)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        out = 255 - out  # MONOCHROME1: the lowest value is white
+    return out
+
+
+def dataset_to_image(ds: Dataset, frame: int | None = None, where: str = "DICOM") -> Image.Image:
+    """One frame of a DICOM dataset as an 8-bit 'L' or 'RGB' PIL image. Raises ImageError."""
+    stored = decode_frame(ds, frame, where)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    try:
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(stored, ds)
+            bits = 8 if rgb.max() <= 255 else 16
+            return Image.fromarray(to_uint8(rgb, 0, 2**bits - 1), "RGB")
+        if stored.ndim == 3 and stored.shape[-1] == 3:
+            if stored.dtype != np.uint8:
+                stored = to_uint8(stored, 0, 2 ** int(ds.get("BitsStored", 16)) - 1)
+            return Image.fromarray(stored, "RGB")
+        if stored.ndim != 2:
+            raise ImageError(f"{where}: unexpected pixel array shape {stored.shape}")
+        return Image.fromarray(grey_to_uint8(stored, ds), "L")
+    except (ValueError, AttributeError, KeyError, IndexError) as exc:
+        raise ImageError(f"{where}: cannot convert DICOM pixel data ({exc})") from exc
