@@ -1,0 +1,247 @@
+"""Command line: `python -m clients chat|batch|models` (see --help on each).
+
+chat streams one answer to the terminal; batch runs a task over a folder of studies into
+a resumable JSONL file; models lists what the server serves. Connection settings come from
+--base-url/--model or MEDGEMMA_BASE_URL, MEDGEMMA_API_KEY, MEDGEMMA_MODEL. User errors end
+in one `error: ...` line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from clients import chat
+from clients.errors import ImageError, SchemaError, ServerUnreachableError
+from clients.tasks import TASKS, parse_answer
+
+EPILOG = "Environment: MEDGEMMA_BASE_URL, MEDGEMMA_API_KEY, MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT."
+
+
+def add_connection(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("server")
+    g.add_argument(
+        "--base-url", help=f"OpenAI-compatible base URL (default {chat.DEFAULT_BASE_URL})"
+    )
+    g.add_argument("--model", help="served model name (default: the server's only model)")
+    g.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 600)")
+    g.add_argument("--retries", type=int, help="SDK retries on connection errors / 5xx (default 2)")
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frame", type=int, help="frame of a multi-frame DICOM / image (0-based)")
+    p.add_argument(
+        "--max-size",
+        type=int,
+        default=896,
+        help="downscale so the longest side is at most N px (default 896; 0 = full resolution)",
+    )
+    p.add_argument("--max-tokens", type=int, help="override the preset's max new tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clients",
+        description="Talk to a MedGemma deployment on vLLM's OpenAI-compatible API.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models}")
+
+    p = sub.add_parser(
+        "chat",
+        help="ask one question (with images), stream the answer",
+        description="Send text and images, stream the answer to stdout (usage on stderr).",
+        epilog=EPILOG,
+    )
+    p.add_argument("text", nargs="?", default="Describe this X-ray", help="the question")
+    p.add_argument("--image", action="append", default=[], help="image path or URL (repeatable)")
+    p.add_argument(
+        "--system", default=None, help='system prompt (default "You are an expert radiologist.")'
+    )
+    p.add_argument("--task", choices=sorted(TASKS), help="use a task preset instead of plain chat")
+    p.add_argument("--report", help="report text, or @FILE to read it (summary, consistency)")
+    p.add_argument("--history", help="patient history text, or @FILE (interpret)")
+    p.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default 0)"
+    )
+    p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    add_image_options(p)
+    add_connection(p)
+
+    p = sub.add_parser(
+        "batch",
+        help="run a task over a folder of studies into resumable JSONL",
+        description="Run a task over every DICOM / image file under DIR. One JSON line per "
+        "study is written as it completes; a rerun skips finished studies and retries failed "
+        "ones. Reports for summary/consistency are read from STEM.txt beside each image.",
+        epilog=EPILOG,
+    )
+    p.add_argument("folder", type=Path, help="folder of studies (searched recursively)")
+    p.add_argument("--task", choices=sorted(TASKS), default="findings", help="task preset")
+    p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_image_options(p)
+    add_connection(p)
+
+    p = sub.add_parser("models", help="list the served models", epilog=EPILOG)
+    add_connection(p)
+    return parser
+
+
+def read_arg(value: str | None) -> str | None:
+    """A text argument, or the contents of FILE when given as @FILE."""
+    if value and value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return value
+
+
+def settings(args: argparse.Namespace) -> chat.ClientSettings:
+    return chat.load_settings(
+        base_url=args.base_url, model=args.model, timeout_s=args.timeout, max_retries=args.retries
+    )
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name in chat.served_models(chat.make_client(settings(args))):
+        print(name)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    client = chat.make_client(settings(args))
+    max_size = args.max_size or None
+    if args.task:
+        request = TASKS[args.task].build(
+            args.image,
+            report=read_arg(args.report),
+            question=args.text,
+            patient_history=read_arg(args.history),
+            max_size=max_size,
+            frame=args.frame,
+            max_tokens=args.max_tokens,
+        )
+        messages, params, schema = request.messages, dict(request.params), request.schema
+    else:
+        from clients.messages import RADIOLOGIST, build_messages
+
+        system = RADIOLOGIST if args.system is None else args.system
+        messages = build_messages(
+            args.text, args.image, system=system, max_size=max_size, frame=args.frame
+        )
+        params, schema = {"max_tokens": args.max_tokens or 300, "temperature": 0.0}, None
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    if args.no_stream or schema is not None:
+        result = chat.complete(client, messages, model=args.model, **params)
+        if schema is not None:
+            print(parse_answer(result.text, schema).model_dump_json(indent=2))
+        else:
+            print(result.text)
+    else:
+        stream = chat.stream(client, messages, model=args.model, **params)
+        for delta in stream:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        print()
+        assert stream.result is not None
+        result = stream.result
+    print(
+        f"[{result.model}: finish_reason={result.finish_reason} usage={result.usage} "
+        f"latency={result.latency_s:.2f}s]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from clients.batch import run_batch
+    from clients.progress import BatchProgress
+
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
+    client = chat.make_async_client(settings(args))
+    with BatchProgress(enabled=not args.no_progress) as progress:
+        summary = asyncio.run(
+            run_batch(
+                client,
+                args.folder,
+                TASKS[args.task],
+                args.out,
+                concurrency=args.concurrency,
+                model=args.model,
+                max_size=args.max_size or None,
+                frame=args.frame,
+                max_tokens=args.max_tokens,
+                on_start=progress.start,
+                on_record=progress.advance,
+            )
+        )
+    print(
+        f"{summary.total} studies: {summary.skipped} already done, {summary.ok} ok, "
+        f"{summary.failed} failed in {summary.elapsed_s:.1f} s -> {args.out}",
+        file=sys.stderr,
+    )
+    return 1 if summary.failed else 0
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """The server's own error message from an error response body."""
+    body: Any = exc.body
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if body.get("message"):
+            return str(body["message"])
+    return exc.message
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for an error a user can fix; None for a bug (re-raised with traceback)."""
+    if isinstance(exc, ServerUnreachableError):
+        return exc.message
+    if isinstance(exc, openai.AuthenticationError):
+        return (
+            f"the server refused the API key (401): set MEDGEMMA_API_KEY to the key the server "
+            f"was started with ({server_message(exc)})"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return f"the server answered {exc.status_code}: {server_message(exc)}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "the request timed out: raise --timeout or MEDGEMMA_TIMEOUT"
+    if isinstance(exc, (ImageError, SchemaError, ValueError, KeyError, OSError)):
+        return str(exc).strip("'\"")
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = explain(exc)
+        if line is None:
+            raise
+        print(f"error: {' '.join(line.split())}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Resumable batch runs: one task over every study in a folder, one JSON line per study.
+
+A study is one image file (DICOM or a format Pillow reads) found under the folder; its id
+is its path relative to the folder. Tasks that need a report read it from a sidecar text
+file with the same stem (`case1.dcm` -> `case1.txt`). Each result is appended to the
+JSONL output as soon as it completes, flushed and fsynced, so a killed run loses at most
+the requests in flight. A rerun skips studies whose last record succeeded, retries the
+failed ones, and tolerates a torn last line. The file is compacted to one record per
+study (the last) at the start and end of a run, through an atomic rename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from clients.chat import ChatResult
+from clients.errors import ImageError, SchemaError, ServerUnreachableError
+from clients.run import asend
+from clients.tasks import Task
+
+IMAGE_SUFFIXES = {
+    ".dcm",
+    ".dicom",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+}
+# Failures that concern one study: recorded, retried on the next run.
+STUDY_ERRORS = (ImageError, SchemaError, ValueError, openai.BadRequestError, openai.APITimeoutError)
+# Failures that concern the whole run (server down, wrong key or model): stop, record nothing.
+FATAL_ERRORS = (
+    ServerUnreachableError,
+    openai.AuthenticationError,
+    openai.PermissionDeniedError,
+    openai.NotFoundError,
+)
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Study:
+    id: str  # path relative to the batch folder, POSIX separators
+    path: Path
+
+    @property
+    def report_path(self) -> Path:
+        return self.path.with_suffix(".txt")
+
+
+@dataclass
+class BatchSummary:
+    total: int
+    skipped: int  # already done in an earlier run
+    ok: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+
+
+def looks_like_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def discover(root: Path) -> list[Study]:
+    """Every study under root (recursively, sorted, hidden files skipped)."""
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder of studies")
+    studies = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES or (suffix == "" and looks_like_dicom(path)):
+            studies.append(Study(rel.as_posix(), path))
+    return studies
+
+
+def parse_records(text: str) -> list[Record]:
+    """Records of a JSONL file; a torn or corrupt line (killed writer) is skipped (pure)."""
+    records = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            records.append(rec)
+    return records
+
+
+def latest(records: Iterable[Record]) -> dict[str, Record]:
+    """The last record of each study id, in order of those last records (pure)."""
+    last: dict[str, Record] = {}
+    for rec in records:
+        last.pop(rec["id"], None)
+        last[rec["id"]] = rec
+    return last
+
+
+def pending(studies: list[Study], done: dict[str, Record]) -> list[Study]:
+    """Studies without a successful last record (pure)."""
+    return [s for s in studies if done.get(s.id, {}).get("status") != "ok"]
+
+
+def read_records(out: Path) -> list[Record]:
+    return parse_records(out.read_text(errors="replace")) if out.exists() else []
+
+
+def compact(out: Path) -> dict[str, Record]:
+    """Rewrite `out` with one record per study (the last), atomically; return them."""
+    last = latest(read_records(out))
+    if not out.exists():
+        return last
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tmp.open("w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in last.values())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return last
+
+
+def ok_record(study: Study, task: Task, result: ChatResult) -> Record:
+    rec: Record = {
+        "id": study.id,
+        "status": "ok",
+        "task": task.name,
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "usage": result.usage,
+        "latency_s": round(result.latency_s, 3),
+    }
+    if result.parsed is not None:
+        rec["parsed"] = result.parsed.model_dump()
+    return rec
+
+
+def error_record(study: Study, task: Task, exc: BaseException) -> Record:
+    return {
+        "id": study.id,
+        "status": "error",
+        "task": task.name,
+        "error_type": type(exc).__name__,
+        "error": str(exc),
+    }
+
+
+class JsonlWriter:
+    """Appends one record per line, flushed and fsynced before the next."""
+
+    def __init__(self, out: Path) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.f = out.open("a", encoding="utf-8")
+
+    def write(self, rec: Record) -> None:
+        self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def build_request(study: Study, task: Task, max_size: int | None, frame: int | None) -> Any:
+    report = None
+    if task.needs_report:
+        if not study.report_path.is_file():
+            raise ValueError(f"task {task.name!r} needs a report: none at {study.report_path.name}")
+        report = study.report_path.read_text(errors="replace")
+    return task.build([study.path], report=report, max_size=max_size, frame=frame)
+
+
+async def process(
+    client: openai.AsyncOpenAI,
+    study: Study,
+    task: Task,
+    *,
+    model: str | None,
+    max_size: int | None,
+    frame: int | None,
+    max_tokens: int | None,
+) -> Record:
+    """One study -> one record. Study-level failures become error records."""
+    try:
+        request = await asyncio.to_thread(build_request, study, task, max_size, frame)
+        extra = {"max_tokens": max_tokens} if max_tokens else {}
+        result = await asend(client, request, model=model, **extra)
+    except FATAL_ERRORS:
+        raise
+    except (*STUDY_ERRORS, openai.APIStatusError, openai.APIConnectionError) as exc:
+        return error_record(study, task, exc)
+    return ok_record(study, task, result)
+
+
+async def run_batch(
+    client: openai.AsyncOpenAI,
+    root: Path,
+    task: Task,
+    out: Path,
+    *,
+    concurrency: int = 16,
+    model: str | None = None,
+    max_size: int | None = 896,
+    frame: int | None = None,
+    max_tokens: int | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+) -> BatchSummary:
+    """Run `task` over the studies under root that are not done yet; see the module doc."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    studies = discover(root)
+    todo = pending(studies, compact(out))
+    summary = BatchSummary(total=len(studies), skipped=len(studies) - len(todo))
+    if on_start:
+        on_start(len(studies), len(todo))
+    t0 = time.perf_counter()
+    queue: asyncio.Queue[Study] = asyncio.Queue()
+    for s in todo:
+        queue.put_nowait(s)
+    writer = JsonlWriter(out)
+
+    async def worker() -> None:
+        while not queue.empty():
+            study = queue.get_nowait()
+            rec = await process(
+                client,
+                study,
+                task,
+                model=model,
+                max_size=max_size,
+                frame=frame,
+                max_tokens=max_tokens,
+            )
+            writer.write(rec)
+            if rec["status"] == "ok":
+                summary.ok += 1
+            else:
+                summary.failed += 1
+            if on_record:
+                on_record(rec)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(todo))):
+                group.create_task(worker())
+    except BaseExceptionGroup as eg:
+        fatal = eg.subgroup(lambda e: isinstance(e, FATAL_ERRORS))
+        raise (fatal or eg).exceptions[0] from None
+    finally:
+        writer.close()
+    compact(out)
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
