@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serve.cluster_config import KubernetesSettings, RaySettings
+
 Device = Literal["cpu", "cuda"]
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -134,6 +136,25 @@ class DeploymentConfig(BaseModel):
     drain_timeout_s: float = Field(
         30, ge=0, description="On SIGTERM, seconds in-flight requests get to finish."
     )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Machines one deployment spans (TP x PP x DP devices split evenly over "
+        "them). More than 1 runs through `python -m serve render ray|k8s`, not locally.",
+    )
+    gpu_type: str | None = Field(
+        None,
+        description="GPU the config is sized for (serve/gpus.yaml, e.g. l4-24gb); the "
+        "default of `python -m serve plan`.",
+    )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings,
+        description="Kubernetes layout for `python -m serve render k8s`.",
+    )
+    ray: RaySettings = Field(
+        default_factory=RaySettings,
+        description="Ray cluster settings for `python -m serve render ray`.",
+    )
     restart: RestartPolicy = Field(
         default_factory=RestartPolicy,
         description="Supervision of the server after start-up.",
@@ -191,6 +212,15 @@ class DeploymentConfig(BaseModel):
             raise ValueError("gpu_memory_utilization applies to device: cuda only")
         return self
 
+    @model_validator(mode="after")
+    def _nodes_split_evenly(self) -> DeploymentConfig:
+        if self.world_size % self.nodes:
+            raise ValueError(
+                f"nodes: {self.nodes} nodes cannot share the {self.world_size} devices of "
+                "tensor_parallel_size x pipeline_parallel_size x data_parallel_size evenly"
+            )
+        return self
+
     @property
     def model_name(self) -> str:
         """The name clients send as `model`."""
@@ -200,6 +230,11 @@ class DeploymentConfig(BaseModel):
     def world_size(self) -> int:
         """Devices one deployment uses: TP x PP x DP."""
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+    @property
+    def devices_per_node(self) -> int:
+        """Devices each of the `nodes` machines contributes."""
+        return self.world_size // self.nodes
 
 
 def is_local_path(model: str) -> bool:
