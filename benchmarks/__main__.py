@@ -1,0 +1,125 @@
+"""`python -m benchmarks`: run scenarios, the seed baseline, the harness headroom check and
+the agreement check with vLLM's own benchmark.
+
+    python -m benchmarks run --scenario configs/bench-cpu.yaml --base-url http://127.0.0.1:8000/v1
+    python -m benchmarks run --scenario configs/bench-cpu.yaml --start-server   # make bench
+    python -m benchmarks baseline --scenario configs/bench-baseline.yaml
+    python -m benchmarks headroom --scenario configs/bench-headroom.yaml
+    python -m benchmarks vllm-bench --scenario configs/bench-agree.yaml --start-server
+    python -m benchmarks fields                                                # every field
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.errors import BenchError
+from benchmarks.scenario import Scenario, ScenarioError, describe_fields, load_scenario
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", type=Path, required=True, help="configs/bench-*.yaml")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario field (repeatable; dotted keys, YAML values), e.g. "
+        "--set load.users=[1,8] --set max_tokens=32",
+    )
+    p.add_argument("--users", help="shortcut for --set load.users=[...]: e.g. 1,4,16")
+    p.add_argument("--duration", type=int, help="shortcut for --set load.duration_s=N")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results root folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario against a server, write a results folder")
+    add_common(run)
+    run.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    run.add_argument(
+        "--start-server",
+        action="store_true",
+        help="if nothing answers at --base-url, start the scenario's deployment there "
+        "(and stop it at the end)",
+    )
+    base = sub.add_parser(
+        "baseline", help="the deployment vs the seed notebook's transformers generate"
+    )
+    add_common(base)
+    base.add_argument(
+        "--base-url", help="use this running server (it must be idle) instead of starting one"
+    )
+    head = sub.add_parser("headroom", help="max req/s of the load generator (fake endpoint)")
+    add_common(head)
+    head.add_argument("--compare", type=Path, help="a summary.json of a served run to compare")
+    agree = sub.add_parser("vllm-bench", help="the same load through vLLM's own benchmark")
+    add_common(agree)
+    agree.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    agree.add_argument("--start-server", action="store_true", help="as for `run`")
+    sub.add_parser("fields", help="list every scenario field with its description")
+    return p
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    overrides = list(args.set)
+    if args.users:
+        overrides.append(f"load.users=[{args.users}]")
+    if args.duration is not None:
+        overrides.append(f"load.duration_s={args.duration}")
+    return load_scenario(args.scenario, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "fields":
+        print(describe_fields())
+        return 0
+    command = [sys.executable, "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        scenario = scenario_from_args(args)
+        if args.command == "run":
+            from benchmarks.run import run_benchmark
+
+            result = run_benchmark(
+                scenario,
+                args.base_url,
+                out_root=args.out,
+                start_server=args.start_server,
+                command=command,
+            )
+            print(f"results folder: {result.folder}")
+        elif args.command == "baseline":
+            from benchmarks.baseline import run_baseline
+
+            run_baseline(scenario, base_url=args.base_url, out_root=args.out, command=command)
+        elif args.command == "headroom":
+            from benchmarks.headroom import run_headroom
+
+            run_headroom(scenario, out_root=args.out, compare=args.compare, command=command)
+        elif args.command == "vllm-bench":
+            from benchmarks.agreement import run_agreement
+
+            run_agreement(
+                scenario,
+                args.base_url,
+                out_root=args.out,
+                start_server=args.start_server,
+                command=command,
+            )
+    except (ScenarioError, BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ScenarioError) else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Benchmark scenarios: loading, clear messages for bad input, the prepared workload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.prepared import read_workload, write_workload
+from benchmarks.scenario import ScenarioError, load_scenario
+from benchmarks.workload import kinds, prepare
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "bench-x.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("bench-*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_loads(path: Path) -> None:
+    s = load_scenario(path)
+    assert s.name == path.stem
+    assert s.load.levels, s.load
+
+
+def test_overrides_merge_into_one_validation(tmp_path: Path) -> None:
+    s = load_scenario(CONFIGS / "bench-smoke.yaml", ["load.users=[1, 3]", "max_tokens=5"])
+    assert s.load.users == [1, 3] and s.max_tokens == 5
+    assert s.images.kind == "xray"  # untouched fields stay
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("max_token: 5\n", ["max_token", "unknown key"]),
+        ("images: {per_request: 1, colour: red}\n", ["images.colour", "unknown key"]),
+        ("load: {duration_s: 10, warmup_s: 10}\n", ["load", "warmup_s (10)", "shorter"]),
+        ("load: {users: [0, 4]}\n", ["load", "users >= 1"]),
+        ("load: {mode: open}\n", ["load", "rates > 0"]),
+        ("images: {text_only_share: 1.5}\n", ["images.text_only_share", "1.5"]),
+        ("max_tokens: 0\n", ["max_tokens", "greater than or equal to 1"]),
+        ("prompts: {tasks: [diagnose]}\n", ["unknown task", "diagnose", "findings"]),
+        ("temperature: hot\n", ["temperature", "hot"]),
+    ],
+)
+def test_bad_scenarios_name_file_and_field(tmp_path: Path, text: str, expected: list[str]) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(p)
+    msg = str(err.value)
+    assert str(p) in msg, msg
+    for part in expected:
+        assert part in msg, msg
+
+
+def test_unreadable_scenarios(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="not found"):
+        load_scenario(tmp_path / "nope.yaml")
+    with pytest.raises(ScenarioError, match="mapping"):
+        load_scenario(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ScenarioError, match="key=value"):
+        load_scenario(CONFIGS / "bench-smoke.yaml", ["max_tokens"])
+
+
+def test_cli_reports_bad_scenario_without_traceback(tmp_path: Path, capsys) -> None:
+    code = main(["run", "--scenario", str(write(tmp_path, "loadd: {}\n"))])
+    err = capsys.readouterr().err
+    assert code == 2 and "loadd: unknown key" in err and "Traceback" not in err, err
+
+
+def test_cli_reports_unreachable_server_before_any_load(capsys) -> None:
+    from serve.launch import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    code = main(["run", "--scenario", str(CONFIGS / "bench-smoke.yaml"), "--base-url", url])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach" in err and url in err, err
+
+
+def test_kinds_follow_the_shares_exactly(tmp_path: Path) -> None:
+    s = load_scenario(
+        CONFIGS / "bench-smoke.yaml",
+        ["images.distinct=20", "images.text_only_share=0.25", "images.dicom_share=0.2"],
+    )
+    k = kinds(s)
+    assert k.count("text") == 5 and k.count("dicom") == 3 and k.count("image") == 12, k
+
+
+def test_prepared_requests_are_streaming_chat_bodies(tmp_path: Path) -> None:
+    s = load_scenario(CONFIGS / "bench-smoke.yaml", ["images.per_request=2"])
+    reqs = prepare(s, "some-model")
+    assert len(reqs) == s.images.distinct
+    by_kind = {r.kind: r for r in reqs}
+    assert set(by_kind) == {"image", "dicom", "text"}, [r.kind for r in reqs]
+    body = json.loads(by_kind["dicom"].body)
+    assert body["model"] == "some-model" and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["ignore_eos"] is True and body["min_tokens"] == body["max_tokens"] == 8, body
+    user = body["messages"][-1]["content"]
+    urls = [p["image_url"]["url"] for p in user if p["type"] == "image_url"]
+    assert len(urls) == 2 and all(u.startswith("data:image/png;base64,") for u in urls), user
+    assert body["messages"][0]["role"] == "system"
+    text = json.loads(by_kind["text"].body)
+    assert by_kind["text"].n_images == 0 and by_kind["text"].task == "interpret", text
+    # the workload file round-trips byte for byte
+    path = tmp_path / "w.jsonl"
+    write_workload(path, reqs)
+    assert read_workload(path) == reqs
