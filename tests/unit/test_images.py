@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -132,7 +133,7 @@ def test_transfer_syntax_without_decoder_is_named():
 
 
 def test_dicom_bytes_and_extensionless_files_are_detected(tmp_path):
-    data = open(dicom_path("MR_small.dcm"), "rb").read()
+    data = Path(dicom_path("MR_small.dcm")).read_bytes()
     target = tmp_path / "IM0001"
     target.write_bytes(data)
     assert np.array_equal(pixels(data), pixels(target))

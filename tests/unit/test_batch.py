@@ -1,0 +1,67 @@
+"""clients.batch pure parts: study discovery, torn-line tolerant reading, resume, compaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from clients.batch import Study, compact, discover, latest, parse_records, pending, read_records
+from tests.images import chest_like_png
+
+
+def test_discover_finds_images_and_dicom_with_stable_relative_ids(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "cxr.png").write_bytes(chest_like_png(32))
+    (tmp_path / "a" / "cxr.txt").write_text("report")  # sidecar, not a study
+    (tmp_path / "IM0001").write_bytes(
+        Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes()
+    )
+    (tmp_path / "notes").write_text("not dicom, no extension")
+    (tmp_path / ".hidden.png").write_bytes(chest_like_png(32))
+    (tmp_path / "b.JPG").write_bytes(b"whatever")  # a study; decoding it fails later, recorded
+    ids = [s.id for s in discover(tmp_path)]
+    assert ids == ["IM0001", "a/cxr.png", "b.JPG"], ids
+    assert Study("a/cxr.png", tmp_path / "a" / "cxr.png").report_path == tmp_path / "a" / "cxr.txt"
+
+
+def test_discover_needs_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="not a folder"):
+        discover(tmp_path / "missing")
+
+
+def test_a_torn_last_line_is_ignored():
+    text = '{"id": "a", "status": "ok"}\n{"id": "b", "status": "error"}\n{"id": "c", "sta'
+    assert [r["id"] for r in parse_records(text)] == ["a", "b"]
+
+
+def test_last_record_wins_and_only_failures_and_new_studies_are_pending(tmp_path):
+    records = [
+        {"id": "a", "status": "error", "error": "x"},
+        {"id": "b", "status": "ok"},
+        {"id": "a", "status": "ok"},
+        {"id": "c", "status": "error", "error": "y"},
+    ]
+    done = latest(records)
+    assert {k: v["status"] for k, v in done.items()} == {"b": "ok", "a": "ok", "c": "error"}
+    studies = [Study(i, tmp_path / i) for i in ("a", "b", "c", "d")]
+    assert [s.id for s in pending(studies, done)] == ["c", "d"]
+
+
+def test_compact_keeps_one_record_per_study_and_drops_a_torn_line(tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.write_text(
+        json.dumps({"id": "a", "status": "error"})
+        + "\n"
+        + json.dumps({"id": "b", "status": "ok"})
+        + "\n"
+        + json.dumps({"id": "a", "status": "ok"})
+        + "\n"
+        + '{"id": "c", "status": "o'
+    )
+    compact(out)
+    text = out.read_text()
+    assert text.endswith("\n") and [r["id"] for r in read_records(out)] == ["b", "a"], text
+    assert all(r["status"] == "ok" for r in read_records(out))
