@@ -29,17 +29,18 @@ def write_plots(folder: Path, mode: str, levels: Sequence[LevelResult], note: st
     sums = [lv.summary for lv in levels]
     out = []
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(xs, [s["output_throughput"] for s in sums], "o-", label="output tok/s")
-    ax.set_xlabel(x_label(mode))
-    ax.set_ylabel("output tokens / s")
-    ax2 = ax.twinx()
-    ax2.plot(xs, [s["request_throughput"] for s in sums], "s--", color="C1", label="req/s")
-    ax2.plot(xs, [s["goodput"] for s in sums], "^:", color="C2", label="goodput req/s")
-    ax2.set_ylabel("requests / s")
-    lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [str(ln.get_label()) for ln in lines], loc="upper left")
-    finish(fig, ax, "Throughput", note, folder / PLOTS[0], xs, mode)
+    fig, (tok, req) = plt.subplots(1, 2, figsize=(11, 4.2))
+    tok.plot(xs, [s["output_throughput"] for s in sums], "o-", label="output")
+    tok.set_title("Output tokens / s")
+    req.plot(xs, [s["request_throughput"] for s in sums], "o-", label="completed")
+    req.plot(xs, [s["goodput"] for s in sums], "^:", label="goodput (within SLO)")
+    req.set_title("Requests / s")
+    for ax in (tok, req):
+        style_axis(ax, xs, mode)
+    fig.suptitle(f"Throughput ({note})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(folder / PLOTS[0], dpi=100)
+    plt.close(fig)
     out.append(folder / PLOTS[0])
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
@@ -54,10 +55,7 @@ def write_plots(folder: Path, mode: str, levels: Sequence[LevelResult], note: st
                 label=p,
             )
         ax.set_title(f"{title} (ms)")
-        ax.set_xlabel(x_label(mode))
-        ax.legend()
-        if mode == "closed" and len(xs) > 1 and max(xs) / max(min(xs), 1) >= 8:
-            ax.set_xscale("log", base=2)
+        style_axis(ax, xs, mode)
     fig.suptitle(f"Latency percentiles ({note})", fontsize=9)
     fig.tight_layout()
     fig.savefig(folder / PLOTS[1], dpi=100)
@@ -73,21 +71,24 @@ def write_plots(folder: Path, mode: str, levels: Sequence[LevelResult], note: st
     ax.set_ylabel("requests")
     if levels:
         ax.legend(title=x_label(mode))
-    finish(fig, ax, "TTFT distribution", note, folder / PLOTS[2], None, mode)
+    ax.set_title(f"TTFT distribution\n({note})", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / PLOTS[2], dpi=100)
+    plt.close(fig)
     out.append(folder / PLOTS[2])
     return out
 
 
-def finish(fig: Any, ax: Any, title: str, note: str, path: Path, xs: Any, mode: str) -> None:
-    import matplotlib.pyplot as plt
-
-    ax.set_title(f"{title}\n({note})", fontsize=10)
-    if xs and mode == "closed" and len(xs) > 1 and max(xs) / max(min(xs), 1) >= 8:
+def style_axis(ax: Any, xs: Sequence[float], mode: str) -> None:
+    """Level on x (log 2 for wide closed-loop sweeps), ticks at the levels, legend, grid."""
+    if mode == "closed" and len(xs) > 1 and max(xs) / max(min(xs), 1) >= 8:
         ax.set_xscale("log", base=2)
+    if xs:
+        ax.set_xticks(list(xs), [f"{x:g}" for x in xs])
+    ax.set_xlabel(x_label(mode))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.legend()
 
 
 def ms(d: dict[str, float | None], p: str) -> str:
