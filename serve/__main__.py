@@ -137,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg.nodes > 1:
+        print(
+            f"error: nodes: {cfg.nodes} nodes cannot be started by `python -m serve` on one "
+            "machine; render the config for a cluster: `python -m serve render ray|k8s "
+            f"--config {args.config}`",
+            file=sys.stderr,
+        )
+        return 2
     if args.dry_run:
         print(dry_run(cfg))
         return 0

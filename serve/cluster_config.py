@@ -35,8 +35,10 @@ class KubernetesSettings(BaseModel):
     )
     namespace: str = Field("medgemma", description="Namespace the objects are created in.")
     image: str = Field(
-        "vllm/vllm-openai:v0.32.0",
-        description="Container image with vLLM (keep its version equal to the vllm pin).",
+        "medgemma-serve:0.1.0",
+        description="Container image built from deploy/Dockerfile (vllm/vllm-openai:v0.32.0 "
+        "plus this repo's serve/ package, which the server imports); push it to your registry "
+        "and name it here.",
     )
     replicas: int = Field(1, ge=1, description="Replicas at start; the autoscaler's minimum.")
     max_replicas: int = Field(4, ge=1, description="The autoscaler's maximum replicas.")

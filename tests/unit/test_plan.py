@@ -1,0 +1,185 @@
+"""The capacity planner: model shapes, vLLM's KV arithmetic, fit and suggestions, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serve import capacity as cap
+from serve.config import load_config
+from serve.plan import Scenario, make_plan, resolve_device, suggest
+from serve.shapes import SHAPES_DIR, load_gpus, read_shape_file, shape_for_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+GPUS = load_gpus()
+# Deployment configs (configs/bench-*.yaml are benchmark scenarios, not deployments).
+DEPLOYMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench-"))
+
+
+def shape(name: str):
+    return read_shape_file(SHAPES_DIR / f"{name}.json", name)
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serve", "plan", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_parameter_count_matches_the_stand_in_checkpoint(tiny_model_dir: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as f:
+        stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    counted = cap.param_counts(read_shape_file(tiny_model_dir / "config.json", "tiny")).total
+    assert counted == stored, f"formula {counted:,} vs checkpoint {stored:,}"
+
+
+@pytest.mark.parametrize(
+    ("name", "billions", "full", "sliding"),
+    [
+        ("medgemma-4b-it", 4.30, 5, 29),  # Gemma 3 4B: 3.88 B text + 0.42 B SigLIP
+        ("medgemma-27b-it", 27.43, 10, 52),
+        ("medgemma-27b-text-it", 27.01, 10, 52),
+    ],
+)
+def test_published_shapes(name: str, billions: float, full: int, sliding: int) -> None:
+    s = shape(name)
+    total = cap.param_counts(s).total / 1e9
+    assert total == pytest.approx(billions, rel=0.01), f"{name}: {total:.3f} B parameters"
+    assert (s.num_full_layers, s.num_sliding_layers) == (full, sliding), s.layer_types
+    assert s.sliding_window == 1024
+    data = json.loads((SHAPES_DIR / f"{name}.json").read_text())
+    assert "config.json" in data["_source"], "the data file must say where it comes from"
+
+
+def test_kv_groups_follow_vllm_hybrid_grouping() -> None:
+    # 5 global + 29 sliding -> groups of 5: 1 global group, ceil(29/5) = 6 sliding groups.
+    assert cap.kv_groups(shape("medgemma-4b-it")) == cap.KvGroups(5, 1, 6)
+    assert cap.kv_groups(shape("medgemma-27b-it")) == cap.KvGroups(10, 1, 6)
+
+
+def test_cpu_tiny_arithmetic_by_hand() -> None:
+    """1 GiB / (1 layer x 128 tokens x 128 B) = 65,536 blocks; a 4,096-token request needs
+    32 blocks in the global group and ceil((512 - 1 + 2048) / 128) + 1 = 21 in each of the
+    5 sliding groups: 137 blocks, so 65,536 / 137 = 478.36 requests."""
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml")
+    p = make_plan(cfg, shape_for_config(cfg), None, Scenario())
+    assert p.num_blocks == 65_536
+    assert p.vllm_max_concurrency == pytest.approx(65_536 / 137)
+    assert p.vllm_kv_tokens == int(65_536 / 137 * 4096)
+    assert p.fits and p.concurrent_requests == cfg.max_num_seqs, p
+
+
+@pytest.mark.parametrize("path", DEPLOYMENTS, ids=lambda p: p.stem)
+def test_every_shipped_config_fits_its_target(path: Path) -> None:
+    cfg = load_config(path)
+    if cfg.device == "cuda":
+        assert cfg.gpu_type, f"{path.name}: GPU configs name their sizing target"
+    device = resolve_device(cfg, None, GPUS)
+    p = make_plan(cfg, shape_for_config(cfg), device, Scenario(images=0))
+    assert p.fits, f"{path.name}: {p.problems}"
+    assert p.concurrent_requests >= cfg.data_parallel_size, p
+
+
+def test_gpu_budget_is_utilisation_minus_weights_minus_overhead() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it.yaml")
+    p = make_plan(cfg, shape("medgemma-4b-it"), GPUS["l4-24gb"], Scenario())
+    expected = 0.90 * p.device_memory_gib - p.weights_gib - p.overhead_gib  # type: ignore[operator]
+    assert p.kv_budget_gib == pytest.approx(expected, abs=1e-6)
+    assert 7.5 < p.weights_gib < 8.5, p.weights_gib  # ~8.6 GB of bf16 weights
+
+
+def test_more_tensor_parallel_means_less_weight_and_more_kv_per_gpu() -> None:
+    s = shape("medgemma-27b-it")
+    base = load_config(CONFIGS / "medgemma-27b-it-tp4.yaml")
+    plans = [
+        make_plan(
+            base.model_copy(update={"tensor_parallel_size": tp}), s, GPUS["h100-80gb"], Scenario()
+        )
+        for tp in (1, 2, 4, 8)
+    ]
+    weights = [p.weights_gib for p in plans]
+    assert weights == sorted(weights, reverse=True), weights
+    assert plans[0].fits and plans[-1].vllm_max_concurrency > plans[0].vllm_max_concurrency
+
+
+def test_too_big_says_so_and_suggests_the_smallest_parallel_size() -> None:
+    cfg = load_config(CONFIGS / "medgemma-27b-it-tp4.yaml", ["tensor_parallel_size=1"])
+    s, l4 = shape("medgemma-27b-it"), GPUS["l4-24gb"]
+    p = make_plan(cfg, s, l4, Scenario())
+    assert not p.fits and "exceed" in p.problems[0], p.problems
+    hint = suggest(cfg, s, l4, Scenario())
+    assert hint is not None and hint.startswith("tensor_parallel_size: 4,"), hint
+    tp2 = cfg.model_copy(update={"tensor_parallel_size": 2})
+    assert not make_plan(tp2, s, l4, Scenario()).fits, "then 4 would not be the smallest"
+    out = run_plan(
+        "--config",
+        str(CONFIGS / "medgemma-27b-it-tp4.yaml"),
+        "--gpu",
+        "l4-24gb",
+        "--set",
+        "tensor_parallel_size=1",
+    )
+    assert out.returncode == 1, out
+    assert "fits:               NO" in out.stdout and "tensor_parallel_size: 4" in out.stdout
+
+
+def test_cli_prints_the_numbers(tmp_path: Path) -> None:
+    out = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["device"] == "l4-24gb" and data["fits"] is True, data
+    assert data["request_tokens"] == 260 + 200 + 300, data
+    text = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--gpu", "h100-80gb")
+    for needle in (
+        "weights per device",
+        "KV bytes per token",
+        "global layers",
+        "sliding layers",
+        "KV budget per device",
+        "concurrent requests",
+        "ESTIMATE",
+    ):
+        assert needle in text.stdout, text.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--gpu", "v100-16gb"], "--gpu: unknown GPU type 'v100-16gb'"),
+        (["--set", "gpu_type=tpu"], "gpu_type: unknown GPU type 'tpu'"),
+        (["--gpu", "cpu"], "--gpu: cpu plans `device: cpu` configs only"),
+        (["--set", "tensor_parallel_size=3"], "tensor_parallel_size: 3 does not divide the 8"),
+        (["--set", "pipeline_parallel_size=4"], "pipeline_parallel_size: 4 does not divide the 34"),
+        (["--set", "model=google/medgemma-2b"], "model: no shape data for 'google/medgemma-2b'"),
+        (["--set", "nodes=3"], "nodes: 3 nodes cannot share"),
+        (["--images", "-1"], "--images must be >= 0"),
+    ],
+)
+def test_bad_input_names_the_field(args: list[str], needle: str) -> None:
+    out = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), *args)
+    assert out.returncode == 2, out
+    assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_text_only_model_takes_no_images() -> None:
+    out = run_plan("--config", str(CONFIGS / "medgemma-27b-text-it-tp2.yaml"), "--images", "1")
+    assert out.returncode == 2 and "--images: medgemma-27b-text-it is text-only" in out.stderr
+
+
+def test_a_node_holds_only_so_many_gpus() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it-dp4.yaml", ["data_parallel_size=16"])
+    p = make_plan(cfg, shape("medgemma-4b-it"), GPUS["l4-24gb"], Scenario())
+    assert not p.fits and p.problems[0].startswith("nodes: 1 node(s) need 16 x l4-24gb"), p

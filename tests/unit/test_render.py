@@ -1,0 +1,300 @@
+"""Rendering for Ray and Kubernetes: every shipped config, schema validation, bad input."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from serve.argv import check_vllm_argv
+from serve.config import load_config
+from serve.render_k8s import render_k8s
+from serve.render_ray import RenderError, env_assignments, render_ray, to_script
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+DEPLOYMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench-"))
+GPU_CONFIGS = [p for p in DEPLOYMENTS if load_config(p).device == "cuda"]
+# The oldest Kubernetes still widely run, and the newest schema the package ships.
+K8S_VERSIONS = ["1.29", kubernetes_validate.latest_version()]
+
+
+def run_render(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serve", "render", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["kind"]: m for m in manifests}
+
+
+def validate_strict(manifest: dict[str, Any], version: str) -> None:
+    """Built-in kinds against their schema; the LeaderWorkerSet CRD (no schema shipped)
+    through its two embedded pod templates, each as a core/v1 PodTemplate."""
+    if manifest["kind"] != "LeaderWorkerSet":
+        kubernetes_validate.validate(manifest, version, strict=True)
+        return
+    lwt = manifest["spec"]["leaderWorkerTemplate"]
+    assert set(lwt) == {"size", "restartPolicy", "leaderTemplate", "workerTemplate"}, lwt
+    for role in ("leaderTemplate", "workerTemplate"):
+        wrapper = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"{manifest['metadata']['name']}-{role.lower()}"},
+            "template": lwt[role],
+        }
+        kubernetes_validate.validate(wrapper, version, strict=True)
+
+
+# --- Ray ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DEPLOYMENTS, ids=lambda p: p.stem)
+def test_ray_render_for_every_config(path: Path) -> None:
+    cfg = load_config(path)
+    launch = render_ray(cfg, "/models/m" if cfg.stand_in else None)
+    assert launch.head[:2] == ["ray", "start"] and "--head" in launch.head, launch.head
+    assert f"--port={cfg.ray.port}" in launch.head
+    assert launch.workers == cfg.nodes - 1
+    if cfg.device == "cuda":
+        assert f"--num-gpus={cfg.devices_per_node}" in launch.head, launch.head
+    serve = launch.serve
+    i = serve.index("--distributed-executor-backend")
+    assert serve[i + 1] == "ray", serve
+    for name, size in (
+        ("--tensor-parallel-size", cfg.tensor_parallel_size),
+        ("--pipeline-parallel-size", cfg.pipeline_parallel_size),
+        ("--data-parallel-size", cfg.data_parallel_size),
+    ):
+        assert (name in serve and serve[serve.index(name) + 1] == str(size)) == (size > 1), serve
+    error = check_vllm_argv(serve[3:])  # vLLM's own parser, without `python -m module`
+    assert error is None, f"vLLM rejects the rendered command: {error}"
+    script = to_script(launch, cfg)
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0, script
+
+
+def test_ray_multi_node_pipeline_config() -> None:
+    cfg = load_config(CONFIGS / "medgemma-27b-it-2nodes.yaml")
+    launch = render_ray(cfg)
+    assert launch.workers == 1 and "--num-gpus=4" in launch.worker, launch.worker
+    assert "--address=${RAY_HEAD_IP}:6379" in launch.worker and "--block" in launch.worker
+    script = to_script(launch, cfg)
+    assert "# 2. On each of the 1 worker node(s)" in script, script
+    assert "HF_TOKEN" in script and 'VLLM_API_KEY="$MEDGEMMA_API_KEY"' in script, script
+
+
+def test_ray_data_parallel_across_nodes() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it-dp4.yaml", ["data_parallel_size=8", "nodes=2"])
+    serve = render_ray(cfg).serve
+    assert serve[serve.index("--data-parallel-backend") + 1] == "ray", serve
+    assert serve[serve.index("--data-parallel-size-local") + 1] == "4", serve
+    assert check_vllm_argv(serve[3:]) is None
+
+
+def test_tp_across_nodes_is_rendered_with_a_warning() -> None:
+    cfg = load_config(CONFIGS / "medgemma-27b-it-tp4.yaml", ["nodes=2"])
+    notes = render_ray(cfg).notes
+    assert notes and "spans nodes" in notes[0], notes
+
+
+def test_env_assignments_survive_the_shell() -> None:
+    env = {"A": "0|1", "B": "", "RAY_ADDRESS": "${RAY_HEAD_IP}:6379", "C": "x y"}
+    script = f"RAY_HEAD_IP=10.0.0.5; {env_assignments(env)} env"
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    seen = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    assert seen["A"] == "0|1" and seen["B"] == "" and seen["C"] == "x y", out.stdout
+    assert seen["RAY_ADDRESS"] == "10.0.0.5:6379", out.stdout
+
+
+def test_ray_cli_and_the_stand_in_folder() -> None:
+    out = run_render("ray", "--config", str(CONFIGS / "cpu-tiny-tp2.yaml"), "--set", "nodes=2")
+    assert out.returncode == 0, out.stderr
+    assert "tiny-medgemma-tiny-seed0" in out.stdout and "--tensor-parallel-size 2" in out.stdout
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.stem)
+def test_k8s_manifests_validate_against_the_schemas(path: Path, version: str) -> None:
+    manifests = render_k8s(load_config(path))
+    for m in manifests:
+        try:
+            validate_strict(m, version)
+        except kubernetes_validate.ValidationError as exc:
+            path_s = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{path.name} {m['kind']} invalid for {version}: {path_s}: {exc.message}")
+
+
+def test_the_validator_is_strict() -> None:
+    """A control: a typo'd field and a wrong type are rejected, so passing means something."""
+    dep = by_kind(render_k8s(load_config(CONFIGS / "medgemma-4b-it.yaml")))["Deployment"]
+    dep["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"path": "/health"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSIONS[-1], strict=True)
+    hpa = by_kind(render_k8s(load_config(CONFIGS / "medgemma-4b-it.yaml")))[
+        "HorizontalPodAutoscaler"
+    ]
+    hpa["spec"]["maxReplicas"] = "four"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(hpa, K8S_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.stem)
+def test_k8s_pod_has_what_a_gpu_server_needs(path: Path) -> None:
+    cfg = load_config(path)
+    kinds = by_kind(render_k8s(cfg))
+    assert set(kinds) >= {
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "PersistentVolumeClaim",
+    }, set(kinds)
+    if cfg.nodes > 1:
+        templates = kinds["LeaderWorkerSet"]["spec"]["leaderWorkerTemplate"]
+        pod = templates["leaderTemplate"]["spec"]
+    else:
+        pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == cfg.devices_per_node, c["resources"]
+    assert c["resources"]["requests"] == c["resources"]["limits"], c["resources"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", volumes
+    claim = volumes[mounts["/root/.cache/huggingface"]]["persistentVolumeClaim"]["claimName"]
+    assert claim == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == cfg.kubernetes.hf_token_secret
+    assert "value" not in env["VLLM_API_KEY"], "the API key comes from a Secret, never a value"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health", c[probe]
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting", hpa
+    assert hpa["scaleTargetRef"]["kind"] == ("LeaderWorkerSet" if cfg.nodes > 1 else "Deployment")
+    service_sel = kinds["Service"]["spec"]["selector"]
+    pod_labels = (
+        templates["leaderTemplate"] if cfg.nodes > 1 else kinds["Deployment"]["spec"]["template"]
+    )["metadata"]["labels"]
+    assert service_sel.items() <= pod_labels.items(), (service_sel, pod_labels)
+
+
+def test_k8s_single_node_args_pass_vllms_parser() -> None:
+    dep = by_kind(render_k8s(load_config(CONFIGS / "medgemma-27b-it-tp4.yaml")))["Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["args"][c["args"].index("--host") + 1] == "0.0.0.0"
+    assert check_vllm_argv(c["args"]) is None
+
+
+def test_k8s_multi_node_is_a_leader_worker_set_on_ray() -> None:
+    cfg = load_config(CONFIGS / "medgemma-27b-it-2nodes.yaml")
+    kinds = by_kind(render_k8s(cfg))
+    assert "Deployment" not in kinds
+    lwt = kinds["LeaderWorkerSet"]["spec"]["leaderWorkerTemplate"]
+    assert lwt["size"] == 2
+    leader = lwt["leaderTemplate"]["spec"]["containers"][0]["args"][0]
+    worker = lwt["workerTemplate"]["spec"]["containers"][0]["args"][0]
+    assert leader.startswith("ray start") and "--head" in leader, leader
+    assert "--distributed-executor-backend ray" in leader, leader
+    assert "--pipeline-parallel-size 2" in leader and "--tensor-parallel-size 4" in leader
+    assert "--address=$(LWS_LEADER_ADDRESS):6379" in worker and "--block" in worker, worker
+    serve = shlex.split(leader.split("exec ", 1)[1])
+    assert check_vllm_argv(serve[3:]) is None
+    assert subprocess.run(["bash", "-n", "-c", leader]).returncode == 0, leader
+
+
+def test_k8s_cli_stdout_and_out_dir(tmp_path: Path) -> None:
+    cfg_path = str(CONFIGS / "medgemma-4b-it.yaml")
+    out = run_render("k8s", "--config", cfg_path)
+    assert out.returncode == 0, out.stderr
+    docs = list(yaml.safe_load_all(out.stdout))
+    assert [d["kind"] for d in docs] == [m["kind"] for m in render_k8s(load_config(cfg_path))]
+    written = run_render("k8s", "--config", cfg_path, "--out", str(tmp_path / "k8s"))
+    assert written.returncode == 0, written.stderr
+    files = sorted((tmp_path / "k8s").glob("*.yaml"))
+    assert [yaml.safe_load(f.read_text()) for f in files] == docs, [f.name for f in files]
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["k8s", "--config", "configs/cpu-tiny.yaml"], "stand_in: the random-weight stand-in"),
+        (
+            ["k8s", "--config", "configs/medgemma-4b-it.yaml", "--set", "tensor_parallel_size=3"],
+            "tensor_parallel_size: 3 does not divide the 8 attention heads",
+        ),
+        (
+            [
+                "ray",
+                "--config",
+                "configs/medgemma-27b-it-tp4.yaml",
+                "--set",
+                "pipeline_parallel_size=4",
+            ],
+            "pipeline_parallel_size: 4 does not divide the 62 layers",
+        ),
+        (
+            ["ray", "--config", "configs/medgemma-4b-it-dp4.yaml", "--set", "nodes=3"],
+            "nodes: 3 nodes cannot share the 4 devices",
+        ),
+        (
+            ["k8s", "--config", "configs/medgemma-4b-it.yaml", "--set", "kubernetes.name=Bad_Name"],
+            "kubernetes.name",
+        ),
+        (
+            [
+                "k8s",
+                "--config",
+                "configs/medgemma-4b-it.yaml",
+                "--set",
+                "kubernetes.max_replicas=0",
+            ],
+            "kubernetes.max_replicas",
+        ),
+        (["k8s", "--config", "configs/nope.yaml"], "config file not found"),
+    ],
+)
+def test_bad_input_names_the_field(args: list[str], needle: str) -> None:
+    out = run_render(*args)
+    assert out.returncode == 2, out
+    assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_the_local_launcher_refuses_a_multi_node_config() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "--config",
+            "configs/medgemma-27b-it-2nodes.yaml",
+            "--dry-run",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out
+    assert out.stderr.startswith("error: nodes: 2 nodes cannot be started"), out.stderr
+    assert "render ray|k8s" in out.stderr
+
+
+def test_stand_in_needs_a_folder_to_render_for_ray() -> None:
+    with pytest.raises(RenderError, match="stand_in"):
+        render_ray(load_config(CONFIGS / "cpu-tiny.yaml"))
