@@ -1,0 +1,77 @@
+"""The capacity planner against the real server: the KV cache size and maximum concurrency
+vLLM logs at start-up for the session's server (configs/cpu-tiny.yaml) agree with
+`python -m serve plan` within 10%."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from serve.config import load_config
+from serve.plan import Scenario, make_plan
+from serve.shapes import shape_for_config
+from tests.conftest import CONFIGS, REPO, LiveServer
+
+# e.g. "CPU KV cache size: 1,959,382 tokens, Maximum concurrency for 4,096 tokens per
+# request: 478.36x"
+KV_LINE = re.compile(
+    r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: "
+    r"([\d.]+)x"
+)
+
+
+def vllm_reported(server: LiveServer) -> tuple[int, int, float]:
+    if server.log_path is None:
+        pytest.skip("the server was started outside this session: its start-up log is not ours")
+    found = KV_LINE.findall(server.log_path.read_text(errors="replace"))
+    assert found, f"no KV cache line in {server.log_path}"
+    tokens, max_len, concurrency = found[-1]  # the log is appended to: the last start wins
+    return int(tokens.replace(",", "")), int(max_len.replace(",", "")), float(concurrency)
+
+
+def within(planned: float, measured: float, tolerance: float = 0.10) -> bool:
+    return abs(planned - measured) <= tolerance * measured
+
+
+def test_planner_agrees_with_the_servers_start_up_log(server: LiveServer) -> None:
+    tokens, max_len, concurrency = vllm_reported(server)
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)})
+    plan = make_plan(cfg, shape_for_config(cfg), None, Scenario())
+    evidence = (
+        f"vLLM: {tokens:,} tokens, {concurrency}x at {max_len:,}; planner: "
+        f"{plan.vllm_kv_tokens:,} tokens, {plan.vllm_max_concurrency:.2f}x at "
+        f"{plan.max_model_len:,}"
+    )
+    assert plan.max_model_len == max_len, evidence
+    assert within(plan.vllm_kv_tokens, tokens), evidence
+    assert within(plan.vllm_max_concurrency, concurrency), evidence
+
+
+def test_plan_cli_prints_the_same_figures(server: LiveServer) -> None:
+    tokens, _max_len, concurrency = vllm_reported(server)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "plan",
+            "--config",
+            str(CONFIGS / "cpu-tiny.yaml"),
+            "--set",
+            f"model={server.model_dir}",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["device"] == "cpu" and data["fits"], data
+    assert within(data["vllm_kv_tokens"], tokens), (data["vllm_kv_tokens"], tokens)
+    assert within(data["vllm_max_concurrency"], concurrency), (data, concurrency)
