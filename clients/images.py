@@ -140,7 +140,8 @@ def check_pixel_budget(img: Image.Image, where: str) -> None:
 def needs_no_change(img: Image.Image, max_size: int | None) -> bool:
     """True if the encoded file can be sent as is: small enough, one frame, upright."""
     small = max_size is None or max(img.size) <= max_size
-    upright = img.getexif().get(0x0112, 1) == 1
+    # EXIF sits in the header of a JPEG (and before IDAT in a PNG): no pixel decoding here.
+    upright = "exif" not in img.info or img.getexif().get(0x0112, 1) == 1
     return small and upright and getattr(img, "n_frames", 1) == 1 and img.mode in ("L", "RGB")
 
 

@@ -230,3 +230,13 @@ def test_decompression_bomb_limit_is_a_clear_error(monkeypatch):
 def test_bad_max_size():
     with pytest.raises(ImageError, match="max_size"):
         to_data_url(np.zeros((4, 4)), max_size=0)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_is_applied(fmt):
+    img = Image.new("RGB", (64, 32), (200, 10, 10))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, fmt, exif=exif.tobytes())
+    assert decode(to_data_url(buf.getvalue())).size == (32, 64)
