@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 
 from serve.config import ConfigError, DeploymentConfig, describe_fields, load_config
@@ -105,17 +104,16 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
         print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
     if server.api_key:
         print(f"auth:     API key required (from ${cfg.api_key_env})")
+    if cfg.restart.enabled:
+        print(f"restart:  up to {cfg.restart.max_restarts} times if the server dies")
     sys.stdout.flush()
-    assert server.proc is not None
-    while True:
-        code = server.proc.poll()
-        if code is not None:
-            break
-        time.sleep(0.5)
-    if stopping:
-        return 0
-    print(f"error: the vLLM server exited with status {code}; see {log_file}", file=sys.stderr)
-    return code or 1
+    from serve.supervise import supervise
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    code, _restarts = supervise(server, lambda: stopping, report)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ installed vLLM version.
 from __future__ import annotations
 
 import json
+import math
+import os
 import shlex
 import sys
 from collections.abc import Mapping
@@ -17,6 +19,12 @@ from typing import Any
 from serve.config import DeploymentConfig, is_local_path
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# The project root, so the server process can import `serve.guard` (its ASGI middleware).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GUARD_MIDDLEWARE = "serve.guard.RequestGuard"
+# vLLM fetches any http(s) image URL when its domain list is empty; a list holding only a
+# reserved, never-resolving name (RFC 2606 `.invalid`) makes it fetch nothing.
+NO_REMOTE_MEDIA = "remote-image-urls-disabled.invalid"
 
 
 def flag(name: str, value: Any) -> list[str]:
@@ -46,6 +54,10 @@ def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[s
         "max_num_seqs",
         "max_num_batched_tokens",
         "gpu_memory_utilization",
+        "max_num_queued_reqs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "allowed_local_media_path",
     ):
         argv += flag(name, getattr(cfg, name))
     for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
@@ -57,6 +69,9 @@ def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[s
     argv += flag("enable_prefix_caching", cfg.enable_prefix_caching)
     if cfg.enable_log_requests:
         argv += ["--enable-log-requests"]
+    argv += ["--allowed-media-domains", *(cfg.allowed_media_domains or [NO_REMOTE_MEDIA])]
+    argv += flag("shutdown_timeout", math.ceil(cfg.drain_timeout_s))
+    argv += flag("middleware", GUARD_MIDDLEWARE)
     for name, value in cfg.extra_args.items():
         argv += flag(name, value)
     return argv
@@ -78,6 +93,15 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
         env["HF_HUB_OFFLINE"] = "1"
         env["TRANSFORMERS_OFFLINE"] = "1"
     env["VLLM_NO_USAGE_STATS"] = "1"
+    env["VLLM_MAX_IMAGE_PIXELS"] = str(cfg.max_image_pixels)
+    env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"  # a redirect would leave the domain list
+    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the log file as they happen
+    env["MEDGEMMA_GUARD_MAX_REQUEST_BYTES"] = str(cfg.max_request_bytes)
+    env["MEDGEMMA_GUARD_MEDIA_DOMAINS"] = ",".join(cfg.allowed_media_domains)
+    env["MEDGEMMA_GUARD_LOCAL_MEDIA"] = "1" if cfg.allowed_local_media_path else "0"
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p
+    )
     env["DO_NOT_TRACK"] = "1"
     key = environ.get(cfg.api_key_env)
     if key:

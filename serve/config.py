@@ -130,6 +130,37 @@ class DeploymentConfig(BaseModel):
         False,
         description="Log request details. Off by default: prompts and images are patient data.",
     )
+    ssl_certfile: Path | None = Field(
+        None, description="PEM certificate: serve HTTPS instead of HTTP (set with `ssl_keyfile`)."
+    )
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of `ssl_certfile`.")
+    allowed_media_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts the server may fetch http(s) image URLs from. Empty (the default): "
+        "no remote fetching at all; clients send images as data URLs.",
+    )
+    allowed_local_media_path: Path | None = Field(
+        None,
+        description="Folder that file:// image URLs may read from. Unset (the default): "
+        "file:// URLs are refused.",
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest image (width x height) accepted; larger images and decompression "
+        "bombs get 400 before they are decoded (VLLM_MAX_IMAGE_PIXELS).",
+    )
+    max_request_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="Largest request body in bytes; larger bodies get 413 (serve.guard).",
+    )
+    max_num_queued_reqs: int | None = Field(
+        None,
+        ge=1,
+        description="Requests in flight (running + waiting) beyond which new ones get 503 "
+        "'engine busy' at once instead of queueing without bound. Unset: no limit.",
+    )
     startup_timeout_s: float = Field(
         900, gt=0, description="Seconds to wait for /health and /v1/models before giving up."
     )
@@ -174,6 +205,27 @@ class DeploymentConfig(BaseModel):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
             raise ValueError(f"{v!r} is not an environment variable name")
         return v
+
+    @field_validator("allowed_media_domains")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
+                raise ValueError(f"{host!r} is not a host name (no scheme, port or path)")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_and_media_paths(self) -> DeploymentConfig:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set both `ssl_certfile` and `ssl_keyfile` for HTTPS, or neither")
+        for name in ("ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"{name}: {str(path)!r} is not a file")
+        local = self.allowed_local_media_path
+        if local is not None and not local.expanduser().is_dir():
+            raise ValueError(f"allowed_local_media_path: {str(local)!r} is not a folder")
+        return self
 
     @field_validator("extra_args")
     @classmethod

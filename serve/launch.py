@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping
@@ -107,11 +108,24 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://{client_host(self.cfg.host)}:{self.cfg.port}/v1"
+        return f"{self.root_url}/v1"
 
     @property
     def root_url(self) -> str:
-        return f"http://{client_host(self.cfg.host)}:{self.cfg.port}"
+        scheme = "https" if self.cfg.ssl_certfile else "http"
+        return f"{scheme}://{client_host(self.cfg.host)}:{self.cfg.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """How the readiness check trusts the server: with TLS, the system CAs plus the
+        configured certificate (so a self-signed one works). The host name is not checked:
+        the check reaches the server by a local address its certificate need not name."""
+        if self.cfg.ssl_certfile is None:
+            return True
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cafile=str(self.cfg.ssl_certfile))
+        ctx.check_hostname = False
+        return ctx
 
     @property
     def api_key(self) -> str | None:
@@ -154,7 +168,7 @@ class ServerProcess:
         assert self.proc is not None
         deadline = time.monotonic() + self.cfg.startup_timeout_s
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=5) as http:
+        with httpx.Client(timeout=5, verify=self.verify) as http:
             while time.monotonic() < deadline:
                 code = self.proc.poll()
                 if code is not None:
