@@ -170,6 +170,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
+    if not args.folder.is_dir():
+        raise ValueError(f"{args.folder}: not a folder of studies")
     client = chat.make_async_client(settings(args))
     with BatchProgress(enabled=not args.no_progress) as progress:
         summary = asyncio.run(

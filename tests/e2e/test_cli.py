@@ -212,3 +212,16 @@ def test_batch_report_tasks_read_the_sidecar_report(server: LiveServer, tmp_path
     }, recs
     assert "needs a report: none at b.txt" in recs["b.png"]["error"], recs["b.png"]
     assert r.returncode == 1, r.stderr
+
+
+def test_batch_stops_on_a_wrong_key_and_records_nothing(server: LiveServer, tmp_path: Path) -> None:
+    folder, out = tmp_path / "studies", tmp_path / "results.jsonl"
+    make_studies(folder, 3)
+    r = cli(
+        server, "batch", str(folder), "--out", str(out), "--no-progress", MEDGEMMA_API_KEY="wrong"
+    )
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: the server refused the API key (401): set MEDGEMMA_API_KEY to the key the server "
+        "was started with (Unauthorized)"
+    ], r.stderr
+    assert read_records(out) == [], "a run-level failure must not mark studies as failed"
