@@ -75,3 +75,21 @@ def test_plan_cli_prints_the_same_figures(server: LiveServer) -> None:
     assert data["device"] == "cpu" and data["fits"], data
     assert within(data["vllm_kv_tokens"], tokens), (data["vllm_kv_tokens"], tokens)
     assert within(data["vllm_max_concurrency"], concurrency), (data, concurrency)
+
+
+def test_planner_agrees_with_the_servers_metrics(server: LiveServer) -> None:
+    """vLLM also publishes its cache sizing as labels of vllm:cache_config_info on /metrics
+    (this works against an external server too)."""
+    import httpx
+
+    text = httpx.get(f"{server.root_url}/metrics", timeout=30).text
+    line = next((ln for ln in text.splitlines() if ln.startswith("vllm:cache_config_info{")), "")
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+    assert "num_gpu_blocks" in labels, f"no cache_config_info labels in /metrics: {line!r}"
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)})
+    plan = make_plan(cfg, shape_for_config(cfg), None, Scenario())
+    evidence = f"/metrics: {labels}; planner: {plan}"
+    assert int(labels["block_size"]) == plan.block_size, evidence
+    assert within(plan.num_blocks, int(labels["num_gpu_blocks"])), evidence
+    assert within(plan.vllm_kv_tokens, int(labels["kv_cache_size_tokens"])), evidence
+    assert within(plan.vllm_max_concurrency, float(labels["kv_cache_max_concurrency"])), evidence

@@ -183,3 +183,12 @@ def test_a_node_holds_only_so_many_gpus() -> None:
     cfg = load_config(CONFIGS / "medgemma-4b-it-dp4.yaml", ["data_parallel_size=16"])
     p = make_plan(cfg, shape("medgemma-4b-it"), GPUS["l4-24gb"], Scenario())
     assert not p.fits and p.problems[0].startswith("nodes: 1 node(s) need 16 x l4-24gb"), p
+
+
+def test_cpu_tiny_tp2_arithmetic_by_hand() -> None:
+    """TP=2 on the CPU: vLLM doubles max_num_batched_tokens (4,096) and replicates the one
+    KV head on both ranks; the sliding groups then hold the whole 4,096-token request:
+    32 + 5 x 33 = 197 blocks per request (vLLM logged 1,362,616 tokens, 332.67x)."""
+    cfg = load_config(CONFIGS / "cpu-tiny-tp2.yaml")
+    p = make_plan(cfg, shape_for_config(cfg), None, Scenario())
+    assert p.num_blocks == 65_536 and p.vllm_max_concurrency == pytest.approx(65_536 / 197), p

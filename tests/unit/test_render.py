@@ -265,6 +265,10 @@ def test_k8s_cli_stdout_and_out_dir(tmp_path: Path) -> None:
             ],
             "kubernetes.max_replicas",
         ),
+        (
+            ["k8s", "--config", "configs/medgemma-4b-it.yaml", "--set", "kubernetes.replicas=5"],
+            "kubernetes.max_replicas: 4 is below kubernetes.replicas (5)",
+        ),
         (["k8s", "--config", "configs/nope.yaml"], "config file not found"),
     ],
 )
