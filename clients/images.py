@@ -218,7 +218,9 @@ def downscale(img: Image.Image, max_size: int | None) -> Image.Image:
         return img
     scale = max_size / max(img.size)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Bilinear (antialiased in Pillow), as Gemma 3's own image processor resizes; the box
+    # pre-reduction (reducing_gap) makes a 4096 px input cheap.
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def choose_format(img: Image.Image) -> str:
