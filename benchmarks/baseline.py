@@ -151,12 +151,27 @@ class SeedPath:
         )
 
 
+def pick_threads(seed: SeedPath, scenario: Scenario, req: PreparedRequest, msgs: Any) -> int:
+    """Warm up with each candidate torch thread count; keep the fastest (not measured)."""
+    torch = seed.torch
+    candidates = scenario.baseline_threads or sorted({torch.get_num_threads(), 1}, reverse=True)
+    seed.generate(req, scenario, msgs)  # first call: lazy initialisation, not timed
+    times = {}
+    for n in candidates:
+        torch.set_num_threads(n)
+        times[n] = seed.generate(req, scenario, msgs).latency_s
+    best = min(times, key=lambda n: times[n])
+    torch.set_num_threads(best)
+    print(f"seed path: torch threads {best} (warm-up seconds per request: {times})", flush=True)
+    return best
+
+
 def run_seed_path(scenario: Scenario, model: str, folder: Path) -> dict[str, Any]:
     """The seed path over the scenario's requests, one at a time; writes its records."""
     requests = prepare(scenario, model)
     decoded = [hf_messages(json.loads(r.body)["messages"]) for r in requests]
     seed = SeedPath(model_folder(scenario.deployment))
-    seed.generate(requests[0], scenario, decoded[0])  # warm-up, not measured
+    threads = pick_threads(seed, scenario, requests[0], decoded[0])
     records = []
     t0 = time.time()
     for i in range(scenario.baseline_requests):
@@ -164,7 +179,7 @@ def run_seed_path(scenario: Scenario, model: str, folder: Path) -> dict[str, Any
         records.append(seed.generate(requests[j], scenario, decoded[j]))
     window = time.time() - t0
     write_records(folder / "records.jsonl", records)
-    summary = {"level": 1.0, **summarise(records, window, scenario.slo)}
+    summary = {"level": 1.0, "torch_threads": threads, **summarise(records, window, scenario.slo)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -186,7 +201,7 @@ def run_baseline(
     print(f"baseline: results in {parent}", flush=True)
     if base_url is None:
         try:
-            cfg = load_config(scenario.deployment, {"port": free_port()})
+            cfg = load_config(scenario.deployment, {**scenario.deployment_set, "port": free_port()})
         except ConfigError as exc:
             raise BenchError(f"baseline: {exc}") from None
         server = ServerProcess(cfg, Path("logs") / f"bench-server-{cfg.port}.log")

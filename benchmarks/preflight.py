@@ -107,7 +107,11 @@ def snapshot(url: str, api_key: str | None = None) -> str | None:
 
 @contextlib.contextmanager
 def server_for(
-    deployment: str, base_url: str, start: bool, environ: Mapping[str, str] | None = None
+    deployment: str,
+    base_url: str,
+    start: bool,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Iterator[Any]:
     """Yield a started ServerProcess if nothing answers at base_url and `start`, else None.
 
@@ -124,7 +128,9 @@ def server_for(
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise BenchError(f"--start-server starts a local server only, not one at {base_url}")
     try:
-        cfg = load_config(deployment, {"port": parts.port or 80, "host": "127.0.0.1"})
+        cfg = load_config(
+            deployment, {**(overrides or {}), "port": parts.port or 80, "host": "127.0.0.1"}
+        )
     except ConfigError as exc:
         raise BenchError(f"cannot start the deployment: {exc}") from None
     log = Path("logs") / f"bench-server-{cfg.port}.log"

@@ -160,7 +160,7 @@ def run_benchmark(
     base_url = base_url.rstrip("/")
     model = resolve_model(scenario)
     api_key = os.environ.get(scenario.api_key_env) or None
-    with preflight.server_for(scenario.deployment, base_url, start_server):
+    with preflight.server_for(scenario.deployment, base_url, start_server, scenario.deployment_set):
         models = preflight.check_server(base_url, api_key, model)
         t0 = time.perf_counter()
         requests = prepare(scenario, model)

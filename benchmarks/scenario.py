@@ -156,6 +156,11 @@ class Scenario(BaseModel):
         "configs/cpu-bench.yaml",
         description="Deployment config started by --start-server and used by the baseline.",
     )
+    deployment_set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the deployment config's fields when this harness starts the "
+        "server (--start-server, baseline), e.g. {cpu_omp_threads_bind: '0'}.",
+    )
     model: str | None = Field(
         None, description="Served model name to send (default: the deployment config's)."
     )
@@ -179,6 +184,12 @@ class Scenario(BaseModel):
     )
     baseline_requests: int = Field(
         8, ge=1, description="Requests the seed baseline (transformers generate) sends in turn."
+    )
+    baseline_threads: list[int] = Field(
+        default_factory=list,
+        description="torch thread counts the seed baseline tries on its warm-up request, "
+        "keeping the fastest (empty: torch's default and 1; on 2 shared cores, 2 OpenMP "
+        "threads can be many times slower than 1).",
     )
     seed: int = Field(0, ge=0, description="Seed of the generated images and arrival times.")
 
