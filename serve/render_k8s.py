@@ -20,6 +20,7 @@ from serve.argv import SERVER_MODULE, to_server_env, to_vllm_argv
 from serve.config import DeploymentConfig
 from serve.render_ray import (
     RenderError,
+    check_multi_node,
     ray_backend_flags,
     ray_head_command,
     ray_worker_command,
@@ -320,6 +321,7 @@ def render_k8s(cfg: DeploymentConfig) -> list[Manifest]:
             f"kubernetes.max_replicas: {cfg.kubernetes.max_replicas} is below "
             f"kubernetes.replicas ({cfg.kubernetes.replicas})"
         )
+    check_multi_node(cfg)
     workload = leader_worker_set(cfg) if cfg.nodes > 1 else deployment(cfg)
     return [
         namespace(cfg),

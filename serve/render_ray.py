@@ -90,11 +90,23 @@ def topology_notes(cfg: DeploymentConfig) -> list[str]:
     return notes
 
 
+def check_multi_node(cfg: DeploymentConfig) -> None:
+    """Refuse data-parallel replicas that cannot sit whole on the nodes."""
+    if cfg.nodes > 1 and cfg.data_parallel_size > 1 and cfg.data_parallel_size % cfg.nodes:
+        raise RenderError(
+            f"data_parallel_size: {cfg.data_parallel_size} replicas cannot be spread evenly "
+            f"over {cfg.nodes} nodes (each node must hold whole replicas of tensor x pipeline "
+            f"= {cfg.tensor_parallel_size * cfg.pipeline_parallel_size} devices); use a "
+            f"multiple of {cfg.nodes}"
+        )
+
+
 def render_ray(cfg: DeploymentConfig, model_path: str | None = None) -> RayLaunch:
     """Head, worker and server commands for `cfg` (pure). `model_path` replaces
     `cfg.model`, e.g. with the folder a stand-in was built into."""
     if cfg.stand_in is not None and model_path is None:
         raise RenderError("stand_in: pass the folder the stand-in was built into as model_path")
+    check_multi_node(cfg)
     serve = ["python", "-m", SERVER_MODULE, *to_vllm_argv(cfg, model_path)]
     env = {"RAY_ADDRESS": head_address(cfg), **to_server_env(cfg, {})}
     return RayLaunch(
