@@ -140,7 +140,8 @@ def to_script(launch: RayLaunch, cfg: DeploymentConfig) -> str:
     lines = [
         f"# {cfg.model_name} with vLLM's Ray backend: {what}.",
         "# Every node needs the same vLLM (0.32.0) and Python environment, the model (export",
-        "# HF_TOKEN for gated hub repos, or the same local path), and the head's address;",
+        "# HF_TOKEN for gated hub repos, or the same local path), and the head's address; the",
+        "# head also needs this repo where PYTHONPATH says (the API server imports serve/);",
         f"# export {HEAD_IP_VAR}=<head node IP> on every node"
         + (f" (set here to {cfg.ray.head_address})." if cfg.ray.head_address else "."),
         "# The API key comes from $" + cfg.api_key_env + " on the head node (never written here).",
