@@ -36,7 +36,7 @@ class KubernetesSettings(BaseModel):
     namespace: str = Field("medgemma", description="Namespace the objects are created in.")
     image: str = Field(
         "medgemma-serve:0.1.0",
-        description="Container image built from deploy/Dockerfile (vllm/vllm-openai:v0.32.0 "
+        description="Container image built from serve/Dockerfile (vllm/vllm-openai:v0.32.0 "
         "plus this repo's serve/ package, which the server imports); push it to your registry "
         "and name it here.",
     )

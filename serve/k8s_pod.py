@@ -12,7 +12,7 @@ from typing import Any
 from serve.argv import to_server_env, to_vllm_argv
 from serve.config import DeploymentConfig
 
-IMAGE_APP_DIR = "/opt/medgemma-serve"  # where deploy/Dockerfile puts this repo's serve/
+IMAGE_APP_DIR = "/opt/medgemma-serve"  # where serve/Dockerfile puts this repo's serve/
 HF_CACHE = "/root/.cache/huggingface"  # the vLLM image's Hugging Face cache
 
 
