@@ -7,9 +7,10 @@ versus downscaled on the client (a benchmark that prints numbers, not a test).
 Part 1 times `clients.images.to_data_url` on files (read + decode + downscale + encode +
 base64), median of --reps runs: radiograph-like PNGs of 512, 2048 and 4096 px and a
 2048 px 12-bit DICOM, each at max_size=896 and at full resolution (max_size=None).
-Part 2 sends the same --requests distinct 2048 px images at the same concurrency twice
-over, interleaved: at full resolution and downscaled to 896 px by the client (preparation
-inside the timed loop, as a real client does), and prints req/s of each and the ratio.
+Part 2 sends the same --requests distinct 2048 px images at the same concurrency, four
+variants interleaved per round: full resolution vs downscaled to 896 px by the client,
+each with the preparation inside the timed loop (what a client on this machine sees) and
+pre-encoded before timing (what the server alone costs). It prints req/s and the ratios.
 Client and server share this machine's CPU cores: say so next to every figure.
 """
 
@@ -65,19 +66,21 @@ def time_prep(path: Path, max_size: int | None, reps: int) -> float:
 async def one_pass(
     client: openai.AsyncOpenAI,
     model: str,
-    paths: list[Path],
+    inputs: list[Path] | list[list[dict]],
     max_size: int | None,
     concurrency: int,
     max_tokens: int,
 ) -> tuple[float, int]:
-    """Send every image once; (requests per second, failures). Prep is timed too."""
+    """Send every input once; (requests per second, failures). Paths are prepared inside
+    the timed loop (a real client); ready message lists are only sent (server cost)."""
     sem = asyncio.Semaphore(concurrency)
 
-    async def send(path: Path) -> bool:
+    async def send(item: Path | list[dict]) -> bool:
         async with sem:
-            messages = await asyncio.to_thread(
-                build_messages, "Describe this X-ray", [path], system=RADIOLOGIST, max_size=max_size
-            )
+            if isinstance(item, Path):
+                messages = await asyncio.to_thread(prepare, item, max_size)
+            else:
+                messages = item
             try:
                 await chat.acomplete(
                     client, messages, model=model, max_tokens=max_tokens, temperature=0
@@ -88,9 +91,13 @@ async def one_pass(
             return True
 
     t0 = time.perf_counter()
-    ok = await asyncio.gather(*(send(p) for p in paths))
+    ok = await asyncio.gather(*(send(p) for p in inputs))
     elapsed = time.perf_counter() - t0
-    return len(paths) / elapsed, ok.count(False)
+    return len(inputs) / elapsed, ok.count(False)
+
+
+def prepare(path: Path, max_size: int | None) -> list[dict]:
+    return build_messages("Describe this X-ray", [path], system=RADIOLOGIST, max_size=max_size)
 
 
 async def served(args: argparse.Namespace, base_url: str, api_key: str, folder: Path) -> None:
@@ -105,26 +112,34 @@ async def served(args: argparse.Namespace, base_url: str, api_key: str, folder: 
     settings = chat.load_settings(
         base_url=base_url, api_key=api_key, model=args.model, max_retries=0
     )
-    rates: dict[str, list[float]] = {"full": [], "896": []}
+    variants: dict[str, tuple[list[Path] | list[list[dict]], int | None]] = {
+        "full res, prep in loop": (paths, None),
+        "896 px, prep in loop": (paths, 896),
+        "full res, pre-encoded": ([prepare(p, None) for p in paths], None),
+        "896 px, pre-encoded": ([prepare(p, 896) for p in paths], None),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in variants}
     async with chat.make_async_client(settings) as client:
         model = await chat.aresolve_model(client, args.model)
         await one_pass(client, model, paths[:2], 896, 2, args.max_tokens)  # warm-up
         for rnd in range(args.rounds):
-            for label, max_size in (("full", None), ("896", 896)):
+            for label, (inputs, max_size) in variants.items():
                 rate, failed = await one_pass(
-                    client, model, paths, max_size, args.concurrency, args.max_tokens
+                    client, model, inputs, max_size, args.concurrency, args.max_tokens
                 )
                 rates[label].append(rate)
-                print(f"  round {rnd + 1} {label:>4}: {rate:6.2f} req/s ({failed} failed)")
-    full, down = statistics.median(rates["full"]), statistics.median(rates["896"])
+                print(f"  round {rnd + 1} {label:<24} {rate:6.2f} req/s ({failed} failed)")
+    med = {k: statistics.median(v) for k, v in rates.items()}
     print(
         f"\nServed throughput, {args.requests} distinct {args.image_size} px PNGs, concurrency "
-        f"{args.concurrency}, {args.max_tokens} output tokens, median of {args.rounds} rounds "
-        f"(client and server share the same {os.cpu_count()} CPU cores):"
+        f"{args.concurrency}, {args.max_tokens} output tokens, median of {args.rounds} rounds, "
+        f"variants interleaved (client and server share the same {os.cpu_count()} CPU cores):"
     )
-    print(f"  full resolution sent      {full:6.2f} req/s")
-    print(f"  downscaled to 896 px      {down:6.2f} req/s")
-    print(f"  ratio downscaled / full   {down / full:6.2f}x")
+    for label, rate in med.items():
+        print(f"  {label:<26} {rate:6.2f} req/s")
+    for how in ("prep in loop", "pre-encoded"):
+        ratio = med[f"896 px, {how}"] / med[f"full res, {how}"]
+        print(f"  ratio 896 / full, {how:<13} {ratio:6.2f}x")
 
 
 def prep_report(args: argparse.Namespace, folder: Path) -> None:
