@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,18 +61,30 @@ def load_settings(
     return ClientSettings.model_validate({k: v for k, v in values.items() if v not in (None, "")})
 
 
+# The model named in the settings a client was made from (weak: dies with the client).
+_settings_model: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
 def make_client(settings: ClientSettings | None = None) -> openai.OpenAI:
+    """An openai.OpenAI client from the settings (default: from the environment)."""
     s = settings or load_settings()
-    return openai.OpenAI(
+    client = openai.OpenAI(
         base_url=s.base_url, api_key=s.api_key, timeout=s.timeout_s, max_retries=s.max_retries
     )
+    if s.model:
+        _settings_model[client] = s.model
+    return client
 
 
 def make_async_client(settings: ClientSettings | None = None) -> openai.AsyncOpenAI:
+    """An openai.AsyncOpenAI client from the settings (default: from the environment)."""
     s = settings or load_settings()
-    return openai.AsyncOpenAI(
+    client = openai.AsyncOpenAI(
         base_url=s.base_url, api_key=s.api_key, timeout=s.timeout_s, max_retries=s.max_retries
     )
+    if s.model:
+        _settings_model[client] = s.model
+    return client
 
 
 @dataclass
@@ -126,8 +139,9 @@ _model_cache: dict[str, str] = {}
 
 
 def resolve_model(client: openai.OpenAI, model: str | None = None) -> str:
-    """The given model, else MEDGEMMA_MODEL, else the server's only model (asked once)."""
-    model = model or os.environ.get("MEDGEMMA_MODEL")
+    """The given model, else the client's settings' model, else MEDGEMMA_MODEL, else the
+    server's only model (asked once per base URL)."""
+    model = model or _settings_model.get(client) or os.environ.get("MEDGEMMA_MODEL")
     if model:
         return model
     key = str(client.base_url)
@@ -137,7 +151,7 @@ def resolve_model(client: openai.OpenAI, model: str | None = None) -> str:
 
 
 async def aresolve_model(client: openai.AsyncOpenAI, model: str | None = None) -> str:
-    model = model or os.environ.get("MEDGEMMA_MODEL")
+    model = model or _settings_model.get(client) or os.environ.get("MEDGEMMA_MODEL")
     if model:
         return model
     key = str(client.base_url)

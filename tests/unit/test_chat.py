@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from clients.chat import complete, load_settings, make_client
+from clients.chat import complete, load_settings, make_client, resolve_model
 from clients.errors import ServerUnreachableError
 from serve.launch import free_port
 
@@ -32,3 +32,10 @@ def test_connection_refused_names_the_url_and_how_to_start_the_server():
         complete(client, [{"role": "user", "content": "hi"}])
     assert url in str(err.value) and "make serve" in str(err.value), str(err.value)
     assert isinstance(err.value, openai.APIConnectionError)
+
+
+def test_the_settings_model_travels_with_the_client_without_asking_the_server():
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: asking would fail
+    client = make_client(load_settings(base_url=url, model="from-settings", environ={}))
+    assert resolve_model(client) == "from-settings"
+    assert resolve_model(client, "explicit") == "explicit"
