@@ -99,6 +99,7 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
     env["MEDGEMMA_GUARD_MAX_REQUEST_BYTES"] = str(cfg.max_request_bytes)
     env["MEDGEMMA_GUARD_MEDIA_DOMAINS"] = ",".join(cfg.allowed_media_domains)
     env["MEDGEMMA_GUARD_LOCAL_MEDIA"] = "1" if cfg.allowed_local_media_path else "0"
+    env["MEDGEMMA_GUARD_MAX_IN_FLIGHT"] = str(cfg.max_num_queued_reqs or 0)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p
     )

@@ -7,6 +7,12 @@ vLLM 0.32 leaves a few holes that none of its settings closes; this middleware
   (SageMaker's route: full chat and completions), /tokenize, /detokenize,
   /generative_scoring and /scale_elastic_ep answer anyone. With a key set
   (VLLM_API_KEY), the guard requires it on every route but the probes in OPEN_PATHS;
+- vLLM's bound on requests in flight (`--max-num-queued-reqs`) is checked only once a
+  streamed response has started: a streaming client gets HTTP 200 and then an error
+  event (sometimes just "Internal server error"), and the log a traceback per refusal.
+  With `max_num_queued_reqs` set, the guard counts the POSTs it lets through and answers
+  503 with a reason and Retry-After before vLLM sees one more (vLLM's check stays behind
+  it as a backstop);
 - request bodies of any size are read into memory: above `max_request_bytes` the guard
   answers 413 before the body is read (Content-Length) or as soon as it grows past it;
 - a `file://` image URL without `--allowed-local-media-path` is refused with a 500
@@ -45,6 +51,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 URL_KEYS = frozenset({"url", "image_url", "video_url", "audio_url"})
 MAYBE_URL = re.compile(rb"://|[Ff][Ii][Ll][Ee]:")
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+ERROR_TYPES = {400: "BadRequestError", 413: "RequestTooLargeError", 503: "ServiceUnavailableError"}
 # Load balancer and monitoring probes: no patient data in, none out.
 OPEN_PATHS = frozenset({"/health", "/ping", "/metrics", "/version", "/load"})
 
@@ -140,7 +147,7 @@ def body_problem(body: bytes, domains: frozenset[str], local_media: bool) -> str
 
 def error_doc(status: int, message: str, param: str | None) -> dict[str, Any]:
     """An error in the OpenAI format vLLM uses, so SDK clients read it the same way."""
-    kind = {400: "BadRequestError", 413: "RequestTooLargeError"}.get(status, "Error")
+    kind = ERROR_TYPES.get(status, "Error")
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
@@ -148,7 +155,9 @@ async def respond(send: Send, status: int, message: str, param: str | None) -> N
     await send_json(send, status, error_doc(status, message, param))
 
 
-async def send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
+async def send_json(
+    send: Send, status: int, doc: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     body = json.dumps(doc).encode()
     await send(
         {
@@ -158,6 +167,7 @@ async def send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *extra,
             ],
         }
     )
@@ -179,6 +189,8 @@ class RequestGuard:
             if d.strip()
         )
         self.local_media = os.environ.get("MEDGEMMA_GUARD_LOCAL_MEDIA") == "1"
+        self.max_in_flight = int(os.environ.get("MEDGEMMA_GUARD_MAX_IN_FLIGHT") or 0)
+        self.in_flight = 0
         key = os.environ.get("VLLM_API_KEY")
         self.key_hash = key_hash(key) if key else None
         # vLLM checks width x height against VLLM_MAX_IMAGE_PIXELS on the image header,
@@ -228,6 +240,21 @@ class RequestGuard:
         problem = body_problem(bytes(body), self.domains, self.local_media) if is_json else None
         if problem:
             await respond(send, 400, problem, "image_url")
+            return
+        if self.max_in_flight and scope["path"] not in OPEN_PATHS:
+            if self.in_flight >= self.max_in_flight:
+                busy = (
+                    f"the server is at capacity, {self.max_in_flight} requests in flight "
+                    "(max_num_queued_reqs); retry later"
+                )
+                doc = error_doc(503, busy, None)
+                await send_json(send, 503, doc, ((b"retry-after", b"1"),))
+                return
+            self.in_flight += 1
+            try:
+                await self.app(scope, replay(bytes(body), receive), send)
+            finally:
+                self.in_flight -= 1
             return
         await self.app(scope, replay(bytes(body), receive), send)
 

@@ -121,3 +121,48 @@ def test_bad_settings_are_named(overrides: dict, says: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(CPU_TINY, overrides)
     assert says in str(caught.value), str(caught.value)
+
+
+def test_in_flight_bound_answers_503_before_the_app_sees_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The downstream app is a stand-in (this test is about the guard, not vLLM): it holds
+    each request until released, so two are in flight when the third arrives."""
+    import asyncio
+
+    from serve.guard import RequestGuard
+
+    monkeypatch.setenv("MEDGEMMA_GUARD_MAX_IN_FLIGHT", "2")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    release, seen = asyncio.Event(), []
+
+    async def app(scope, receive, send) -> None:
+        seen.append((await receive())["body"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = RequestGuard(app)
+
+    async def request(i: int) -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b'{"i": %d}' % i, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+        await guard(scope, receive, send)
+        return sent[0]["status"]
+
+    async def scenario() -> list[int]:
+        first = [asyncio.create_task(request(i)) for i in range(2)]
+        await asyncio.sleep(0.05)
+        third = await request(2)
+        release.set()
+        return [*(await asyncio.gather(*first)), third]
+
+    assert asyncio.run(scenario()) == [200, 200, 503]
+    assert seen == [b'{"i": 0}', b'{"i": 1}'] and guard.in_flight == 0
