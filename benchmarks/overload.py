@@ -113,7 +113,7 @@ def errors_by_kind(records: Sequence[RequestRecord]) -> dict[str, int]:
     kinds: Counter[str] = Counter()
     for r in records:
         if not r.success:
-            text = r.error.split(":", 2)[-1].strip()[:70] if r.error else "no error text"
+            text = r.error.split(": ", 1)[-1].strip()[:80] if r.error else "no error text"
             kinds[f"{r.status or 'no status'}: {text}"] += 1
     return dict(kinds.most_common())
 

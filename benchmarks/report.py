@@ -63,10 +63,21 @@ def write_plots(folder: Path, mode: str, levels: Sequence[LevelResult], note: st
     out.append(folder / PLOTS[1])
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for lv in levels:
-        ttfts = [r.ttft_s * 1000 for r in lv.records if r.success and r.ttft_s is not None]
+    per_level = [
+        (lv.level, [r.ttft_s * 1000 for r in lv.records if r.success and r.ttft_s is not None])
+        for lv in levels
+    ]
+    top = max((max(t) for _, t in per_level if t), default=1.0)
+    bins = [top * i / 40 for i in range(41)]  # the same bins for every level
+    for level, ttfts in per_level:
         if ttfts:
-            ax.hist(ttfts, bins=30, alpha=0.5, label=f"{lv.level:g} ({len(ttfts)} requests)")
+            ax.hist(
+                ttfts,
+                bins=bins,
+                histtype="step",
+                linewidth=1.5,
+                label=f"{level:g} ({len(ttfts)} requests)",
+            )
     ax.set_xlabel("time to first token (ms)")
     ax.set_ylabel("requests")
     if levels:
