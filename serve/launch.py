@@ -203,11 +203,16 @@ class ServerProcess:
                 os.killpg(self.proc.pid, sig)
 
     def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM (vLLM drains in-flight requests), wait, then SIGKILL the group."""
+        """SIGTERM to the API server (vLLM drains in-flight requests for up to
+        `drain_timeout_s`, then stops its engine), wait, then SIGKILL the group. Only the
+        API server gets the SIGTERM: a worker that receives it directly dies at once and
+        takes the requests it is running with it."""
         if self.proc is None:
             return None
         wait = self.cfg.drain_timeout_s + 10 if timeout_s is None else timeout_s
-        self.signal(signal.SIGTERM)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
