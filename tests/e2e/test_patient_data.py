@@ -1,0 +1,123 @@
+"""No patient data in logs: with default settings a canary string sent in prompts and a
+canary image never appear in any log file a run produces, the launcher's included.
+
+The canaries go through the paths that could log a request: successful and streamed
+chats, /v1/completions, /tokenize, /invocations, and errors (a too-long output request,
+a broken image, a wrong field type whose validation error echoes the input).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import LiveServer
+from tests.e2e.launcher import Launched
+
+
+def canary_png(seed: int) -> bytes:
+    """Random pixels: bytes no other image in the run shares."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (96, 96), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def send_canaries(http: httpx.Client, model: str, text: str, png: bytes) -> list[int]:
+    """Every request path that carries a prompt or an image; returns the statuses."""
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    parts = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]
+    chat = {"model": model, "messages": [{"role": "user", "content": parts}], "max_tokens": 4}
+    broken = url[: len(url) // 2]
+    requests = [
+        ("/v1/chat/completions", chat),
+        ("/v1/chat/completions", {**chat, "stream": True}),
+        ("/v1/chat/completions", {**chat, "max_tokens": 10**6}),
+        (
+            "/v1/chat/completions",
+            {
+                **chat,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [parts[0], {"type": "image_url", "image_url": {"url": broken}}],
+                    }
+                ],
+            },
+        ),
+        ("/v1/chat/completions", {**chat, "messages": text}),
+        ("/v1/completions", {"model": model, "prompt": text, "max_tokens": 4}),
+        ("/tokenize", {"model": model, "prompt": text}),
+        ("/invocations", chat),
+    ]
+    return [http.post(path, json=body).status_code for path, body in requests]
+
+
+def leaks(files: list[Path], needles: dict[str, str]) -> list[str]:
+    found = []
+    for path in files:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for name, needle in needles.items():
+            if needle in text:
+                line = next(ln for ln in text.splitlines() if needle in ln)
+                found.append(f"{name} in {path}: {line[:200]}")
+    return found
+
+
+@pytest.fixture()
+def canaries() -> Iterator[tuple[str, bytes, dict[str, str]]]:
+    token = secrets.token_hex(8)
+    text = f"Patient CANARY{token} MRN {token}: describe this chest X-ray"
+    png = canary_png(int(token, 16))
+    b64 = base64.b64encode(png).decode()
+    # A stretch of the pixel data's base64, past the PNG header every PNG shares.
+    yield text, png, {"canary string": f"CANARY{token}", "canary image": b64[200:260]}
+
+
+def run_canaries(
+    http: httpx.Client, model: str, canaries: tuple[str, bytes, dict[str, str]]
+) -> list[int]:
+    text, png, _ = canaries
+    statuses = send_canaries(http, model, text, png)
+    # Successes and errors both went through (each path was exercised).
+    assert statuses == [200, 200, 400, 400, 400, 200, 200, 200], statuses
+    time.sleep(2)  # let the server's stats logger run once more
+    return statuses
+
+
+def test_session_server_logs_no_prompt_or_image(
+    server: LiveServer, canaries: tuple[str, bytes, dict[str, str]]
+) -> None:
+    if server.log_path is None:
+        pytest.skip("the server was started outside this session: its log is not known")
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.Client(base_url=server.root_url, headers=headers, timeout=120) as http:
+        run_canaries(http, server.model, canaries)
+    log = server.log_path.read_text(errors="replace")
+    assert "POST /v1/chat/completions" in log, "the log holds no access lines: wrong file?"
+    assert not leaks([server.log_path], canaries[2]), leaks([server.log_path], canaries[2])
+
+
+@pytest.mark.slow
+def test_launcher_and_server_logs_hold_no_prompt_or_image(
+    launched_tls: Launched, canaries: tuple[str, bytes, dict[str, str]]
+) -> None:
+    run = launched_tls
+    headers = {"Authorization": f"Bearer {run.api_key}"}
+    with httpx.Client(
+        base_url=run.root_url, headers=headers, timeout=120, verify=run.verify
+    ) as http:
+        run_canaries(http, "tiny-medgemma-random-weights", canaries)
+    files = run.files()
+    assert all(p.stat().st_size > 0 for p in files[:1] + files[2:]), [str(p) for p in files]
+    found = leaks(files, canaries[2])
+    assert not found, found
