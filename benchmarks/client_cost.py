@@ -10,7 +10,8 @@ base64), median of --reps runs: radiograph-like PNGs of 512, 2048 and 4096 px an
 Part 2 sends the same --requests distinct 2048 px images at the same concurrency, four
 variants interleaved per round: full resolution vs downscaled to 896 px by the client,
 each with the preparation inside the timed loop (what a client on this machine sees) and
-pre-encoded before timing (what the server alone costs). It prints req/s and the ratios.
+pre-encoded before timing (what the server alone costs). Every pass sends new pixels (the
+base images shifted), so no cache serves a repeat. It prints req/s and the ratios.
 Client and server share this machine's CPU cores: say so next to every figure.
 """
 
@@ -100,30 +101,41 @@ def prepare(path: Path, max_size: int | None) -> list[dict]:
     return build_messages("Describe this X-ray", [path], system=RADIOLOGIST, max_size=max_size)
 
 
+def fresh_images(bases: list[np.ndarray], folder: Path, tag: str, shift: int) -> list[Path]:
+    """The base images shifted by `shift` px and saved: new content for every pass, so
+    neither vLLM's multimodal cache nor its prefix cache serves a repeat."""
+    paths = []
+    for i, base in enumerate(bases):
+        p = folder / f"served-{tag}-{i}.png"
+        Image.fromarray(np.roll(base, shift, axis=1)).save(p, compress_level=1)
+        paths.append(p)
+    return paths
+
+
 async def served(args: argparse.Namespace, base_url: str, api_key: str, folder: Path) -> None:
     rng = np.random.default_rng(args.seed + 1)
-    paths = []
-    for i in range(args.requests):  # distinct images: no hit in vLLM's multimodal cache
-        p = folder / f"served-{i}.png"
-        Image.fromarray(
-            xray_values(rng, args.image_size, args.image_size, 255).astype(np.uint8)
-        ).save(p)
-        paths.append(p)
+    size = args.image_size
+    bases = [xray_values(rng, size, size, 255).astype(np.uint8) for _ in range(args.requests)]
     settings = chat.load_settings(
         base_url=base_url, api_key=api_key, model=args.model, max_retries=0
     )
-    variants: dict[str, tuple[list[Path] | list[list[dict]], int | None]] = {
-        "full res, prep in loop": (paths, None),
-        "896 px, prep in loop": (paths, 896),
-        "full res, pre-encoded": ([prepare(p, None) for p in paths], None),
-        "896 px, pre-encoded": ([prepare(p, 896) for p in paths], None),
-    }
-    rates: dict[str, list[float]] = {k: [] for k in variants}
+    labels = [
+        ("full res, prep in loop", None, False),
+        ("896 px, prep in loop", 896, False),
+        ("full res, pre-encoded", None, True),
+        ("896 px, pre-encoded", 896, True),
+    ]
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in labels}
     async with chat.make_async_client(settings) as client:
         model = await chat.aresolve_model(client, args.model)
-        await one_pass(client, model, paths[:2], 896, 2, args.max_tokens)  # warm-up
+        warm = fresh_images(bases[:2], folder, "warm", size // 2)
+        await one_pass(client, model, warm, 896, 2, args.max_tokens)
         for rnd in range(args.rounds):
-            for label, (inputs, max_size) in variants.items():
+            for k, (label, max_size, pre) in enumerate(labels):
+                paths = fresh_images(bases, folder, "pass", 1 + rnd * len(labels) + k)
+                inputs: list[Path] | list[list[dict]] = paths
+                if pre:
+                    inputs = [prepare(p, max_size) for p in paths]
                 rate, failed = await one_pass(
                     client, model, inputs, max_size, args.concurrency, args.max_tokens
                 )
