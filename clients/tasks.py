@@ -169,7 +169,7 @@ TASKS: dict[str, Task] = {
             summary="image-report consistency check, typed JSON",
             prompt="Compare this radiology report with the image(s). Is the report "
             "consistent with what the image shows? List the discrepancies.\n\nReport:\n{report}",
-            max_tokens=400,
+            max_tokens=1024,  # room for the longest valid answer: the JSON must close
             needs_report=True,
             schema=ConsistencyCheck,
         ),
