@@ -106,7 +106,9 @@ def test_request_the_server_rejects_is_named_before_any_load(
     server: LiveServer, tmp_path: Path
 ) -> None:
     # the tiny deployment allows 2 images per prompt
-    proc = bench_cli(server, tmp_path, "--set", "images.per_request=3", "--set", "images.distinct=2")
+    proc = bench_cli(
+        server, tmp_path, "--set", "images.per_request=3", "--set", "images.distinct=2"
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "rejected the scenario's first request (HTTP 400)" in proc.stderr, proc.stderr
     assert "image" in proc.stderr.split("HTTP 400")[1], proc.stderr
