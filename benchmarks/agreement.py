@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def run_agreement(
             print(f"vLLM's benchmark at {users} users, {n} requests ...", flush=True)
             log = out.with_suffix(".log")
             with log.open("w") as f:
-                f.write(" ".join(cmd) + "\n")
+                f.write(shlex.join(cmd) + "\n")
                 f.flush()
                 proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
             if proc.returncode != 0 or not out.exists():
