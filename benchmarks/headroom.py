@@ -71,10 +71,16 @@ def run_headroom(
     best = max(s["request_throughput"] for s in result.summary["levels"])
     out: dict[str, Any] = {
         "harness_max_request_throughput": best,
-        "user_class": "FastHttpUser (geventhttpclient)",
+        "user_class": {
+            "fast": "FastHttpUser (geventhttpclient)",
+            "http": "HttpUser (python-requests)",
+        }[scenario.load.user_class],
         "note": result.summary["note"] + " (here: the fake endpoint and the load generator)",
     }
-    line = f"harness headroom: {best:.1f} image+text req/s against a zero-latency endpoint"
+    line = (
+        f"harness headroom ({out['user_class']}): {best:.1f} image+text req/s against a "
+        "zero-latency endpoint"
+    )
     if served:
         out["served_request_throughput"] = served
         out["headroom_ratio"] = round(best / served, 2)

@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a file by locust: make `benchmarks` impo
 
 import gevent
 import gevent.pool
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, HttpUser, constant, events, task
 from locust.env import Environment
 
 from benchmarks.prepared import PreparedRequest, read_workload
@@ -289,6 +289,37 @@ class OpenLoopChat(ChatUser):
                 )
             else:
                 pool.spawn(self.send, req)
+
+
+class RequestsChat(HttpUser):
+    """The closed loop of ClosedLoopChat on Locust's HttpUser (python-requests), kept to
+    measure what the user class costs (`load.user_class: http`). Locust adds its own row
+    for the POST beside TTFT and E2E."""
+
+    wait_time = constant(0)
+
+    @task
+    def chat(self) -> None:
+        req = next_request()
+        parser = StreamParser(perf_counter(), time.time(), req.n_images, req.kind, STATE["level"])
+        status, error = 0, ""
+        opts = self.environment.parsed_options
+        timeout = opts.request_timeout if opts is not None else 600.0
+        try:
+            with self.client.post(
+                STATE["url"], data=req.body, headers=STATE["headers"], stream=True,
+                timeout=timeout, name="POST (python-requests)", catch_response=True,
+            ) as resp:  # fmt: skip
+                status = resp.status_code
+                if status != 200:
+                    error = f"HTTP {status}: {error_text(resp.content or b'')}"
+                else:
+                    for line in resp.iter_lines(chunk_size=None):
+                        parser.feed(line, perf_counter())
+                resp.success()  # the TTFT and E2E events carry the outcome
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a record
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        report(self.environment, parser.finish(perf_counter(), status=status, error=error))
 
 
 if __name__ == "__main__":

@@ -101,8 +101,15 @@ def locust_command(
         "--request-timeout", f"{scenario.request_timeout_s:g}",
         "--arrival-rate", f"{level:g}", "--max-in-flight", str(load.max_in_flight),
         "--level", f"{level:g}", "--seed", str(scenario.seed),
-        "ClosedLoopChat" if closed else "OpenLoopChat",
+        user_class(scenario),
     ]  # fmt: skip
+
+
+def user_class(scenario: Scenario) -> str:
+    """The Locust user class (in benchmarks/locustfile.py) a level runs."""
+    if scenario.load.mode == "open":
+        return "OpenLoopChat"
+    return "ClosedLoopChat" if scenario.load.user_class == "fast" else "RequestsChat"
 
 
 def run_level(

@@ -117,6 +117,11 @@ class Load(BaseModel):
     warmup_s: int = Field(
         5, ge=0, description="Seconds at the start of each level excluded from the figures."
     )
+    user_class: Literal["fast", "http"] = Field(
+        "fast",
+        description="Closed loop: Locust user class: `fast` (FastHttpUser, geventhttpclient) or "
+        "`http` (HttpUser, python-requests), to compare the load generator's cost.",
+    )
     spawn_rate: float | None = Field(
         None, gt=0, description="Closed loop: users started per second (default: all at once)."
     )
@@ -135,6 +140,8 @@ class Load(BaseModel):
         else:
             if not self.rates or any(r <= 0 for r in self.rates):
                 raise ValueError(f"open loop needs rates > 0 per level, got {self.rates}")
+            if self.user_class != "fast":
+                raise ValueError("open loop runs on FastHttpUser only (user_class: fast)")
         return self
 
     @property
