@@ -42,6 +42,7 @@ def test_overrides_merge_into_one_validation(tmp_path: Path) -> None:
         ("load: {duration_s: 10, warmup_s: 10}\n", ["load", "warmup_s (10)", "shorter"]),
         ("load: {users: [0, 4]}\n", ["load", "users >= 1"]),
         ("load: {mode: open}\n", ["load", "rates > 0"]),
+        ("load: {mode: open, rates: [1], user_class: http}\n", ["FastHttpUser only"]),
         ("images: {text_only_share: 1.5}\n", ["images.text_only_share", "1.5"]),
         ("max_tokens: 0\n", ["max_tokens", "greater than or equal to 1"]),
         ("prompts: {tasks: [diagnose]}\n", ["unknown task", "diagnose", "findings"]),
