@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks import preflight
 from benchmarks.baseline import model_folder
 from benchmarks.errors import BenchError
-from benchmarks.run import RESULTS, cpu_note, resolve_model, run_benchmark
+from benchmarks.run import RESULTS, cpu_note, resolve_model, run_benchmark, with_seed
 from benchmarks.scenario import Scenario
 
 
@@ -64,7 +64,7 @@ def vllm_command(
         "--random-mm-limit-mm-per-prompt", json.dumps({"image": k, "video": 0}),
         "--random-input-len", "8", "--random-output-len", str(scenario.max_tokens),
         "--num-prompts", str(n), "--max-concurrency", str(users),
-        "--temperature", f"{scenario.temperature:g}", "--seed", str(scenario.seed),
+        "--temperature", f"{scenario.temperature:g}", "--seed", str(scenario.seed or 0),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
         "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name,
         "--disable-tqdm",
@@ -88,6 +88,7 @@ def run_agreement(
     command: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     check_comparable(scenario)
+    scenario = with_seed(scenario)
     model = resolve_model(scenario)
     tokenizer = model_folder(scenario.deployment)
     env = dict(os.environ)

@@ -24,7 +24,7 @@ from benchmarks.errors import BenchError
 from benchmarks.metrics import summarise
 from benchmarks.prepared import PreparedRequest
 from benchmarks.records import RequestRecord, write_records
-from benchmarks.run import RESULTS, cpu_note, new_folder, resolve_model, run_benchmark
+from benchmarks.run import RESULTS, cpu_note, new_folder, resolve_model, run_benchmark, with_seed
 from benchmarks.scenario import Scenario, to_yaml
 from benchmarks.workload import prepare
 
@@ -195,6 +195,7 @@ def run_baseline(
     from serve.config import ConfigError, load_config
     from serve.launch import LaunchError, ServerProcess, free_port
 
+    scenario = with_seed(scenario)  # the same images for both paths
     model = resolve_model(scenario)
     parent = new_folder(out_root, f"{scenario.name}-baseline")
     (parent / "scenario.yaml").write_text(to_yaml(scenario))

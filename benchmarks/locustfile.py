@@ -53,7 +53,7 @@ STATE: dict[str, Any] = {
     "url": "",
     "level": 0.0,
 }
-NEXT = itertools.count()
+NEXT = itertools.count()  # index of the next prepared request (reset by --start-index)
 
 
 @events.init_command_line_parser.add_listener
@@ -120,6 +120,14 @@ def add_options(parser: Any) -> None:
     parser.add_argument(
         "--seed", type=int, env_var="BENCH_SEED", default=0, help="seed of the arrival times"
     )
+    parser.add_argument(
+        "--start-index",
+        type=int,
+        env_var="BENCH_START_INDEX",
+        default=0,
+        help="first prepared request to send (the runner gives each level fresh ones: "
+        "vLLM caches the images and prefixes it has seen)",
+    )
 
 
 @events.init.add_listener
@@ -133,6 +141,8 @@ def on_init(environment: Environment, **_: Any) -> None:
     if opts.records:
         STATE["records"] = open(opts.records, "a")  # noqa: SIM115 - closed on quit
     STATE["level"] = opts.level
+    global NEXT
+    NEXT = itertools.count(opts.start_index)
     host = (environment.host or "").rstrip("/")
     STATE["url"] = f"{host}/chat/completions"
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -169,6 +179,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     opts = environment.parsed_options
     window = STATE["window"]
     window.setdefault("stop", time.time())
+    window["next_index"] = next(NEXT)  # requests taken, including any cut off at the stop
     if opts is not None and opts.window_file:
         Path(opts.window_file).write_text(json.dumps(window))
     if STATE["records"] is not None:

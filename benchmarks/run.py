@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class LevelResult:
     summary: dict[str, Any]
     records: list[RequestRecord]  # inside the measurement window
     folder: Path
+    next_index: int = 0  # the next level starts here: fresh images, nothing cached
 
 
 @dataclass
@@ -54,6 +56,13 @@ class RunResult:
     folder: Path
     summary: dict[str, Any]
     levels: list[LevelResult] = field(default_factory=list)
+
+
+def with_seed(scenario: Scenario) -> Scenario:
+    """The scenario with a seed: its own, or a new random one (recorded in the folder)."""
+    if scenario.seed is not None:
+        return scenario
+    return scenario.model_copy(update={"seed": secrets.randbelow(2**31)})
 
 
 def resolve_model(scenario: Scenario) -> str:
@@ -83,7 +92,7 @@ def level_name(scenario: Scenario, level: float) -> str:
 
 
 def locust_command(
-    scenario: Scenario, level: float, base_url: str, workload: Path, folder: Path
+    scenario: Scenario, level: float, base_url: str, workload: Path, folder: Path, start: int = 0
 ) -> list[str]:
     """The `locust --headless` command line of one level (the API key stays in the env)."""
     load = scenario.load
@@ -100,7 +109,8 @@ def locust_command(
         "--api-key-env", scenario.api_key_env,
         "--request-timeout", f"{scenario.request_timeout_s:g}",
         "--arrival-rate", f"{level:g}", "--max-in-flight", str(load.max_in_flight),
-        "--level", f"{level:g}", "--seed", str(scenario.seed),
+        "--level", f"{level:g}", "--seed", str(scenario.seed or 0),
+        "--start-index", str(start),
         user_class(scenario),
     ]  # fmt: skip
 
@@ -113,11 +123,12 @@ def user_class(scenario: Scenario) -> str:
 
 
 def run_level(
-    scenario: Scenario, level: float, base_url: str, workload: Path, folder: Path
+    scenario: Scenario, level: float, base_url: str, workload: Path, folder: Path, start: int = 0
 ) -> LevelResult:
-    """Run one level in a Locust process and summarise its measurement window."""
+    """Run one level in a Locust process, sending prepared requests from index `start` on,
+    and summarise its measurement window."""
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = locust_command(scenario, level, base_url, workload, folder)
+    cmd = locust_command(scenario, level, base_url, workload, folder, start)
     log_path = folder / "locust.log"
     limit = scenario.load.duration_s + scenario.request_timeout_s + 120
     with log_path.open("w") as log:
@@ -139,7 +150,7 @@ def run_level(
         raise BenchError(f"level {level:g} stopped before its warm-up ended; see {log_path}")
     records = in_window(read_records(folder / "records.jsonl"), start, stop)
     summary = {"level": level, **summarise(records, stop - start, scenario.slo)}
-    return LevelResult(level, summary, records, folder)
+    return LevelResult(level, summary, records, folder, window.get("next_index", 0))
 
 
 def new_folder(out_root: Path, name: str) -> Path:
@@ -165,6 +176,7 @@ def run_benchmark(
 ) -> RunResult:
     """Check the server, prepare the requests, run every level, write the results folder."""
     base_url = base_url.rstrip("/")
+    scenario = with_seed(scenario)
     model = resolve_model(scenario)
     api_key = os.environ.get(scenario.api_key_env) or None
     with preflight.server_for(scenario.deployment, base_url, start_server, scenario.deployment_set):
@@ -178,18 +190,25 @@ def run_benchmark(
         say(f"prepared {len(requests)} requests in {prep_s:.1f} s; results in {folder}")
         write_identity(folder, scenario, base_url, models, api_key, command)
         levels = []
+        index = 1  # the probe sent request 0
         with tempfile.TemporaryDirectory(prefix="bench-workload-") as tmp:
             workload = Path(tmp) / "workload.jsonl"
             write_workload(workload, requests)
             for level in scenario.load.levels:
                 say(f"level {level_name(scenario, level)}: {scenario.load.duration_s} s ...")
-                result = run_level(
-                    scenario, level, base_url, workload, folder / level_name(scenario, level)
-                )
+                name = level_name(scenario, level)
+                result = run_level(scenario, level, base_url, workload, folder / name, index)
                 levels.append(result)
+                index = max(result.next_index, index)
+        if index > len(requests):
+            say(
+                f"warning: {index} requests sent but only {len(requests)} distinct "
+                "(images.distinct): repeats may hit vLLM's image and prefix caches"
+            )
         root = preflight.root_url(base_url)
         (folder / "metrics-after.txt").write_text(preflight.snapshot(f"{root}/metrics") or "")
     summary = overall_summary(scenario, base_url, model, levels, prep_s)
+    summary["requests_sent"], summary["distinct_requests"] = index, len(requests)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_records(folder / "records.jsonl", [r for lv in levels for r in lv.records])
     report.write_plots(folder, scenario.load.mode, levels, summary["note"])

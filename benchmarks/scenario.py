@@ -198,7 +198,13 @@ class Scenario(BaseModel):
         "keeping the fastest (empty: torch's default and 1; on 2 shared cores, 2 OpenMP "
         "threads can be many times slower than 1).",
     )
-    seed: int = Field(0, ge=0, description="Seed of the generated images and arrival times.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of the generated images and arrival times. Unset: a new one per run "
+        "(written to the results folder), so that a long-running server has not cached "
+        "the images already.",
+    )
 
     @model_validator(mode="after")
     def _known_tasks(self) -> Scenario:

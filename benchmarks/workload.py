@@ -135,7 +135,7 @@ def request_body(
 
 def prepare(scenario: Scenario, model: str) -> list[PreparedRequest]:
     """Every distinct request of the run, encoded and serialised."""
-    rng = np.random.default_rng(scenario.seed)
+    rng = np.random.default_rng(scenario.seed or 0)
     sizes = scenario.images.sizes
     out = []
     n_image_requests = 0

@@ -92,6 +92,11 @@ def test_two_level_sweep_produces_the_plots(
         png = (result.folder / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000, (name, len(png))
     assert result.summary["best"]["level"] in (1.0, 3.0), result.summary["best"]
+    # each level starts on requests the server has not seen (vLLM caches images, prefixes)
+    first, second = result.levels
+    sent = result.summary["requests_sent"]
+    assert 1 < first.next_index < second.next_index == sent, (first.next_index, sent)
+    assert sent >= 1 + sum(s["requests"] for s in levels), (sent, levels)
 
 
 def test_unserved_model_is_named_before_any_load(server: LiveServer, tmp_path: Path) -> None:

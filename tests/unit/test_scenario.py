@@ -59,6 +59,17 @@ def test_bad_scenarios_name_file_and_field(tmp_path: Path, text: str, expected: 
         assert part in msg, msg
 
 
+def test_unset_seed_is_drawn_per_run_and_kept() -> None:
+    from benchmarks.run import with_seed
+
+    s = load_scenario(CONFIGS / "bench-smoke.yaml")
+    assert s.seed is None
+    seeded = with_seed(s)
+    assert seeded.seed is not None and with_seed(seeded).seed == seeded.seed
+    fixed = load_scenario(CONFIGS / "bench-smoke.yaml", ["seed=7"])
+    assert with_seed(fixed).seed == 7
+
+
 def test_unreadable_scenarios(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="not found"):
         load_scenario(tmp_path / "nope.yaml")
