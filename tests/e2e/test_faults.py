@@ -147,6 +147,12 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
     assert sorted(ids) == sorted(p.name for p in studies.iterdir()), ids  # none lost, no dupes
     assert all(r["status"] == "ok" for r in final), final
     assert all(r == first_ok[r["id"]] for r in final if r["id"] in first_ok), "a done study redone"
+    retried = sum(r["attempts"] > 1 for r in results)
+    print(
+        f"fault run: {N_REQUESTS}/{N_REQUESTS} requests completed ({retried} after retries), "
+        f"batch {len(first_ok)}/{N_STUDIES} studies before the kill, {len(final)}/{N_STUDIES} "
+        "after the rerun, 0 lost, 0 duplicated"
+    )
 
 
 def test_sigterm_drains_in_flight_requests(supervised: Launched) -> None:
