@@ -39,6 +39,7 @@ test-unit: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy serve clients benchmarks
 
 bench: install

@@ -59,3 +59,19 @@ def test_readme_sdk_example(server: LiveServer, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "prompt_tokens=" in r.stdout and "completion_tokens=" in r.stdout, r.stdout
+
+
+def test_readme_clients_example(server: LiveServer, tmp_path: Path) -> None:
+    Image.new("L", (1200, 1000), 90).save(tmp_path / "cxr.png")
+    script = block("python", "from clients import chat")
+    env = {**env_for(server), "MEDGEMMA_BASE_URL": server.base_url, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ConsistencyCheck(" in r.stdout or "consistent=" in r.stdout, r.stdout
