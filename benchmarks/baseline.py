@@ -237,6 +237,8 @@ def run_baseline(
             "output_throughput": seed["output_throughput"],
             "request_throughput": seed["request_throughput"],
             "ttft_p50_ms": seed["ttft_ms"]["p50"],
+            "e2e_p50_ms": seed["e2e_ms"]["p50"],
+            "torch_threads": seed["torch_threads"],
         },
         "ratio": round(ratio, 3),
     }
