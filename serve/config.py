@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -378,9 +379,13 @@ def load_config(
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def describe_fields() -> str:
-    """Every config field with its description, for `--help-config`."""
+def describe_fields(model: type[BaseModel] = DeploymentConfig, prefix: str = "") -> str:
+    """Every config field with its description, for `--help-config`; nested sections
+    (stand_in, restart, kubernetes, ray) are listed with dotted names."""
     out = []
-    for name, f in DeploymentConfig.model_fields.items():
-        out.append(f"{name}: {f.description}")
+    for name, f in model.model_fields.items():
+        out.append(f"{prefix}{name}: {f.description}")
+        for sub in typing.get_args(f.annotation) or (f.annotation,):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                out.append(describe_fields(sub, f"{prefix}{name}."))
     return "\n".join(out)

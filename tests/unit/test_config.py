@@ -126,3 +126,18 @@ def test_merge_does_not_mutate_input() -> None:
 def test_every_field_is_described() -> None:
     missing = [n for n, f in DeploymentConfig.model_fields.items() if not f.description]
     assert missing == []
+
+
+def test_help_config_lists_nested_sections() -> None:
+    from serve.config import describe_fields
+
+    text = describe_fields()
+    for name in (
+        "max_num_seqs:",
+        "stand_in.preset:",
+        "restart.max_restarts:",
+        "kubernetes.",
+        "ray.",
+    ):
+        assert name in text, name
+    assert "None" not in [line.split(": ", 1)[-1] for line in text.splitlines()]
