@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serve.config import ConfigError, merge_overrides
+from serve.config import ConfigError, format_validation_error, merge_overrides
+from serve.config import describe_fields as describe_config_fields
 
 
 class ScenarioError(ValueError):
@@ -225,16 +226,13 @@ class Scenario(BaseModel):
 
 def format_error(exc: ValidationError, source: str) -> str:
     """One line per problem, each naming the file and the field."""
-    lines = [f"{source}: invalid benchmark scenario"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (see `python -m benchmarks fields` for the fields)"
-        elif err["type"] not in ("missing", "value_error") and where != "(top level)":
-            msg += f" (got {err['input']!r:.80})"
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
+    return format_validation_error(
+        exc,
+        source,
+        kind="benchmark scenario",
+        fields_hint="python -m benchmarks fields",
+        input_chars=80,
+    )
 
 
 def load_scenario(
@@ -266,15 +264,9 @@ def load_scenario(
         raise ScenarioError(format_error(exc, source)) from None
 
 
-def describe_fields(model: type[BaseModel] = Scenario, prefix: str = "") -> str:
+def describe_fields() -> str:
     """Every scenario field with its description, nested fields dotted."""
-    out = []
-    for name, f in model.model_fields.items():
-        out.append(f"{prefix}{name}: {f.description}")
-        sub = f.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
-            out.append(describe_fields(sub, f"{prefix}{name}."))
-    return "\n".join(out)
+    return describe_config_fields(Scenario)
 
 
 def to_yaml(scenario: Scenario) -> str:

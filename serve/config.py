@@ -331,19 +331,29 @@ def merge_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str])
     return merged
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each naming the file and the field."""
-    lines = [f"{source}: invalid deployment config"]
+def format_validation_error(
+    exc: ValidationError,
+    source: str,
+    *,
+    kind: str = "deployment config",
+    fields_hint: str = "python -m serve --help-config",
+    input_chars: int | None = None,
+) -> str:
+    """One line per problem, each naming the file and the field. Shared by every config
+    kind (deployment configs here, benchmark scenarios in benchmarks.scenario)."""
+    lines = [f"{source}: invalid {kind}"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (see `python -m serve --help-config` for the fields)"
-        got = (
-            f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
-        )
-        if err["type"] == "value_error" or field == "(top level)":
-            got = ""
+            msg = f"unknown key (see `{fields_hint}` for the fields)"
+        got = ""
+        if (
+            err["type"] not in ("extra_forbidden", "missing", "value_error")
+            and field != "(top level)"
+        ):
+            shown = repr(err["input"])
+            got = f" (got {shown[:input_chars] if input_chars else shown})"
         lines.append(f"  {field}: {msg}{got}")
     return "\n".join(lines)
 
