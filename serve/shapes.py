@@ -5,7 +5,8 @@ Shapes are data, never code: a hub model's come from `serve/model_shapes/NAME.js
 local model folder's and the stand-in's from the folder's own config.json. `parse_shape`
 is pure and reads both the nested (Gemma3ForConditionalGeneration: `text_config`,
 `vision_config`) and the flat (Gemma3ForCausalLM) layouts. `load_gpus` reads the GPU
-catalogue `serve/gpus.yaml`.
+catalogue `serve/gpus.yaml` (memory, links, and the roofline's bandwidth and peak bf16
+FLOP/s), refusing an entry that lacks a field.
 """
 
 from __future__ import annotations
@@ -79,10 +80,20 @@ class Gpu:
     memory_mib: int
     nvlink: bool
     max_per_node: int
+    memory_bandwidth_gb_s: float  # peak device-memory bandwidth, decimal GB/s
+    bf16_dense_tflops: float  # peak bf16 tensor-core TFLOP/s without sparsity
 
     @property
     def memory_bytes(self) -> int:
         return self.memory_mib * 1024 * 1024
+
+    @property
+    def bandwidth_bytes_s(self) -> float:
+        return self.memory_bandwidth_gb_s * 1e9
+
+    @property
+    def peak_flops(self) -> float:
+        return self.bf16_dense_tflops * 1e12
 
 
 def _layer_types(text: dict[str, Any], n_layers: int) -> tuple[str, ...]:
@@ -188,16 +199,52 @@ def shape_for_config(cfg: DeploymentConfig, build_stand_in: bool = True) -> Mode
     return read_shape_file(path, name)
 
 
+GPU_FIELDS = (
+    "description",
+    "memory_mib",
+    "nvlink",
+    "max_per_node",
+    "memory_bandwidth_gb_s",
+    "bf16_dense_tflops",
+)
+POSITIVE_GPU_FIELDS = ("memory_mib", "max_per_node", "memory_bandwidth_gb_s", "bf16_dense_tflops")
+
+
 def load_gpus(path: Path = GPUS_FILE) -> dict[str, Gpu]:
-    """The GPU catalogue, by name."""
-    data = yaml.safe_load(path.read_text())
-    return {
-        name: Gpu(
-            name=name,
-            description=str(entry["description"]),
-            memory_mib=int(entry["memory_mib"]),
-            nvlink=bool(entry["nvlink"]),
-            max_per_node=int(entry["max_per_node"]),
-        )
-        for name, entry in data.items()
-    }
+    """The GPU catalogue, by name. Raises ShapeError naming the GPU and the field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ShapeError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ShapeError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ShapeError(f"{path}: expected a mapping of GPU name -> fields")
+    gpus = {}
+    for name, entry in data.items():
+        where = f"{path}: GPU {name!r}"
+        if not isinstance(entry, dict):
+            raise ShapeError(f"{where}: expected a mapping of fields")
+        missing = [f for f in GPU_FIELDS if f not in entry]
+        if missing:
+            raise ShapeError(
+                f"{where} has no {', '.join(missing)} (every GPU needs all of: "
+                f"{', '.join(GPU_FIELDS)})"
+            )
+        try:
+            gpu = Gpu(
+                name=str(name),
+                description=str(entry["description"]),
+                memory_mib=int(entry["memory_mib"]),
+                nvlink=bool(entry["nvlink"]),
+                max_per_node=int(entry["max_per_node"]),
+                memory_bandwidth_gb_s=float(entry["memory_bandwidth_gb_s"]),
+                bf16_dense_tflops=float(entry["bf16_dense_tflops"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ShapeError(f"{where}: unusable value ({exc})") from None
+        bad = [f for f in POSITIVE_GPU_FIELDS if not getattr(gpu, f) > 0]
+        if bad:
+            raise ShapeError(f"{where}: {', '.join(bad)} must be > 0")
+        gpus[gpu.name] = gpu
+    return gpus
