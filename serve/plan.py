@@ -1,27 +1,51 @@
-"""`python -m serve plan`: will a config fit its GPUs, and how many studies will it hold?
+"""`python -m serve plan`: will a config fit its GPUs, hold how many studies, how fast?
 
     python -m serve plan --config configs/medgemma-4b-it.yaml [--gpu l4-24gb]
-        [--images 1] [--text-tokens 200] [--output-tokens 300] [--set key=value] [--json]
+        [--scenario configs/bench-cpu.yaml] [--images 1] [--text-tokens 200]
+        [--output-tokens 300] [--bw-efficiency 0.7] [--mfu 0.6] [--set key=value] [--json]
 
 `make_plan` is pure (config, model shape, device, typical request -> `Plan`); the
 arithmetic is in `serve.capacity`. On a GPU the activation/CUDA-graph overhead is an
 estimate (vLLM profiles it at start-up); on the CPU (`--gpu cpu`, the default for
 `device: cpu`) the KV budget is `cpu_kvcache_space_gib` and the numbers are vLLM's own.
+On a GPU the plan ends with the throughput ceiling of `serve.roofline` for the config's
+concurrency; the CPU gets none. The typical request comes from the flags, over a
+benchmark scenario's (`--scenario`: its images per request, max_tokens, and an estimate
+of its prompt text), over the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from serve import capacity as cap
 from serve.config import ConfigError, DeploymentConfig, load_config
+from serve.roofline import (
+    DEFAULT_BW_EFFICIENCY,
+    DEFAULT_MFU,
+    Roofline,
+    format_roofline,
+    make_roofline,
+)
 from serve.shapes import Gpu, ModelShape, ShapeError, load_gpus, shape_for_config
+
+if TYPE_CHECKING:
+    from benchmarks.scenario import Scenario as BenchScenario
 
 CPU = "cpu"
 MAX_SUGGESTED_NODES = 4
+DEFAULT_TEXT_TOKENS = 200
+DEFAULT_OUTPUT_TOKENS = 300
+CHARS_PER_TOKEN = 4  # English prose in Gemma's SentencePiece vocabulary, roughly
+# Gemma 3's chat template around one user turn: <bos> <start_of_turn> user \n, "\n\n" after
+# the system text, <end_of_turn> \n <start_of_turn> model \n (the image wrapper is counted
+# with the image, capacity.IMAGE_WRAPPER_TOKENS).
+CHAT_TEMPLATE_TOKENS = 10
 
 
 class PlanError(ValueError):
@@ -29,12 +53,12 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True)
-class Scenario:
+class RequestShape:
     """A typical request: images, prompt text and answer tokens."""
 
     images: int = 1
-    text_tokens: int = 200
-    output_tokens: int = 300
+    text_tokens: int = DEFAULT_TEXT_TOKENS
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS
 
     def tokens(self, shape: ModelShape) -> int:
         per_image = shape.mm_tokens_per_image + cap.IMAGE_WRAPPER_TOKENS
@@ -75,6 +99,9 @@ class Plan:
     fits: bool
     problems: list[str]
     suggestion: str | None = None
+    request_source: str | None = None  # the scenario file the request shape came from
+    roofline: Roofline | None = None
+    roofline_note: str | None = None  # why there is no roofline
 
 
 def resolve_device(cfg: DeploymentConfig, gpu: str | None, gpus: dict[str, Gpu]) -> Gpu | None:
@@ -98,7 +125,7 @@ def known(gpus: dict[str, Gpu]) -> str:
 
 
 def make_plan(
-    cfg: DeploymentConfig, shape: ModelShape, gpu: Gpu | None, scenario: Scenario
+    cfg: DeploymentConfig, shape: ModelShape, gpu: Gpu | None, request: RequestShape
 ) -> Plan:
     """The capacity of `cfg` serving `shape` on `gpu` (None: the CPU). Pure."""
     problems = cap.parallel_problems(cfg.tensor_parallel_size, cfg.pipeline_parallel_size, shape)
@@ -133,7 +160,7 @@ def make_plan(
     in_flight = cap.in_flight_tokens(cfg, mnbt)
     blocks_max = cap.blocks_per_request(shape, groups, max_len, block, in_flight)
     vllm_conc = num_blocks / blocks_max
-    req = scenario.tokens(shape)
+    req = request.tokens(shape)
     kv_conc = num_blocks / cap.blocks_per_request(shape, groups, req, block, in_flight)
     problems = []
     if gpu is not None and cfg.devices_per_node > gpu.max_per_node:
@@ -185,7 +212,7 @@ def make_plan(
 
 
 def suggest(
-    cfg: DeploymentConfig, shape: ModelShape, gpu: Gpu | None, scenario: Scenario
+    cfg: DeploymentConfig, shape: ModelShape, gpu: Gpu | None, request: RequestShape
 ) -> str | None:
     """The smallest tensor (then pipeline) parallel size that fits, as config fields."""
     if gpu is None:
@@ -205,7 +232,7 @@ def suggest(
         trial = cfg.model_copy(
             update={"tensor_parallel_size": tp, "pipeline_parallel_size": pp, "nodes": pp}
         )
-        if make_plan(trial, shape, gpu, scenario).fits:
+        if make_plan(trial, shape, gpu, request).fits:
             nodes = f", nodes: {pp} (one pipeline stage per node)" if pp > 1 else ""
             return (
                 f"tensor_parallel_size: {tp}, pipeline_parallel_size: {pp}{nodes} "
@@ -214,7 +241,7 @@ def suggest(
     return None
 
 
-def format_plan(p: Plan, scenario: Scenario) -> str:
+def format_plan(p: Plan, request: RequestShape) -> str:
     """The human-readable report."""
     gib = "GiB"
     dev = p.device
@@ -247,8 +274,9 @@ def format_plan(p: Plan, scenario: Scenario) -> str:
         f"layers into {p.groups} groups of {p.layers_per_group} per device",
         f"vLLM will report:   KV cache size: {p.vllm_kv_tokens:,} tokens, Maximum concurrency "
         f"for {p.max_model_len:,} tokens per request: {p.vllm_max_concurrency:.2f}x",
-        f"typical request:    {scenario.images} image(s) + {scenario.text_tokens} text + "
-        f"{scenario.output_tokens} output = {p.request_tokens:,} tokens",
+        *([f"request shape:      {p.request_source}"] if p.request_source else []),
+        f"typical request:    {request.images} image(s) + {request.text_tokens} text + "
+        f"{request.output_tokens} output = {p.request_tokens:,} tokens",
     ]
     if p.fits:
         bound = "KV cache" if p.kv_concurrency < p.max_num_seqs else "max_num_seqs"
@@ -264,6 +292,10 @@ def format_plan(p: Plan, scenario: Scenario) -> str:
             "smallest that fits: "
             + (p.suggestion or "none on one node of this GPU type; try a larger GPU")
         )
+    if p.roofline is not None:
+        lines += format_roofline(p.roofline)
+    elif p.roofline_note:
+        lines.append(f"roofline:           {p.roofline_note}")
     return "\n".join(lines)
 
 
@@ -275,12 +307,166 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serve plan", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="deployment YAML (configs/*.yaml)")
     p.add_argument("--gpu", help="GPU type from serve/gpus.yaml, or cpu (default: gpu_type)")
-    p.add_argument("--images", type=int, help="images per request (default 1 if the model sees)")
-    p.add_argument("--text-tokens", type=int, default=200, help="prompt text tokens")
-    p.add_argument("--output-tokens", type=int, default=300, help="answer tokens")
+    p.add_argument(
+        "--scenario",
+        help="benchmark scenario YAML (configs/bench-*.yaml) whose requests to plan for: "
+        "images.per_request, max_tokens, and a text-token estimate of its prompts",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        help="images per request (default: the scenario's, else 1 if the model sees)",
+    )
+    p.add_argument(
+        "--text-tokens",
+        type=int,
+        help=f"prompt text tokens (default: the scenario's estimate, else {DEFAULT_TEXT_TOKENS})",
+    )
+    p.add_argument(
+        "--output-tokens",
+        type=int,
+        help=f"answer tokens (default: the scenario's max_tokens, else {DEFAULT_OUTPUT_TOKENS})",
+    )
+    p.add_argument(
+        "--bw-efficiency",
+        type=float,
+        default=DEFAULT_BW_EFFICIENCY,
+        help="share of peak memory bandwidth a decode step reaches (default %(default)s)",
+    )
+    p.add_argument(
+        "--mfu",
+        type=float,
+        default=DEFAULT_MFU,
+        help="share of peak bf16 FLOP/s vision and prefill reach (default %(default)s)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     return p
+
+
+def request_shape(
+    args: argparse.Namespace, cfg: DeploymentConfig, shape: ModelShape
+) -> tuple[RequestShape, str | None]:
+    """The typical request from the flags, over the scenario's, over the defaults; and a
+    line saying where it came from when a scenario was read. Raises PlanError."""
+    images, text, output, source = args.images, args.text_tokens, args.output_tokens, None
+    if args.scenario:
+        from benchmarks.scenario import ScenarioError, load_scenario
+
+        try:
+            bench = load_scenario(args.scenario)
+        except ScenarioError as exc:
+            raise PlanError(f"--scenario: {one_line(str(exc))}") from None
+        estimate = scenario_text_tokens(bench)
+        if images is None:
+            images = bench.images.per_request if shape.vision else 0
+        text = estimate if text is None else text
+        output = bench.max_tokens if output is None else output
+        source = (
+            f"scenario {args.scenario}: images.per_request {bench.images.per_request}, "
+            f"max_tokens {bench.max_tokens}, text ~{estimate} tokens (ESTIMATE: characters of "
+            f"the system + task prompts / {CHARS_PER_TOKEN} + {CHAT_TEMPLATE_TOKENS} chat-"
+            "template tokens; flags override)"
+        )
+        if shape.vision is None:
+            source += f"; {shape.name} is text-only: planned without images"
+        elif bench.images.text_only_share:
+            source += (
+                f"; its {bench.images.text_only_share:.0%} text-only requests are planned "
+                "as image requests"
+            )
+    if images is None:
+        images = 1 if shape.vision and cfg.limit_mm_per_prompt.get("image", 0) else 0
+    if images and shape.vision is None:
+        raise PlanError(f"--images: {shape.name} is text-only and takes no images")
+    return (
+        RequestShape(
+            images,
+            DEFAULT_TEXT_TOKENS if text is None else text,
+            DEFAULT_OUTPUT_TOKENS if output is None else output,
+        ),
+        source,
+    )
+
+
+YAML_MARK = re.compile(r'in "<unicode string>", (line \d+, column \d+):?')
+
+
+def one_line(message: str) -> str:
+    """A multi-line error as one line: its lines joined by "; ", a YAML error's quoted
+    source line and caret dropped and its position kept."""
+    raw = message.splitlines()
+    out = []
+    for i, line in enumerate(raw):
+        text = line.strip()
+        if not text or text == "^" or (i + 1 < len(raw) and raw[i + 1].strip() == "^"):
+            continue
+        mark = YAML_MARK.fullmatch(text)
+        out.append(f"at {mark.group(1)}" if mark else text)
+    return "; ".join(out)
+
+
+def scenario_text_tokens(bench: BenchScenario) -> int:
+    """Prompt text tokens of a benchmark scenario's requests, ESTIMATED: the characters of
+    the text the benchmark sends (built by `benchmarks.workload.task_messages`, as a run
+    builds it) / CHARS_PER_TOKEN, plus the chat template's markup; the mean over its tasks.
+    """
+    from benchmarks.workload import task_messages
+
+    image = {"type": "image_url", "image_url": {"url": "data:,"}}  # placeholder, not sent
+    kinds = 1 if bench.prompts.text is not None else len(bench.prompts.tasks)
+    counts = []
+    for i in range(kinds):
+        _, messages, _ = task_messages(bench, i, [image] * bench.images.per_request)
+        chars = 0
+        for message in messages:
+            content = message["content"]
+            if isinstance(content, str):
+                chars += len(content)
+            else:
+                chars += sum(len(part.get("text", "")) for part in content)
+        counts.append(cap.cdiv(chars, CHARS_PER_TOKEN) + CHAT_TEMPLATE_TOKENS)
+    return round(sum(counts) / len(counts))
+
+
+def with_roofline(
+    plan: Plan,
+    shape: ModelShape,
+    gpu: Gpu | None,
+    request: RequestShape,
+    dtype_bytes: int,
+    bw_efficiency: float,
+    mfu: float,
+) -> Plan:
+    """The plan with its throughput ceiling, or the reason there is none."""
+    if gpu is None:
+        note = "not computed for the CPU (serve/gpus.yaml has no CPU bandwidth or peak FLOP/s)"
+        return replace(plan, roofline_note=note)
+    if not plan.fits:
+        return replace(plan, roofline_note="not computed: the config does not fit")
+    if plan.request_tokens > plan.max_model_len:
+        note = (
+            f"not computed: the typical request ({plan.request_tokens:,} tokens) exceeds "
+            f"max_model_len {plan.max_model_len:,}, and vLLM refuses it"
+        )
+        return replace(plan, roofline_note=note)
+    if plan.concurrent_requests < plan.dp:
+        return replace(plan, roofline_note="not computed: no typical request fits the KV cache")
+    r = make_roofline(
+        shape,
+        gpu,
+        dtype_bytes=dtype_bytes,
+        tp=plan.tp,
+        pp=plan.pp,
+        dp=plan.dp,
+        batch=plan.concurrent_requests // plan.dp,
+        images=request.images,
+        text_tokens=request.text_tokens,
+        output_tokens=request.output_tokens,
+        bw_efficiency=bw_efficiency,
+        mfu=mfu,
+    )
+    return replace(plan, roofline=r)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,21 +476,24 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 0:
             print(f"error: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
             return 2
+    for name in ("bw_efficiency", "mfu"):
+        if not 0 < getattr(args, name) <= 1:
+            print(f"error: --{name.replace('_', '-')} must be in (0, 1]", file=sys.stderr)
+            return 2
     try:
         cfg = load_config(args.config, args.set)
         shape = shape_for_config(cfg)
         device = resolve_device(cfg, args.gpu, load_gpus())
-        images = args.images
-        if images is None:
-            images = 1 if shape.vision and cfg.limit_mm_per_prompt.get("image", 0) else 0
-        if images and shape.vision is None:
-            raise PlanError(f"--images: {shape.name} is text-only and takes no images")
-        scenario = Scenario(images, args.text_tokens, args.output_tokens)
-        plan = make_plan(cfg, shape, device, scenario)
+        request, source = request_shape(args, cfg, shape)
+        plan = make_plan(cfg, shape, device, request)
         if not plan.fits:
-            plan = replace(plan, suggestion=suggest(cfg, shape, device, scenario))
+            plan = replace(plan, suggestion=suggest(cfg, shape, device, request))
+        plan = replace(plan, request_source=source)
+        plan = with_roofline(
+            plan, shape, device, request, cap.dtype_bytes(cfg), args.bw_efficiency, args.mfu
+        )
     except (ConfigError, ShapeError, PlanError) as exc:
         print("error: " + str(exc).replace("\n", "\n  "), file=sys.stderr)
         return 2
-    print(json.dumps(asdict(plan), indent=2) if args.json else format_plan(plan, scenario))
+    print(json.dumps(asdict(plan), indent=2) if args.json else format_plan(plan, request))
     return 0 if plan.fits else 1

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from serve.config import load_config
-from serve.plan import Scenario, make_plan
+from serve.plan import RequestShape, make_plan
 from serve.shapes import shape_for_config
 from tests.conftest import CONFIGS, REPO, LiveServer
 
@@ -40,7 +40,7 @@ def within(planned: float, measured: float, tolerance: float = 0.10) -> bool:
 def test_planner_agrees_with_the_servers_start_up_log(server: LiveServer) -> None:
     tokens, max_len, concurrency = vllm_reported(server)
     cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)})
-    plan = make_plan(cfg, shape_for_config(cfg), None, Scenario())
+    plan = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
     evidence = (
         f"vLLM: {tokens:,} tokens, {concurrency}x at {max_len:,}; planner: "
         f"{plan.vllm_kv_tokens:,} tokens, {plan.vllm_max_concurrency:.2f}x at "
@@ -87,7 +87,7 @@ def test_planner_agrees_with_the_servers_metrics(server: LiveServer) -> None:
     labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
     assert "num_gpu_blocks" in labels, f"no cache_config_info labels in /metrics: {line!r}"
     cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)})
-    plan = make_plan(cfg, shape_for_config(cfg), None, Scenario())
+    plan = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
     evidence = f"/metrics: {labels}; planner: {plan}"
     assert int(labels["block_size"]) == plan.block_size, evidence
     assert within(plan.num_blocks, int(labels["num_gpu_blocks"])), evidence
