@@ -3,7 +3,9 @@ the agreement check with vLLM's own benchmark.
 
     python -m benchmarks run --scenario configs/bench-cpu.yaml --base-url http://127.0.0.1:8000/v1
     python -m benchmarks run --scenario configs/bench-cpu.yaml --start-server   # make bench
-    python -m benchmarks baseline --scenario configs/bench-baseline.yaml
+    python -m benchmarks baseline --scenario configs/bench-baseline.yaml [--rounds 3]
+    python -m benchmarks profile --scenario configs/bench-baseline.yaml --start-server
+    python -m benchmarks ab --scenario configs/bench-baseline.yaml --a KEY=V --b KEY=V [--rounds 3]
     python -m benchmarks headroom --scenario configs/bench-headroom.yaml
     python -m benchmarks vllm-bench --scenario configs/bench-agree.yaml --start-server
     python -m benchmarks fields                                                # every field
@@ -36,6 +38,17 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("results"), help="results root folder")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -55,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument(
         "--base-url", help="use this running server (it must be idle) instead of starting one"
     )
+    base.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="rounds of deployment then seed path, alternated (default 3: A B A B A B)",
+    )
     head = sub.add_parser("headroom", help="max req/s of the load generator (fake endpoint)")
     add_common(head)
     head.add_argument("--compare", type=Path, help="a summary.json of a served run to compare")
@@ -62,8 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(agree)
     agree.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
     agree.add_argument("--start-server", action="store_true", help="as for `run`")
+    prof = sub.add_parser(
+        "profile", help="where the server's CPU goes at one user and at saturation (py-spy)"
+    )
+    add_common(prof)
+    prof.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    prof.add_argument("--start-server", action="store_true", help="as for `run`")
+    ab = sub.add_parser("ab", help="deployment setting A against B, alternating rounds")
+    add_common(ab)
+    ab.add_argument("--a", nargs="+", required=True, metavar="KEY=VALUE", help="A's overrides")
+    ab.add_argument("--b", nargs="+", required=True, metavar="KEY=VALUE", help="B's overrides")
+    ab.add_argument("--rounds", type=positive_int, default=3, help="A B rounds (default 3)")
     sub.add_parser("fields", help="list every scenario field with its description")
     return p
+
+
+def needs_images(scenario: Scenario, command: str) -> Scenario:
+    """The image + text path is what `profile` and `baseline` measure: refuse text only."""
+    if scenario.images.text_only_share >= 1:
+        raise ScenarioError(
+            f"{command} measures the image + text path, but scenario {scenario.name!r} sends "
+            "no images (images.text_only_share: 1)"
+        )
+    return scenario
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
@@ -97,7 +137,27 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "baseline":
             from benchmarks.baseline import run_baseline
 
-            run_baseline(scenario, base_url=args.base_url, out_root=args.out, command=command)
+            run_baseline(
+                needs_images(scenario, "baseline"),
+                base_url=args.base_url,
+                rounds=args.rounds,
+                out_root=args.out,
+                command=command,
+            )
+        elif args.command == "profile":
+            from benchmarks.profile import run_profile
+
+            run_profile(
+                needs_images(scenario, "profile"),
+                args.base_url,
+                start_server=args.start_server,
+                out_root=args.out,
+                command=command,
+            )
+        elif args.command == "ab":
+            from benchmarks.ab import run_ab
+
+            run_ab(scenario, args.a, args.b, rounds=args.rounds, out_root=args.out, command=command)
         elif args.command == "headroom":
             from benchmarks.headroom import run_headroom
 

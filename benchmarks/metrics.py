@@ -91,3 +91,17 @@ def best_level(levels: Sequence[dict[str, Any]], key: str = "output_throughput")
     if not levels:
         raise ValueError("no levels to choose from")
     return max(levels, key=lambda s: (s[key], -levels.index(s)))
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    """Median, min and max of per-round figures (rounds without one are left out); the
+    summary of alternating A/B rounds."""
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return {"median": None, "min": None, "max": None, "rounds": 0}
+    return {
+        "median": round(float(np.median(vals)), 3),
+        "min": vals[0],
+        "max": vals[-1],
+        "rounds": len(vals),
+    }

@@ -16,6 +16,7 @@ locust.log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +42,7 @@ from benchmarks.scenario import Scenario, to_yaml
 from benchmarks.workload import prepare
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LevelHook = Callable[[float, Path], AbstractContextManager[Any]]
 RESULTS = Path("results")
 
 
@@ -173,8 +177,12 @@ def run_benchmark(
     command: list[str] | None = None,
     quiet: bool = False,
     name: str | None = None,
+    level_hook: LevelHook | None = None,
 ) -> RunResult:
-    """Check the server, prepare the requests, run every level, write the results folder."""
+    """Check the server, prepare the requests, run every level, write the results folder.
+
+    `level_hook(level, folder)`, if given, is entered around each level's Locust run (the
+    profiler samples the processes there)."""
     base_url = base_url.rstrip("/")
     scenario = with_seed(scenario)
     model = resolve_model(scenario)
@@ -197,7 +205,9 @@ def run_benchmark(
             for level in scenario.load.levels:
                 say(f"level {level_name(scenario, level)}: {scenario.load.duration_s} s ...")
                 name = level_name(scenario, level)
-                result = run_level(scenario, level, base_url, workload, folder / name, index)
+                hook = level_hook(level, folder / name) if level_hook else contextlib.nullcontext()
+                with hook:
+                    result = run_level(scenario, level, base_url, workload, folder / name, index)
                 levels.append(result)
                 index = max(result.next_index, index)
         if index > len(requests):

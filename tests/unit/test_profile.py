@@ -1,0 +1,119 @@
+# ruff: noqa: E501  (py-spy stack lines are long by nature)
+"""The profile's pure parts: py-spy stacks -> stages -> CPU ms per request, flame layout,
+round summaries of the baseline and A/B studies, and the machine's CPU facts."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from benchmarks import stages
+from benchmarks.baseline import round_result
+from benchmarks.flame import flame_boxes
+from benchmarks.machine import cpu_info
+from benchmarks.metrics import spread
+
+RAW = """\
+main (x.py:1);GPUModelRunner.execute_model (gpu_model_runner.py:9);GPUModelRunner._model_forward (gpu_model_runner.py:3645);Runner.call (c.py:5) 60
+main (x.py:1);GPUModelRunner.execute_model (gpu_model_runner.py:9);GPUModelRunner._preprocess (gpu_model_runner.py:2);GPUModelRunner._execute_mm_encoder (gpu_model_runner.py:3) 30
+main (x.py:1);WorkerProc.worker_busy_loop (m.py:1);MessageQueue.acquire_read (shm_broadcast.py:864);SpinCondition.wait (shm_broadcast.py:210);Poller.poll (zmq/sugar/poll.py:106) 10
+Thread._bootstrap (threading.py:1002);TMonitor.run (tqdm/_monitor.py:69);Condition.wait (threading.py:331) 500
+not a stack line
+"""
+
+
+def test_parse_collapsed_counts_samples_per_stack_and_skips_junk() -> None:
+    stacks = stages.parse_collapsed(RAW)
+    assert sum(stacks.values()) == 600
+    assert len(stacks) == 4
+    assert stacks[("Thread._bootstrap (threading.py:1002)", "TMonitor.run (tqdm/_monitor.py:69)",
+                   "Condition.wait (threading.py:331)")] == 500  # fmt: skip
+
+
+def test_worker_stages_busy_poll_before_idle_and_idle_on_the_leaf_only() -> None:
+    samples = stages.stage_samples(stages.parse_collapsed(RAW), stages.WORKER)
+    assert samples == Counter(
+        {
+            "language model forward (prefill + decode)": 60,
+            "vision tower": 30,
+            "waiting on the engine (busy poll)": 10,  # spins in zmq poll: not idle
+            stages.IDLE: 500,
+        }
+    )
+    # a frame that merely passes through threading is not idle when work is below it
+    busy = ["Thread.run (threading.py:982)", "ImageProcessor.resize (image_processing_x.py:3)"]
+    assert stages.classify(busy, stages.API_SERVER) == "HF image processor"
+    assert stages.classify([], stages.API_SERVER) == stages.IDLE
+    assert stages.classify(["mystery (m.py:1)"], stages.API_SERVER) == stages.OTHER
+
+
+def test_stage_cpu_splits_kernel_cpu_time_over_busy_samples() -> None:
+    samples = stages.stage_samples(stages.parse_collapsed(RAW), stages.WORKER)
+    worker = stages.ProcessProfile("worker", cpu_s=10.0, samples=samples)
+    # 10 s over 20 requests = 500 ms each, split 60:30:10 over the 100 busy samples
+    assert worker.stage_cpu_ms(20) == {
+        "language model forward (prefill + decode)": 300.0,
+        "vision tower": 150.0,
+        "waiting on the engine (busy poll)": 50.0,
+    }
+    assert worker.stage_cpu_ms(0) == {}
+
+
+def test_summarise_processes_adds_processes_of_a_kind_and_gives_shares() -> None:
+    w1 = stages.ProcessProfile("worker", 3.0, Counter({"vision tower": 1}))
+    w2 = stages.ProcessProfile("worker", 3.0, Counter({"sampling": 1}))
+    api = stages.ProcessProfile("api_server", 2.0, Counter({"SSE and HTTP": 4}))
+    out = stages.summarise_processes([w1, w2, api], requests=10, window_s=4.0)
+    assert out["worker"]["cpu_s"] == 6.0
+    assert out["worker"]["share"] == 0.75
+    assert out["worker"]["cores"] == 1.5
+    assert out["worker"]["cpu_ms_per_request"] == 600.0
+    assert out["worker"]["stages_ms_per_request"] == {"vision tower": 300.0, "sampling": 300.0}
+    assert out["api_server"]["share"] == 0.25
+
+
+def test_flame_boxes_merge_common_prefixes() -> None:
+    stacks = {("a", "b"): 3, ("a", "c"): 2, ("d",): 5}
+    boxes = {(b.depth, b.label): (b.start, b.width) for b in flame_boxes(stacks)}
+    assert boxes == {
+        (0, "a"): (0, 5),
+        (1, "b"): (0, 3),
+        (1, "c"): (3, 2),
+        (0, "d"): (5, 5),
+    }
+
+
+def test_spread_is_median_min_max_of_the_rounds() -> None:
+    assert spread([2.0, None, 5.0, 3.0]) == {"median": 3.0, "min": 2.0, "max": 5.0, "rounds": 3}
+    assert spread([1.0, 2.0]) == {"median": 1.5, "min": 1.0, "max": 2.0, "rounds": 2}
+    assert spread([None])["median"] is None
+
+
+def test_round_result_ratio_and_one_user_ratio() -> None:
+    served = {
+        "best": {"level": 64.0, "output_throughput": 200.0, "request_throughput": 3.125},
+        "levels": [
+            {"level": 1.0, "request_throughput": 1.5, "output_throughput": 96.0},
+            {"level": 64.0, "request_throughput": 3.125, "output_throughput": 200.0},
+        ],
+    }
+    seed = {"output_throughput": 50.0, "request_throughput": 0.75}
+    r = round_result(served, seed)
+    assert r["ratio"] == 4.0
+    assert r["one_user_ratio"] == 2.0
+    assert (
+        round_result(served, {"output_throughput": 0.0, "request_throughput": 0.0})["ratio"] is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "isa"),
+    [
+        ("fpu avx2 fma", ["avx2"]),
+        ("avx2 avx512f avx512_bf16 amx_tile amx_bf16", ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]),
+    ],
+)  # fmt: skip
+def test_cpu_info_reads_model_and_isa(flags: str, isa: list[str]) -> None:
+    text = f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags : sse\n"
+    assert cpu_info(text) == {"cpu_model": "AMD EPYC", "isa": isa}
