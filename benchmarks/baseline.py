@@ -1,13 +1,15 @@
 """The seed baseline: the deployment vs the seed notebook's transformers `generate`, same workload.
 
-`python -m benchmarks baseline --scenario X` runs, one after the other (never together:
-they would share the cores), (1) the scenario through the vLLM deployment (a server
-started from the scenario's deployment config on a free port, unless --base-url names an
-idle one), and (2) the seed notebook's way: `Gemma3ForConditionalGeneration` +
-`AutoProcessor` from the same model folder, `apply_chat_template` on the same messages
-(the same images, decoded before timing), greedy `generate` with the same output length,
-one request at a time. It writes both summaries and prints `ratio: N.NN`, the
-deployment's best output tok/s over the seed path's.
+`python -m benchmarks baseline --scenario X [--rounds N]` alternates, for N rounds (A B A B
+A B; never both at once: they would share the cores), (A) the scenario through the vLLM
+deployment (a server started once from the scenario's deployment config on a free port,
+idle while the seed path runs, unless --base-url names an idle one), and (B) the seed
+notebook's way: `Gemma3ForConditionalGeneration` + `AutoProcessor` from the same model
+folder, `apply_chat_template` on the same messages (images decoded before timing), greedy
+`generate` with the same output length, one request at a time. Each round's ratio is the
+deployment's best output tok/s over the seed path's; the last line is
+`ratio: N.NN (median of N rounds; min, max)`. baseline.json keeps every round, the torch
+thread count and the CPU model and load average at each phase.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import preflight
 from benchmarks.errors import BenchError
-from benchmarks.metrics import summarise
+from benchmarks.machine import machine_state
+from benchmarks.metrics import spread, summarise
 from benchmarks.prepared import PreparedRequest
 from benchmarks.records import RequestRecord, write_records
 from benchmarks.run import RESULTS, cpu_note, new_folder, resolve_model, run_benchmark, with_seed
@@ -166,41 +170,72 @@ def pick_threads(seed: SeedPath, scenario: Scenario, req: PreparedRequest, msgs:
     return best
 
 
-def run_seed_path(scenario: Scenario, model: str, folder: Path) -> dict[str, Any]:
+def run_seed_path(
+    seed: SeedPath, scenario: Scenario, model: str, folder: Path, threads: int
+) -> dict[str, Any]:
     """The seed path over the scenario's requests, one at a time; writes its records."""
     requests = prepare(scenario, model)
     decoded = [hf_messages(json.loads(r.body)["messages"]) for r in requests]
-    seed = SeedPath(model_folder(scenario.deployment))
-    threads = pick_threads(seed, scenario, requests[0], decoded[0])
     records = []
     t0 = time.time()
     for i in range(scenario.baseline_requests):
         j = (i + 1) % len(requests)
         records.append(seed.generate(requests[j], scenario, decoded[j]))
     window = time.time() - t0
+    folder.mkdir(parents=True, exist_ok=True)
     write_records(folder / "records.jsonl", records)
     summary = {"level": 1.0, "torch_threads": threads, **summarise(records, window, scenario.slo)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
+def round_result(served: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:
+    """One round's figures from the deployment's overall summary and the seed path's (pure).
+
+    `ratio` is the deployment's best output tok/s over the seed path's; `one_user_ratio`
+    compares req/s at one user (the deployment's level 1, if it ran one)."""
+    best = served["best"]
+    seed_tok, seed_req = seed["output_throughput"], seed["request_throughput"]
+    one = next((lv for lv in served["levels"] if lv["level"] == 1), None)
+    return {
+        "deployment_best_level": best["level"],
+        "deployment_output_tok_s": best["output_throughput"],
+        "deployment_req_s": best["request_throughput"],
+        "deployment_one_user_req_s": one["request_throughput"] if one else None,
+        "seed_output_tok_s": seed_tok,
+        "seed_req_s": seed_req,
+        "ratio": round(best["output_throughput"] / seed_tok, 3) if seed_tok else None,
+        "one_user_ratio": (
+            round(one["request_throughput"] / seed_req, 3) if one and seed_req else None
+        ),
+    }
+
+
 def run_baseline(
     scenario: Scenario,
     *,
     base_url: str | None = None,
+    rounds: int = 3,
     out_root: Path = RESULTS,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Deployment first, then the seed path; returns and writes baseline.json."""
+    """Alternate the deployment and the seed path for `rounds` rounds (A B A B ...), never
+    both at once; returns and writes baseline.json. Each round draws new images (the seed
+    plus the round number) so that no round hits an image the server cached earlier."""
     from serve.config import ConfigError, load_config
     from serve.launch import LaunchError, ServerProcess, free_port
 
-    scenario = with_seed(scenario)  # the same images for both paths
+    if rounds < 1:
+        raise BenchError(f"--rounds must be at least 1 (got {rounds})")
+    scenario = with_seed(scenario)
     model = resolve_model(scenario)
+    folder = model_folder(scenario.deployment)  # fails early on a hub id
     parent = new_folder(out_root, f"{scenario.name}-baseline")
     (parent / "scenario.yaml").write_text(to_yaml(scenario))
     print(f"baseline: results in {parent}", flush=True)
-    if base_url is None:
+    server: ServerProcess | None = None
+    url = base_url
+    if url is None:
         try:
             cfg = load_config(scenario.deployment, {**scenario.deployment_set, "port": free_port()})
         except ConfigError as exc:
@@ -211,43 +246,69 @@ def run_baseline(
             server.start()
         except LaunchError as exc:
             raise BenchError(f"the server did not start: {exc}") from None
-        try:
-            served = run_benchmark(
-                scenario, server.base_url, out_root=parent, name="deployment", command=command
-            )
-        finally:
-            server.stop()
         url = server.base_url
-    else:
-        served = run_benchmark(
-            scenario, base_url, out_root=parent, name="deployment", command=command
+    try:
+        preflight.check_server(url, os.environ.get(scenario.api_key_env) or None, model)
+        print("seed path: loading transformers on the same weights ...", flush=True)
+        seed = SeedPath(folder)
+        first = prepare(scenario, model)[0]
+        threads = pick_threads(
+            seed, scenario, first, hf_messages(json.loads(first.body)["messages"])
         )
-        url = base_url
-    print("seed path: transformers generate, one request at a time ...", flush=True)
-    seed_dir = parent / "seed"
-    seed_dir.mkdir()
-    seed = run_seed_path(scenario, model, seed_dir)
-    best = served.summary["best"]
-    ratio = best["output_throughput"] / seed["output_throughput"] if seed["completed"] else 0.0
+        results = []
+        for r in range(1, rounds + 1):
+            round_scenario = scenario.model_copy(update={"seed": (scenario.seed or 0) + r})
+            before = machine_state()
+            print(f"round {r}/{rounds}: deployment ...", flush=True)
+            served = run_benchmark(
+                round_scenario, url, out_root=parent, name=f"round{r}-deployment",
+                command=command, quiet=True,
+            )  # fmt: skip
+            between = machine_state()
+            print(f"round {r}/{rounds}: seed path (transformers generate, one at a time) ...")
+            seed_sum = run_seed_path(
+                seed, round_scenario, model, parent / f"round{r}-seed", threads
+            )
+            figures = round_result(served.summary, seed_sum)
+            results.append(
+                {
+                    "round": r,
+                    "deployment_folder": str(served.folder),
+                    **figures,
+                    "machine": {"deployment": before, "seed": between, "end": machine_state()},
+                }
+            )
+            print(
+                f"round {r}: deployment {figures['deployment_output_tok_s']:.1f} tok/s at "
+                f"{figures['deployment_best_level']:g} users, seed path "
+                f"{figures['seed_output_tok_s']:.1f} tok/s: ratio {figures['ratio']:.2f} "
+                f"(load average {before['loadavg'][0]:.2f} / {between['loadavg'][0]:.2f})",
+                flush=True,
+            )
+    finally:
+        if server is not None:
+            server.stop()
+    ratio = spread([x["ratio"] for x in results])
+    one_user = spread([x["one_user_ratio"] for x in results])
     result = {
         "note": cpu_note(url),
-        "deployment": {"folder": str(served.folder), **best},
-        "seed": {
-            "requests": seed["completed"],
-            "output_throughput": seed["output_throughput"],
-            "request_throughput": seed["request_throughput"],
-            "ttft_p50_ms": seed["ttft_ms"]["p50"],
-            "e2e_p50_ms": seed["e2e_ms"]["p50"],
-            "torch_threads": seed["torch_threads"],
-        },
-        "ratio": round(ratio, 3),
+        "scenario": scenario.name,
+        "torch_threads": threads,
+        "rounds": results,
+        "ratio": ratio,
+        "one_user_ratio": one_user,
     }
     (parent / "baseline.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['note']}; rounds alternate deployment and seed path, never both at once")
+    if one_user["median"] is not None:
+        print(
+            f"one user: deployment req/s over seed req/s, median {one_user['median']:.2f} "
+            f"(min {one_user['min']:.2f}, max {one_user['max']:.2f})"
+        )
+    if ratio["median"] is None:
+        raise BenchError(f"no round produced a ratio (the seed path failed); see {parent}")
     print(
-        f"deployment best: {best['output_throughput']:.1f} output tok/s at "
-        f"{best['level']:g} users ({best['request_throughput']:.2f} req/s); seed path: "
-        f"{seed['output_throughput']:.1f} output tok/s ({seed['request_throughput']:.2f} req/s, "
-        f"one at a time); {result['note']}"
+        f"ratio: {ratio['median']:.2f} (median of {ratio['rounds']} rounds; "
+        f"min {ratio['min']:.2f}, max {ratio['max']:.2f})"
     )
-    print(f"ratio: {ratio:.2f}")
     return result

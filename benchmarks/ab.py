@@ -1,0 +1,121 @@
+"""`python -m benchmarks ab`: is deployment setting B faster than A? Alternating rounds.
+
+    python -m benchmarks ab --scenario configs/bench-baseline.yaml \\
+        --a dtype=bfloat16 --b dtype=float32 [--rounds 3]
+
+Starts the scenario's deployment twice, once with A's overrides and once with B's (each on
+a free port, logs in logs/), keeps both up, and loads one at a time: A B A B A B. The idle
+server waits without taking CPU. Each round draws new images (seed + round) so that no
+round is served from a cache. Prints every round's best output tok/s and req/s per
+variant, then `B/A: N.NNx (median of the rounds' ratios; min, max)`, and writes ab.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.errors import BenchError
+from benchmarks.machine import machine_state
+from benchmarks.metrics import spread
+from benchmarks.run import RESULTS, cpu_note, new_folder, run_benchmark, with_seed
+from benchmarks.scenario import Scenario, to_yaml
+
+
+def parse_variant(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings (YAML values, dotted keys) -> overrides of the deployment config."""
+    from serve.config import ConfigError, parse_override
+
+    out: dict[str, Any] = {}
+    for item in items:
+        try:
+            path, value = parse_override(item)
+        except ConfigError as exc:
+            raise BenchError(str(exc)) from None
+        out[".".join(path)] = value
+    return out
+
+
+def run_ab(
+    scenario: Scenario,
+    a: list[str],
+    b: list[str],
+    *,
+    rounds: int = 3,
+    out_root: Path = RESULTS,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Start A and B, alternate their runs for `rounds` rounds, write and return ab.json."""
+    from serve.config import ConfigError, load_config
+    from serve.launch import LaunchError, ServerProcess, free_port
+
+    if rounds < 1:
+        raise BenchError(f"--rounds must be at least 1 (got {rounds})")
+    variants = {"A": parse_variant(a), "B": parse_variant(b)}
+    if variants["A"] == variants["B"]:
+        raise BenchError("A and B are the same deployment: give --a and --b different settings")
+    scenario = with_seed(scenario)
+    parent = new_folder(out_root, f"{scenario.name}-ab")
+    (parent / "scenario.yaml").write_text(to_yaml(scenario))
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for name, overrides in variants.items():
+            settings = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+            try:
+                cfg = load_config(scenario.deployment, [*_flat(scenario.deployment_set), *settings])
+                cfg = cfg.model_copy(update={"port": free_port()})
+            except ConfigError as exc:
+                raise BenchError(f"variant {name}: {exc}") from None
+            log = Path("logs") / f"ab-{name}-{cfg.port}.log"
+            print(f"starting {name} ({' '.join(settings)}) on port {cfg.port}, log {log} ...")
+            servers[name] = ServerProcess(cfg, log)
+            try:
+                servers[name].start()
+            except LaunchError as exc:
+                raise BenchError(f"variant {name} did not start: {exc}") from None
+        results: list[dict[str, Any]] = []
+        for r in range(1, rounds + 1):
+            row: dict[str, Any] = {"round": r}
+            for name, server in servers.items():
+                round_scenario = scenario.model_copy(update={"seed": (scenario.seed or 0) + r})
+                state = machine_state()
+                served = run_benchmark(
+                    round_scenario, server.base_url, out_root=parent,
+                    name=f"round{r}-{name}", command=command, quiet=True,
+                )  # fmt: skip
+                best = served.summary["best"]
+                row[name] = {**best, "folder": str(served.folder), "machine": state}
+                print(
+                    f"round {r} {name}: {best['output_throughput']:.1f} output tok/s, "
+                    f"{best['request_throughput']:.2f} req/s at {best['level']:g} users "
+                    f"(load average {state['loadavg'][0]:.2f})",
+                    flush=True,
+                )
+            a_tok, b_tok = row["A"]["output_throughput"], row["B"]["output_throughput"]
+            row["ratio"] = round(b_tok / a_tok, 3) if a_tok else None
+            results.append(row)
+    finally:
+        for server in servers.values():
+            server.stop()
+    summary = spread([row["ratio"] for row in results])
+    out = {
+        "note": cpu_note("http://127.0.0.1"),
+        "variants": variants,
+        "rounds": results,
+        "b_over_a": summary,
+        "cpu": machine_state(),
+    }
+    (parent / "ab.json").write_text(json.dumps(out, indent=2) + "\n")
+    if summary["median"] is None:
+        raise BenchError(f"no round completed a request on A; see {parent}")
+    print(f"{out['note']}; results in {parent}")
+    print(
+        f"B/A: {summary['median']:.2f}x (median of {summary['rounds']} rounds; "
+        f"min {summary['min']:.2f}, max {summary['max']:.2f})"
+    )
+    return out
+
+
+def _flat(overrides: dict[str, Any]) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
