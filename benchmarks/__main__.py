@@ -38,17 +38,6 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("results"), help="results root folder")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -70,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     base.add_argument(
         "--rounds",
-        type=positive_int,
+        type=int,
         default=3,
         help="rounds of deployment then seed path, alternated (default 3: A B A B A B)",
     )
@@ -91,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(ab)
     ab.add_argument("--a", nargs="+", required=True, metavar="KEY=VALUE", help="A's overrides")
     ab.add_argument("--b", nargs="+", required=True, metavar="KEY=VALUE", help="B's overrides")
-    ab.add_argument("--rounds", type=positive_int, default=3, help="A B rounds (default 3)")
+    ab.add_argument("--rounds", type=int, default=3, help="A B rounds (default 3)")
     sub.add_parser("fields", help="list every scenario field with its description")
     return p
 

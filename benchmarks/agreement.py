@@ -90,7 +90,7 @@ def run_agreement(
     check_comparable(scenario)
     scenario = with_seed(scenario)
     model = resolve_model(scenario)
-    tokenizer = model_folder(scenario.deployment)
+    tokenizer, _ = model_folder(scenario.deployment)
     env = dict(os.environ)
     if key := os.environ.get(scenario.api_key_env):
         env["OPENAI_API_KEY"] = key  # how vLLM's benchmark sends a Bearer token

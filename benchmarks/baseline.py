@@ -33,25 +33,29 @@ from benchmarks.scenario import Scenario, to_yaml
 from benchmarks.workload import prepare
 
 
-def model_folder(deployment: str) -> Path:
-    """The local folder the deployment serves (the stand-in is built on demand)."""
+def model_folder(deployment: str, overrides: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """The local folder the deployment serves (the stand-in is built on demand) and the
+    dtype it runs in on this machine."""
+    from serve.argv import for_host
     from serve.config import ConfigError, is_local_path, load_config
+    from serve.cpu import host_cpu
 
     try:
-        cfg = load_config(deployment)
+        cfg = for_host(load_config(deployment, overrides), host_cpu()["flags"])
     except ConfigError as exc:
         raise BenchError(f"baseline: {exc}") from None
+    dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
     if cfg.stand_in is not None:
         from serve import tiny_model
 
-        return Path(tiny_model.ensure(cfg.stand_in.preset, cfg.stand_in.seed))
+        return Path(tiny_model.ensure(cfg.stand_in.preset, cfg.stand_in.seed)), dtype
     assert cfg.model is not None
     if not is_local_path(cfg.model):
         raise BenchError(
             f"baseline: {cfg.model} is a hub id; the seed path loads a local folder only "
             "(download the weights and set `model:` to the folder)"
         )
-    return Path(cfg.model).expanduser()
+    return Path(cfg.model).expanduser(), dtype
 
 
 def hf_messages(openai_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -80,14 +84,15 @@ def hf_messages(openai_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class SeedPath:
     """transformers generate, as in MedGemma's quick-start notebook."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dtype: str = "bfloat16") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub
         import torch
         from transformers import AutoProcessor, Gemma3ForConditionalGeneration
 
         self.torch = torch
+        self.dtype = getattr(torch, dtype)
         self.model = Gemma3ForConditionalGeneration.from_pretrained(
-            str(folder), dtype=torch.bfloat16
+            str(folder), dtype=self.dtype
         ).eval()
         self.processor = AutoProcessor.from_pretrained(str(folder))
 
@@ -115,7 +120,7 @@ class SeedPath:
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
-            ).to(self.model.device, dtype=torch.bfloat16)
+            ).to(self.model.device, dtype=self.dtype)
             n_in = inputs["input_ids"].shape[-1]
             n = scenario.max_tokens
             fixed = {"min_new_tokens": n} if scenario.fixed_output else {}
@@ -229,10 +234,7 @@ def run_baseline(
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")
     scenario = with_seed(scenario)
     model = resolve_model(scenario)
-    folder = model_folder(scenario.deployment)  # fails early on a hub id
-    parent = new_folder(out_root, f"{scenario.name}-baseline")
-    (parent / "scenario.yaml").write_text(to_yaml(scenario))
-    print(f"baseline: results in {parent}", flush=True)
+    folder, dtype = model_folder(scenario.deployment, scenario.deployment_set)  # hub id: fails
     server: ServerProcess | None = None
     url = base_url
     if url is None:
@@ -249,8 +251,11 @@ def run_baseline(
         url = server.base_url
     try:
         preflight.check_server(url, os.environ.get(scenario.api_key_env) or None, model)
-        print("seed path: loading transformers on the same weights ...", flush=True)
-        seed = SeedPath(folder)
+        parent = new_folder(out_root, f"{scenario.name}-baseline")
+        (parent / "scenario.yaml").write_text(to_yaml(scenario))
+        print(f"baseline: results in {parent}", flush=True)
+        print(f"seed path: loading transformers on the same weights ({dtype}) ...", flush=True)
+        seed = SeedPath(folder, dtype)
         first = prepare(scenario, model)[0]
         threads = pick_threads(
             seed, scenario, first, hf_messages(json.loads(first.body)["messages"])
@@ -294,6 +299,7 @@ def run_baseline(
         "note": cpu_note(url),
         "scenario": scenario.name,
         "torch_threads": threads,
+        "dtype": dtype,
         "rounds": results,
         "ratio": ratio,
         "one_user_ratio": one_user,

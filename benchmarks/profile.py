@@ -38,7 +38,7 @@ import psutil
 from benchmarks import stages
 from benchmarks.errors import BenchError
 from benchmarks.flame import write_flame_svg
-from benchmarks.run import RESULTS, cpu_note, run_benchmark, with_seed
+from benchmarks.run import RESULTS, cpu_note, resolve_model, run_benchmark, with_seed
 from benchmarks.scenario import Scenario
 
 SAMPLE_RATE_HZ = 50  # py-spy's cost grows with the rate; 50 Hz gives ~1,500 samples a level
@@ -265,6 +265,7 @@ def run_profile(
     scenario = with_seed(scenario).model_copy(
         update={"load": scenario.load.model_copy(update={"users": sorted({1, int(top)})})}
     )
+    model = resolve_model(scenario)
     sampled: list[LevelProfile] = []
     log = None
     with preflight.server_for(
@@ -272,6 +273,7 @@ def run_profile(
     ) as server:
         if server is not None:
             log = server.log_path
+        preflight.check_server(base_url, os.environ.get(scenario.api_key_env) or None, model)
         server_processes(base_url)  # names a server that is not local or not vLLM, before load
         result = run_benchmark(
             scenario,

@@ -34,6 +34,7 @@ WAITING = (
     "Connection._recv (",
     "wait (multiprocessing",
     "sleep (",
+    "_worker (concurrent/futures/thread.py",  # a pool thread waiting for work
 )
 BUSY_POLL = ("acquire_read", "SpinCondition", "sched_yield")
 
@@ -42,8 +43,15 @@ API_SERVER: Rules = (
     ("guard middleware", ("serve/guard.py",)),
     ("image decode (base64, PIL)", ("b64decode", "PIL/", "media/image.py", "load_base64")),
     (
-        "HF image processor",
-        ("image_processing", "image_processor", "torchvision", "_call_hf_processor"),
+        "multimodal processor (HF image processor, prompt updates)",
+        (
+            "image_processing",
+            "image_processor",
+            "torchvision",
+            "_call_hf_processor",
+            "MultiModalProcessor",
+            "_process_multimodal",
+        ),
     ),
     ("multimodal hashing and cache", ("hasher.py", "multimodal/cache.py", "blake3")),
     ("chat template and tokenization", ("chat_utils.py", "jinja", "tokeniz", "apply_hf_chat")),
@@ -58,8 +66,12 @@ ENGINE_CORE: Rules = (
     ("waiting on the worker (busy poll)", BUSY_POLL),
     (IDLE, WAITING),
     ("scheduling", ("scheduler.py", "kv_cache_manager", "block_pool", "kv_cache_coordinator")),
+    ("IPC with the worker", ("collective_rpc", "MessageQueue")),
     ("structured output", ("structured_output",)),
-    ("IPC with the API server", ("process_input_sockets", "process_output_sockets", "zmq/")),
+    (
+        "IPC with the API server",
+        ("process_input_sockets", "process_output_sockets", "zmq/", "Queue.put"),
+    ),
     ("output processing", ("update_from_output", "serial_utils", "msgspec")),
 )
 
@@ -69,7 +81,10 @@ WORKER: Rules = (
     ("vision tower", ("_execute_mm_encoder", "embed_multimodal", "vision_tower", "siglip")),
     ("sampling", ("sampler", "Sampler", "compute_logits", "logits_processor")),
     ("language model forward (prefill + decode)", ("_model_forward",)),
-    ("input preparation", ("_prepare_inputs", "_update_states", "_preprocess", "prepare_")),
+    (
+        "input preparation",
+        ("_prepare_inputs", "_update_states", "_preprocess", "prepare_", "_build_attention"),
+    ),
     ("output transfer", ("enqueue", "ModelRunnerOutput")),
 )
 

@@ -12,11 +12,12 @@ import math
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from serve.config import DeploymentConfig, is_local_path
+from serve.cpu import host_cpu, resolved_dtype
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # The project root, so the server process can import `serve.guard` (its ASGI middleware).
@@ -111,9 +112,16 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
     return env
 
 
+def for_host(cfg: DeploymentConfig, cpu_flags: Collection[str]) -> DeploymentConfig:
+    """`cfg` with `dtype: auto` on the CPU resolved for a CPU with these flags (pure; see
+    serve.cpu: float32 where bf16 arithmetic is not native)."""
+    return cfg.model_copy(update={"dtype": resolved_dtype(cfg.dtype, cfg.device, cpu_flags)})
+
+
 def server_command(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
-    """The full command: this Python running vLLM's OpenAI server module."""
-    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(cfg, model_path)]
+    """The full command for this machine: this Python running vLLM's OpenAI server module."""
+    host = for_host(cfg, host_cpu()["flags"])
+    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(host, model_path)]
 
 
 def render_shell(command: list[str], env: Mapping[str, str]) -> str:

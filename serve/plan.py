@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from serve import capacity as cap
+from serve.argv import for_host
 from serve.config import ConfigError, DeploymentConfig, load_config
+from serve.cpu import host_cpu
 from serve.roofline import (
     DEFAULT_BW_EFFICIENCY,
     DEFAULT_MFU,
@@ -481,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be in (0, 1]", file=sys.stderr)
             return 2
     try:
-        cfg = load_config(args.config, args.set)
+        # `dtype: auto` on the CPU is what this machine will run (serve.cpu)
+        cfg = for_host(load_config(args.config, args.set), host_cpu()["flags"])
         shape = shape_for_config(cfg)
         device = resolve_device(cfg, args.gpu, load_gpus())
         request, source = request_shape(args, cfg, shape)

@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
+from serve.argv import for_host
 from serve.config import load_config
+from serve.cpu import host_cpu
 from serve.plan import RequestShape, make_plan
 from serve.shapes import shape_for_config
 from tests.conftest import CONFIGS, REPO, LiveServer
@@ -39,7 +41,10 @@ def within(planned: float, measured: float, tolerance: float = 0.10) -> bool:
 
 def test_planner_agrees_with_the_servers_start_up_log(server: LiveServer) -> None:
     tokens, max_len, concurrency = vllm_reported(server)
-    cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)})
+    cfg = for_host(
+        load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)}),
+        host_cpu()["flags"],
+    )
     plan = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
     evidence = (
         f"vLLM: {tokens:,} tokens, {concurrency}x at {max_len:,}; planner: "
@@ -86,7 +91,10 @@ def test_planner_agrees_with_the_servers_metrics(server: LiveServer) -> None:
     line = next((ln for ln in text.splitlines() if ln.startswith("vllm:cache_config_info{")), "")
     labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
     assert "num_gpu_blocks" in labels, f"no cache_config_info labels in /metrics: {line!r}"
-    cfg = load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)})
+    cfg = for_host(
+        load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)}),
+        host_cpu()["flags"],
+    )
     plan = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
     evidence = f"/metrics: {labels}; planner: {plan}"
     assert int(labels["block_size"]) == plan.block_size, evidence

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from serve.argv import check_vllm_argv, render_shell, server_command, to_server_env, to_vllm_argv
+from serve.argv import (
+    check_vllm_argv,
+    for_host,
+    render_shell,
+    server_command,
+    to_server_env,
+    to_vllm_argv,
+)
 from serve.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -92,3 +99,22 @@ def test_vllm_parser_names_an_unknown_passthrough_flag(vllm_parser_check) -> Non
     cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["extra_args.no_such_flag=1"])
     err = vllm_parser_check(to_vllm_argv(cfg, "/m"))
     assert err is not None and "--no-such-flag" in err, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "dtype", "expected"),
+    [
+        ({"avx2"}, "cpu", "auto", "float32"),  # bf16 products are ~100x slower without it
+        ({"avx2", "avx512_bf16"}, "cpu", "auto", "bfloat16"),
+        ({"amx_bf16"}, "cpu", "auto", "bfloat16"),
+        ({"avx2"}, "cpu", "bfloat16", "bfloat16"),  # an explicit dtype is kept
+        ({"avx2"}, "cuda", "auto", "auto"),  # on GPUs `auto` is vLLM's own
+    ],
+)
+def test_for_host_resolves_auto_dtype_on_the_cpu(
+    flags: set[str], device: str, dtype: str, expected: str
+) -> None:
+    name = "cpu-tiny.yaml" if device == "cpu" else "medgemma-4b-it.yaml"
+    cfg = load_config(CONFIGS / name, {"dtype": dtype})
+    assert opts(to_vllm_argv(for_host(cfg, flags), "/m"))["--dtype"] == expected
+    assert cfg.dtype == dtype  # the config itself is not changed

@@ -11,8 +11,8 @@ import pytest
 from benchmarks import stages
 from benchmarks.baseline import round_result
 from benchmarks.flame import flame_boxes
-from benchmarks.machine import cpu_info
 from benchmarks.metrics import spread
+from serve.cpu import cpu_info, resolved_dtype
 
 RAW = """\
 main (x.py:1);GPUModelRunner.execute_model (gpu_model_runner.py:9);GPUModelRunner._model_forward (gpu_model_runner.py:3645);Runner.call (c.py:5) 60
@@ -43,7 +43,7 @@ def test_worker_stages_busy_poll_before_idle_and_idle_on_the_leaf_only() -> None
     )
     # a frame that merely passes through threading is not idle when work is below it
     busy = ["Thread.run (threading.py:982)", "ImageProcessor.resize (image_processing_x.py:3)"]
-    assert stages.classify(busy, stages.API_SERVER) == "HF image processor"
+    assert stages.classify(busy, stages.API_SERVER).startswith("multimodal processor")
     assert stages.classify([], stages.API_SERVER) == stages.IDLE
     assert stages.classify(["mystery (m.py:1)"], stages.API_SERVER) == stages.OTHER
 
@@ -108,12 +108,17 @@ def test_round_result_ratio_and_one_user_ratio() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "isa"),
+    ("flags", "dtype"),
     [
-        ("fpu avx2 fma", ["avx2"]),
-        ("avx2 avx512f avx512_bf16 amx_tile amx_bf16", ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]),
+        ("fpu avx2 fma", "float32"),
+        ("avx2 avx512f avx512_bf16", "bfloat16"),
+        ("avx2 amx_tile amx_bf16", "bfloat16"),
     ],
 )  # fmt: skip
-def test_cpu_info_reads_model_and_isa(flags: str, isa: list[str]) -> None:
+def test_auto_dtype_on_the_cpu_follows_native_bf16(flags: str, dtype: str) -> None:
     text = f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags : sse\n"
-    assert cpu_info(text) == {"cpu_model": "AMD EPYC", "isa": isa}
+    info = cpu_info(text)
+    assert info == {"cpu_model": "AMD EPYC", "flags": frozenset(flags.split())}
+    assert resolved_dtype("auto", "cpu", info["flags"]) == dtype
+    assert resolved_dtype("bfloat16", "cpu", info["flags"]) == "bfloat16"  # explicit wins
+    assert resolved_dtype("auto", "cuda", info["flags"]) == "auto"  # vLLM's own auto

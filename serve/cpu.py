@@ -1,0 +1,46 @@
+"""The host CPU's facts that change how the server should run on it.
+
+Measured on these machines (2026-11-29): on a CPU without native bfloat16 arithmetic
+(no `avx512_bf16` and no `amx_bf16` flag, e.g. an AVX2-only EPYC) a bf16 matrix product
+ran ~100x slower than the same product in float32 (0.5 vs 54 GFLOP/s, one thread), so a
+bf16 server there is slow for no gain. `resolved_dtype` turns `dtype: auto` on
+`device: cpu` into bfloat16 where the CPU has it and float32 where it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+BF16_NATIVE = ("avx512_bf16", "amx_bf16")
+# Instruction sets that change CPU inference speed by large factors, recorded with figures.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info(text: str) -> dict[str, Any]:
+    """/proc/cpuinfo text -> the first CPU's model name and its flags (pure)."""
+    model, flags = "", frozenset[str]()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = frozenset(value.split())
+    return {"cpu_model": model, "flags": flags}
+
+
+def host_cpu() -> dict[str, Any]:
+    """This machine's cpu_info (no flags where /proc/cpuinfo cannot be read)."""
+    try:
+        return cpu_info(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return {"cpu_model": "", "flags": frozenset()}
+
+
+def resolved_dtype(dtype: str, device: str, cpu_flags: Collection[str]) -> str:
+    """The dtype the server runs: `auto` on the CPU is bfloat16 where the CPU multiplies
+    bf16 natively, else float32; anything else is passed through to vLLM (pure)."""
+    if dtype != "auto" or device != "cpu":
+        return dtype
+    return "bfloat16" if any(f in cpu_flags for f in BF16_NATIVE) else "float32"
