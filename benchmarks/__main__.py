@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(ab)
     ab.add_argument("--a", nargs="+", required=True, metavar="KEY=VALUE", help="A's overrides")
     ab.add_argument("--b", nargs="+", required=True, metavar="KEY=VALUE", help="B's overrides")
+    ab.add_argument("--c", nargs="+", metavar="KEY=VALUE", help="an optional third variant")
     ab.add_argument("--rounds", type=int, default=3, help="A B rounds (default 3)")
     sub.add_parser("fields", help="list every scenario field with its description")
     return p
@@ -146,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ab":
             from benchmarks.ab import run_ab
 
-            run_ab(scenario, args.a, args.b, rounds=args.rounds, out_root=args.out, command=command)
+            run_ab(
+                scenario,
+                args.a,
+                args.b,
+                args.c,
+                rounds=args.rounds,
+                out_root=args.out,
+                command=command,
+            )
         elif args.command == "headroom":
             from benchmarks.headroom import run_headroom
 

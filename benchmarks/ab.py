@@ -3,11 +3,12 @@
     python -m benchmarks ab --scenario configs/bench-baseline.yaml \\
         --a dtype=bfloat16 --b dtype=float32 [--rounds 3]
 
-Starts the scenario's deployment twice, once with A's overrides and once with B's (each on
-a free port, logs in logs/), keeps both up, and loads one at a time: A B A B A B. The idle
-server waits without taking CPU. Each round draws new images (seed + round) so that no
-round is served from a cache. Prints every round's best output tok/s and req/s per
-variant, then `B/A: N.NNx (median of the rounds' ratios; min, max)`, and writes ab.json.
+Starts the scenario's deployment once per variant (A's overrides, B's, and C's if --c is
+given; each on a free port, logs in logs/), keeps them all up, and loads one at a time:
+A B A B A B (A B C ...). An idle server waits without taking CPU. Each round draws new
+images (seed + round) so that no round is served from a cache. Prints every round's best
+output tok/s and req/s per variant, then `B/A: N.NNx (median of the rounds' ratios; min,
+max)` (and C/A), and writes ab.json.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def run_ab(
     scenario: Scenario,
     a: list[str],
     b: list[str],
+    c: list[str] | None = None,
     *,
     rounds: int = 3,
     out_root: Path = RESULTS,
@@ -53,8 +55,10 @@ def run_ab(
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")
     variants = {"A": parse_variant(a), "B": parse_variant(b)}
-    if variants["A"] == variants["B"]:
-        raise BenchError("A and B are the same deployment: give --a and --b different settings")
+    if c:
+        variants["C"] = parse_variant(c)
+    if variants["A"] == variants["B"] or variants.get("C") in (variants["A"], variants["B"]):
+        raise BenchError("A and B are the same deployment: give each variant different settings")
     scenario = with_seed(scenario)
     parent = new_folder(out_root, f"{scenario.name}-ab")
     (parent / "scenario.yaml").write_text(to_yaml(scenario))
@@ -92,28 +96,36 @@ def run_ab(
                     f"(load average {state['loadavg'][0]:.2f})",
                     flush=True,
                 )
-            a_tok, b_tok = row["A"]["output_throughput"], row["B"]["output_throughput"]
-            row["ratio"] = round(b_tok / a_tok, 3) if a_tok else None
+            a_tok = row["A"]["output_throughput"]
+            for name in servers:
+                if name != "A":
+                    tok = row[name]["output_throughput"]
+                    row[f"{name}/A"] = round(tok / a_tok, 3) if a_tok else None
             results.append(row)
     finally:
         for server in servers.values():
             server.stop()
-    summary = spread([row["ratio"] for row in results])
+    ratios = {
+        f"{name}/A": spread([row[f"{name}/A"] for row in results])
+        for name in variants
+        if name != "A"
+    }
     out = {
         "note": cpu_note("http://127.0.0.1"),
         "variants": variants,
         "rounds": results,
-        "b_over_a": summary,
+        "ratios": ratios,
         "cpu": machine_state(),
     }
     (parent / "ab.json").write_text(json.dumps(out, indent=2) + "\n")
-    if summary["median"] is None:
-        raise BenchError(f"no round completed a request on A; see {parent}")
     print(f"{out['note']}; results in {parent}")
-    print(
-        f"B/A: {summary['median']:.2f}x (median of {summary['rounds']} rounds; "
-        f"min {summary['min']:.2f}, max {summary['max']:.2f})"
-    )
+    if any(x["median"] is None for x in ratios.values()):
+        raise BenchError(f"no round completed a request on A; see {parent}")
+    for name, x in ratios.items():
+        print(
+            f"{name}: {x['median']:.2f}x (median of {x['rounds']} rounds; "
+            f"min {x['min']:.2f}, max {x['max']:.2f})"
+        )
     return out
 
 

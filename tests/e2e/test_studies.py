@@ -106,7 +106,7 @@ def test_baseline_alternates_rounds_and_prints_the_median(
         (["baseline", "--rounds", "0"], "--rounds must be at least 1 (got 0)"),
         (["profile", "--set", "images.text_only_share=1"], "sends no images"),
         (["baseline", "--set", "images.text_only_share=1"], "sends no images"),
-        (["ab", "--a", "dtype=float32", "--b", "dtype=float32"], "A and B are the same"),
+        (["ab", "--a", "dtype=float32", "--b", "dtype=float32"], "are the same deployment"),
         (["ab", "--a", "max_num_seqs", "--b", "dtype=float32"], "is not of the form key=value"),
     ],
 )
