@@ -41,7 +41,7 @@ def test_cpu_default_argv() -> None:
     assert o["--served-model-name"] == "tiny-medgemma-random-weights"
     assert o["--limit-mm-per-prompt"] == '{"image":2}'
     assert o["--max-model-len"] == "4096"
-    assert o["--dtype"] == "bfloat16"
+    assert o["--dtype"] == "auto"  # resolved per host by for_host (server_command)
     assert "--tensor-parallel-size" not in o
     assert "--enable-log-requests" not in o  # prompts are patient data
 
