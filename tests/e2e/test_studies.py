@@ -104,8 +104,14 @@ def test_baseline_alternates_rounds_and_prints_the_median(
         (["profile", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach http://127.0.0.1:9/v1"),
         (["baseline", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach http://127.0.0.1:9/v1"),
         (["baseline", "--rounds", "0"], "--rounds must be at least 1 (got 0)"),
-        (["profile", "--set", "images.text_only_share=1"], "sends no images"),
-        (["baseline", "--set", "images.text_only_share=1"], "sends no images"),
+        (
+            ["profile", "--set", "images.text_only_share=1", "--set", "images.dicom_share=0"],
+            "sends no images",
+        ),
+        (
+            ["baseline", "--set", "images.text_only_share=1", "--set", "images.dicom_share=0"],
+            "sends no images",
+        ),
         (["ab", "--a", "dtype=float32", "--b", "dtype=float32"], "are the same deployment"),
         (["ab", "--a", "max_num_seqs", "--b", "dtype=float32"], "is not of the form key=value"),
     ],
