@@ -35,6 +35,7 @@ WAITING = (
     "wait (multiprocessing",
     "sleep (",
     "_worker (concurrent/futures/thread.py",  # a pool thread waiting for work
+    "GarbageCollectorThread.run (zmq",  # pyzmq's thread, blocked in a zmq receive
 )
 BUSY_POLL = ("acquire_read", "SpinCondition", "sched_yield")
 

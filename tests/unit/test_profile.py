@@ -45,6 +45,11 @@ def test_worker_stages_busy_poll_before_idle_and_idle_on_the_leaf_only() -> None
     busy = ["Thread.run (threading.py:982)", "ImageProcessor.resize (image_processing_x.py:3)"]
     assert stages.classify(busy, stages.API_SERVER).startswith("multimodal processor")
     assert stages.classify([], stages.API_SERVER) == stages.IDLE
+    zmq_gc = [
+        "Thread._bootstrap (threading.py:1002)",
+        "GarbageCollectorThread.run (zmq/utils/garbage.py:47)",
+    ]
+    assert stages.classify(zmq_gc, stages.API_SERVER) == stages.IDLE
     assert stages.classify(["mystery (m.py:1)"], stages.API_SERVER) == stages.OTHER
 
 
