@@ -11,7 +11,7 @@ CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/medgemma-4b-it.yaml,configs/cpu-
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: help install serve dry-run test test-unit lint bench tiny-model clean
+.PHONY: help install serve dry-run test test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
@@ -19,6 +19,8 @@ help:
 	@echo "make install   set up .venv/ with the $(EXTRA) extra (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
+	@echo "make baseline  deployment vs transformers generate, 3 alternating rounds (~25 min on 2 cores)"
+	@echo "make profile   where the server's CPU goes, at one user and at saturation (py-spy)"
 	@echo "make lint      ruff + mypy"
 
 install:
@@ -44,6 +46,12 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks run --scenario configs/bench-cpu.yaml --start-server $(ARGS)
+
+baseline: install
+	$(PY) -m benchmarks baseline --scenario configs/bench-baseline.yaml $(ARGS)
+
+profile: install
+	$(PY) -m benchmarks profile --scenario configs/bench-baseline.yaml --start-server $(ARGS)
 
 tiny-model: install
 	$(PY) -m serve.tiny_model .cache/tiny-medgemma-tiny-seed0 --preset tiny
