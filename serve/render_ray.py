@@ -12,8 +12,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from serve.argv import SERVER_MODULE, to_server_env, to_vllm_argv
+from serve.argv import SERVER_MODULE, for_host, to_server_env, to_vllm_argv
 from serve.config import DeploymentConfig
+from serve.cpu import host_cpu
 
 HEAD_IP_VAR = "RAY_HEAD_IP"
 
@@ -102,12 +103,15 @@ def check_multi_node(cfg: DeploymentConfig) -> None:
 
 
 def render_ray(cfg: DeploymentConfig, model_path: str | None = None) -> RayLaunch:
-    """Head, worker and server commands for `cfg` (pure). `model_path` replaces
+    """Head, worker and server commands for `cfg` (pure but for the host CPU flags that
+    resolve `dtype: auto` on the CPU, as `python -m serve` does). `model_path` replaces
     `cfg.model`, e.g. with the folder a stand-in was built into."""
     if cfg.stand_in is not None and model_path is None:
         raise RenderError("stand_in: pass the folder the stand-in was built into as model_path")
     check_multi_node(cfg)
-    serve = ["python", "-m", SERVER_MODULE, *to_vllm_argv(cfg, model_path)]
+    # the same command as `python -m serve` (dtype auto resolved as on this machine)
+    host = for_host(cfg, host_cpu()["flags"])
+    serve = ["python", "-m", SERVER_MODULE, *to_vllm_argv(host, model_path)]
     env = {"RAY_ADDRESS": head_address(cfg), **to_server_env(cfg, {})}
     return RayLaunch(
         head=ray_head_command(cfg),
