@@ -65,7 +65,7 @@ def run_ab(
     servers: dict[str, ServerProcess] = {}
     try:
         for name, overrides in variants.items():
-            settings = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+            settings = _flat(overrides)
             try:
                 cfg = load_config(scenario.deployment, [*_flat(scenario.deployment_set), *settings])
                 cfg = cfg.model_copy(update={"port": free_port()})
@@ -130,4 +130,5 @@ def run_ab(
 
 
 def _flat(overrides: dict[str, Any]) -> list[str]:
+    """{dotted key: value} -> `key=value` override strings (values as JSON, which is YAML)."""
     return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
