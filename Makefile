@@ -7,15 +7,16 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 # cuda if an NVIDIA GPU answers, else cpu. Override: make serve DEVICE=cpu
 DEVICE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 EXTRA := $(if $(filter cuda,$(DEVICE)),gpu,cpu)
-CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/medgemma-4b-it.yaml,configs/cpu-tiny.yaml)
+CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/deployments/medgemma-4b-it.yaml,configs/deployments/cpu-tiny.yaml)
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: help install serve dry-run test test-unit lint bench baseline profile tiny-model clean
+.PHONY: help install serve dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
-	@echo "make test      install what is missing, run the whole test suite"
+	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
+	@echo "make test-fast the same without the slow tests (extra servers: TP=2, Ray)"
 	@echo "make install   set up .venv/ with the $(EXTRA) extra (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
@@ -25,7 +26,7 @@ help:
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked --extra $(EXTRA)
+	$(UV) sync --locked --extra $(EXTRA) --extra ray
 
 serve: install
 	$(PY) -m serve --config $(CONFIG) $(ARGS)
@@ -36,6 +37,9 @@ dry-run: install
 test: install
 	$(PY) -m pytest $(ARGS)
 
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
 test-unit: install
 	$(PY) -m pytest tests/unit $(ARGS)
 
@@ -45,16 +49,16 @@ lint: install
 	$(PY) -m mypy serve clients benchmarks
 
 bench: install
-	$(PY) -m benchmarks run --scenario configs/bench-cpu.yaml --start-server $(ARGS)
+	$(PY) -m benchmarks run --scenario configs/scenarios/bench-cpu.yaml --start-server $(ARGS)
 
 baseline: install
-	$(PY) -m benchmarks baseline --scenario configs/bench-baseline.yaml $(ARGS)
+	$(PY) -m benchmarks baseline --scenario configs/scenarios/bench-baseline.yaml $(ARGS)
 
 profile: install
-	$(PY) -m benchmarks profile --scenario configs/bench-baseline.yaml --start-server $(ARGS)
+	$(PY) -m benchmarks profile --scenario configs/scenarios/bench-baseline.yaml --start-server $(ARGS)
 
 tiny-model: install
-	$(PY) -m serve.tiny_model .cache/tiny-medgemma-tiny-seed0 --preset tiny
+	$(PY) -m serve standin .cache/tiny-medgemma-tiny-seed0 --preset tiny
 
 clean:
 	rm -rf .cache logs results .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,16 @@
-"""`python -m benchmarks`: run scenarios, the seed baseline, the harness headroom check and
-the agreement check with vLLM's own benchmark.
+"""`python -m benchmarks COMMAND`: run a scenario (the runner) or one of the studies built on it.
 
-    python -m benchmarks run --scenario configs/bench-cpu.yaml --base-url http://127.0.0.1:8000/v1
-    python -m benchmarks run --scenario configs/bench-cpu.yaml --start-server   # make bench
-    python -m benchmarks baseline --scenario configs/bench-baseline.yaml [--rounds 3]
-    python -m benchmarks profile --scenario configs/bench-baseline.yaml --start-server
-    python -m benchmarks ab --scenario configs/bench-baseline.yaml --a KEY=V --b KEY=V [--rounds 3]
-    python -m benchmarks headroom --scenario configs/bench-headroom.yaml
-    python -m benchmarks vllm-bench --scenario configs/bench-agree.yaml --start-server
-    python -m benchmarks fields                                                # every field
+python -m benchmarks run --scenario configs/scenarios/bench-cpu.yaml --base-url http://127.0.0.1:8000/v1
+python -m benchmarks run --scenario configs/scenarios/bench-cpu.yaml --start-server   # make bench
+python -m benchmarks baseline --scenario configs/scenarios/bench-baseline.yaml [--rounds 3]
+python -m benchmarks profile --scenario configs/scenarios/bench-baseline.yaml --start-server
+python -m benchmarks ab --scenario configs/scenarios/bench-baseline.yaml --a K=V --b K=V
+python -m benchmarks headroom --scenario configs/scenarios/bench-headroom.yaml
+python -m benchmarks vllm-bench --scenario configs/scenarios/bench-agree.yaml --start-server
+python -m benchmarks overload --scenario configs/scenarios/bench-overload.yaml --start-server
+python -m benchmarks client-cost [--base-url URL]
+python -m benchmarks fake-endpoint --port 8900                          # a zero-latency server
+python -m benchmarks fields                                                # every field
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.errors import BenchError
-from benchmarks.scenario import Scenario, ScenarioError, describe_fields, load_scenario
+from benchmarks.runner.errors import BenchError
+from benchmarks.runner.scenario import Scenario, ScenarioError, describe_fields, load_scenario
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+# Commands with their own parser: command -> (module whose main(argv) runs it, help)
+DELEGATED = {
+    "overload": ("benchmarks.studies.overload", "twice the server's queue: shed, not lost"),
+    "client-cost": ("benchmarks.studies.client_cost", "client-side ms to prepare a request"),
+    "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
+}
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", type=Path, required=True, help="configs/bench-*.yaml")
+    p.add_argument("--scenario", type=Path, required=True, help="configs/scenarios/*.yaml")
     p.add_argument(
         "--set",
         action="append",
@@ -83,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--c", nargs="+", metavar="KEY=VALUE", help="an optional third variant")
     ab.add_argument("--rounds", type=int, default=3, help="A B rounds (default 3)")
     sub.add_parser("fields", help="list every scenario field with its description")
+    for name, (_module, text) in DELEGATED.items():
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -106,15 +117,22 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.command == "fields":
         print(describe_fields())
         return 0
-    command = [sys.executable, "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]
+    command = [sys.executable, "-m", "benchmarks", *argv]
     try:
         scenario = scenario_from_args(args)
         if args.command == "run":
-            from benchmarks.run import run_benchmark
+            from benchmarks.runner.run import run_benchmark
 
             result = run_benchmark(
                 scenario,
@@ -125,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"results folder: {result.folder}")
         elif args.command == "baseline":
-            from benchmarks.baseline import run_baseline
+            from benchmarks.studies.baseline import run_baseline
 
             run_baseline(
                 needs_images(scenario, "baseline"),
@@ -135,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "profile":
-            from benchmarks.profile import run_profile
+            from benchmarks.studies.profile import run_profile
 
             run_profile(
                 needs_images(scenario, "profile"),
@@ -145,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "ab":
-            from benchmarks.ab import run_ab
+            from benchmarks.studies.ab import run_ab
 
             run_ab(
                 scenario,
@@ -157,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "headroom":
-            from benchmarks.headroom import run_headroom
+            from benchmarks.studies.headroom import run_headroom
 
             run_headroom(scenario, out_root=args.out, compare=args.compare, command=command)
         elif args.command == "vllm-bench":
-            from benchmarks.agreement import run_agreement
+            from benchmarks.studies.agreement import run_agreement
 
             run_agreement(
                 scenario,

@@ -25,7 +25,9 @@ from clients.errors import ServerUnreachableError
 from clients.messages import Message
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-START_HINT = "start it with `make serve` (or `python -m serve --config configs/cpu-tiny.yaml`)"
+START_HINT = (
+    "start it with `make serve` (or `python -m serve --config configs/deployments/cpu-tiny.yaml`)"
+)
 
 
 class ClientSettings(BaseModel):

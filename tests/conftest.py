@@ -1,6 +1,6 @@
 """Session fixtures: the stand-in model and ONE real vLLM server for all end-to-end tests.
 
-The server is the real vLLM OpenAI server (configs/cpu-tiny.yaml) serving the tiny
+The server is the real vLLM OpenAI server (configs/deployments/cpu-tiny.yaml) serving the tiny
 MedGemma-architecture model from a local folder (the real-weight local-path route), with
 an API key enforced. It starts on a free port when the first test asks for it and stops
 at the end of the session; its log goes to logs/ and is printed if start-up fails.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "configs" / "deployments"
 LOG_DIR = REPO / "logs"
 TEST_API_KEY = "test-key-not-a-secret"
 
@@ -40,7 +40,7 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The tiny stand-in model, built into .cache/ on first use (never downloaded)."""
-    from serve import tiny_model
+    from serve.standin import tiny_model
 
     return tiny_model.ensure("tiny", 0)
 
@@ -48,8 +48,8 @@ def tiny_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
     """One real vLLM OpenAI server for the whole session."""
-    from serve.config import load_config
-    from serve.launch import LaunchError, ServerProcess, free_port
+    from serve.config.deployment import load_config
+    from serve.launch.process import LaunchError, ServerProcess, free_port
 
     external = os.environ.get("MEDGEMMA_TEST_SERVER_URL")
     cfg = load_config(

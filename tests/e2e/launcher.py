@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve.launch import free_port
+from serve.launch.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "launcher-test-key"
@@ -63,12 +63,12 @@ class Launched:
 
 
 def launch(workdir: Path, *overrides: str, timeout_s: float = 900) -> Launched:
-    """Start `python -m serve --config configs/cpu-tiny.yaml` on a free port with an API
+    """Start `python -m serve --config configs/deployments/cpu-tiny.yaml` on a free port with an API
     key, `--set` overrides, and its files under `workdir`; return once it prints its URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     sets = [arg for o in overrides for arg in ("--set", o)]
-    cmd = [sys.executable, "-m", "serve", "--config", "configs/cpu-tiny.yaml"]
+    cmd = [sys.executable, "-m", "serve", "--config", "configs/deployments/cpu-tiny.yaml"]
     cmd += ["--port", str(port), "--log-file", str(workdir / "server.log"), *sets]
     out, err = workdir / "launcher.out", workdir / "launcher.err"
     with open(out, "wb") as o, open(err, "wb") as e:

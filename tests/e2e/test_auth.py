@@ -2,7 +2,7 @@
 it (401) and accepts them with it; only the probes (/health, /ping, /metrics, /version,
 /load) stay open.
 
-vLLM's own key check covers /v1 (and /v2, /inference, /cohere); serve.guard extends it to
+vLLM's own key check covers /v1 (and /v2, /inference, /cohere); serve.guard.middleware extends it to
 the other routes, among them /invocations, which runs chat completions. The routes come
 from the server's own /openapi.json, so a route added by a vLLM upgrade is covered
 without editing this file.
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from serve.guard import OPEN_PATHS
+from serve.guard.middleware import OPEN_PATHS
 from tests.conftest import LiveServer
 
 METHODS = ("get", "post", "put", "patch", "delete")

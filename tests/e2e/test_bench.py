@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.records import read_records
-from benchmarks.report import PLOTS
+from benchmarks.runner.records import read_records
+from benchmarks.runner.report import PLOTS
 from tests.conftest import REPO, LiveServer
 
-SMOKE = REPO / "configs" / "bench-smoke.yaml"
+SMOKE = REPO / "configs" / "scenarios" / "bench-smoke.yaml"
 
 
 def bench_cli(server: LiveServer, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,8 +79,8 @@ def test_run_writes_every_report_file(server: LiveServer, tmp_path: Path) -> Non
 def test_two_level_sweep_produces_the_plots(
     server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from benchmarks.run import run_benchmark
-    from benchmarks.scenario import load_scenario
+    from benchmarks.runner.run import run_benchmark
+    from benchmarks.runner.scenario import load_scenario
 
     monkeypatch.setenv("MEDGEMMA_API_KEY", server.api_key)
     scenario = load_scenario(SMOKE, ["load.users=[1, 3]", "load.duration_s=6", "load.warmup_s=1"])

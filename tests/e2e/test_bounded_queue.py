@@ -1,9 +1,9 @@
-"""Overload, short CI variant: `python -m benchmarks.overload` at twice the server's queue
+"""Overload, short CI variant: `python -m benchmarks overload` at twice the server's queue
 bound for 20 s against the `supervised` launcher (max_num_queued_reqs=16). Every request
 ends in a completion or an explicit 503 with a reason, none runs past its timeout, /health
 answers 200 throughout, a normal request is served afterwards, and the RSS figures are
 recorded. The full run (64 users, 3 minutes) is `make`-free:
-`python -m benchmarks.overload --scenario configs/bench-overload.yaml --start-server`.
+`python -m benchmarks overload --scenario configs/scenarios/bench-overload.yaml --start-server`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ pytestmark = pytest.mark.slow
 def test_overload_ends_every_request_in_a_completion_or_an_explicit_503(
     supervised: Launched, tmp_path: Path
 ) -> None:
-    cmd = [sys.executable, "-m", "benchmarks.overload", "--scenario", "configs/bench-overload.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "overload",
+        "--scenario",
+        "configs/scenarios/bench-overload.yaml",
+    ]
     cmd += ["--base-url", supervised.base_url, "--out", str(tmp_path)]
     for override in (
         "load.users=[32]",

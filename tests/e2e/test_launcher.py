@@ -31,7 +31,7 @@ def no_traceback(r: subprocess.CompletedProcess) -> None:
 def test_dry_run_prints_command_and_env_without_the_key() -> None:
     r = serve(
         "--config",
-        "configs/cpu-tiny.yaml",
+        "configs/deployments/cpu-tiny.yaml",
         "--port",
         "8123",
         "--dry-run",
@@ -55,7 +55,7 @@ def test_dry_run_prints_command_and_env_without_the_key() -> None:
     ],
 )
 def test_dry_run_of_gpu_configs(name: str) -> None:
-    r = serve("--config", f"configs/{name}", "--dry-run")
+    r = serve("--config", f"configs/deployments/{name}", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "--model google/medgemma-" in r.stdout and "HF_HUB_OFFLINE" not in r.stdout
 
@@ -70,7 +70,7 @@ def test_malformed_config_one_message(tmp_path: Path) -> None:
 
 
 def test_missing_model_path() -> None:
-    r = serve("--config", "configs/cpu-tiny.yaml", "--model", "/nonexistent/medgemma")
+    r = serve("--config", "configs/deployments/cpu-tiny.yaml", "--model", "/nonexistent/medgemma")
     assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
     no_traceback(r)
 
@@ -80,7 +80,7 @@ def test_port_in_use_is_refused_before_starting() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = serve("--config", "configs/cpu-tiny.yaml", "--port", str(port), timeout=60)
+        r = serve("--config", "configs/deployments/cpu-tiny.yaml", "--port", str(port), timeout=60)
     assert r.returncode == 1 and "already in use" in r.stderr, r.stderr
     no_traceback(r)
 
@@ -94,7 +94,7 @@ def test_server_dying_during_start_up(tiny_model_dir: Path, tmp_path: Path) -> N
         port = s.getsockname()[1]
     r = serve(
         "--config",
-        "configs/cpu-tiny.yaml",
+        "configs/deployments/cpu-tiny.yaml",
         "--model",
         str(tiny_model_dir),
         "--port",

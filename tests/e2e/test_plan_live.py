@@ -1,5 +1,5 @@
 """The capacity planner against the real server: the KV cache size and maximum concurrency
-vLLM logs at start-up for the session's server (configs/cpu-tiny.yaml) agree with
+vLLM logs at start-up for the session's server (configs/deployments/cpu-tiny.yaml) agree with
 `python -m serve plan` within 10%."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from serve.argv import for_host
-from serve.config import load_config
-from serve.cpu import host_cpu
-from serve.plan import RequestShape, make_plan
-from serve.shapes import shape_for_config
+from serve.config.deployment import load_config
+from serve.launch.argv import for_host
+from serve.launch.cpu import host_cpu
+from serve.plan.cli import RequestShape, make_plan
+from serve.plan.shapes import shape_for_config
 from tests.conftest import CONFIGS, REPO, LiveServer
 
 # e.g. "CPU KV cache size: 1,959,382 tokens, Maximum concurrency for 4,096 tokens per

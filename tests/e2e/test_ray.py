@@ -2,7 +2,7 @@
 plus a second node, each lending one CPU, loopback only), then vLLM's OpenAI server with
 tensor parallel 2 through the Ray backend serving the tiny stand-in.
 
-The commands are those `python -m serve render ray` prints for configs/cpu-tiny-tp2.yaml
+The commands are those `python -m serve render ray` prints for configs/deployments/cpu-tiny-tp2.yaml
 with `nodes: 2`; the test adds only what one machine needs (a private Ray temp dir, no
 dashboard, the worker's loopback address). vLLM 0.32's CPU platform has no Ray device
 key, so the server is expected to stop with "current platform cpu does not support ray";
@@ -25,9 +25,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from serve.config import DeploymentConfig, load_config
-from serve.launch import LaunchError, ServerProcess, free_port
-from serve.render_ray import RayLaunch, render_ray
+from serve.config.deployment import DeploymentConfig, load_config
+from serve.launch.process import LaunchError, ServerProcess, free_port
+from serve.render.ray import RayLaunch, render_ray
 from tests.conftest import CONFIGS, LOG_DIR
 
 pytestmark = pytest.mark.slow

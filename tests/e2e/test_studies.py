@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import REPO, LiveServer
 
-SMOKE = REPO / "configs" / "bench-smoke.yaml"
+SMOKE = REPO / "configs" / "scenarios" / "bench-smoke.yaml"
 
 
 def bench(server: LiveServer | None, out: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""configs/cpu-tiny-tp2.yaml: tensor parallel 2 on the CPU, the multi-GPU code path."""
+"""configs/deployments/cpu-tiny-tp2.yaml: tensor parallel 2 on the CPU, the multi-GPU code path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from serve.config import load_config
-from serve.launch import ServerProcess, free_port
+from serve.config.deployment import load_config
+from serve.launch.process import ServerProcess, free_port
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.images import data_url
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.argv import (
+from serve.config.deployment import load_config
+from serve.launch.argv import (
     check_vllm_argv,
     for_host,
     render_shell,
@@ -14,10 +15,9 @@ from serve.argv import (
     to_server_env,
     to_vllm_argv,
 )
-from serve.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench-"))
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
+SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 
 
 def opts(argv: list[str]) -> dict[str, str | None]:

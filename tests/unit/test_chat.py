@@ -7,7 +7,7 @@ import pytest
 
 from clients.chat import complete, load_settings, make_client, resolve_model
 from clients.errors import ServerUnreachableError
-from serve.launch import free_port
+from serve.launch.process import free_port
 
 
 def test_arguments_win_over_environment_which_wins_over_defaults():

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from serve.config import ConfigError, DeploymentConfig, load_config, merge_overrides
+from serve.config.deployment import ConfigError, DeploymentConfig, load_config, merge_overrides
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -129,7 +129,7 @@ def test_every_field_is_described() -> None:
 
 
 def test_help_config_lists_nested_sections() -> None:
-    from serve.config import describe_fields
+    from serve.config.deployment import describe_fields
 
     text = describe_fields()
     for name in (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.fake_endpoint import respond
-from benchmarks.records import StreamParser
+from benchmarks.runner.records import StreamParser
+from benchmarks.tools.fake_endpoint import respond
 
 
 def sse_lines(reply: bytes) -> list[str]:

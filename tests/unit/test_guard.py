@@ -1,4 +1,4 @@
-"""serve.guard's pure parts (media-URL policy, key check, size header) and the
+"""serve.guard.middleware's pure parts (media-URL policy, key check, size header) and the
 security/reliability fields of the deployment config as they reach vLLM."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from serve.argv import NO_REMOTE_MEDIA, check_vllm_argv, to_server_env, to_vllm_argv
-from serve.config import ConfigError, load_config
-from serve.guard import authorized, body_problem, content_length, media_urls, url_problem
+from serve.config.deployment import ConfigError, load_config
+from serve.guard.middleware import authorized, body_problem, content_length, media_urls, url_problem
+from serve.launch.argv import NO_REMOTE_MEDIA, check_vllm_argv, to_server_env, to_vllm_argv
 
-CPU_TINY = Path(__file__).resolve().parents[2] / "configs" / "cpu-tiny.yaml"
+CPU_TINY = Path(__file__).resolve().parents[2] / "configs" / "deployments" / "cpu-tiny.yaml"
 
 
 def chat_body(url: str) -> bytes:
@@ -74,7 +74,7 @@ def test_defaults_reach_vllm_as_its_own_settings() -> None:
     i = argv.index("--allowed-media-domains")
     assert argv[i + 1] == NO_REMOTE_MEDIA and NO_REMOTE_MEDIA.endswith(".invalid")
     assert argv[argv.index("--shutdown-timeout") + 1] == "30"
-    assert argv[argv.index("--middleware") + 1] == "serve.guard.RequestGuard"
+    assert argv[argv.index("--middleware") + 1] == "serve.guard.middleware.RequestGuard"
     assert "--ssl-certfile" not in argv and "--allowed-local-media-path" not in argv
     assert env["VLLM_MAX_IMAGE_PIXELS"] == "40000000"
     assert env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0"
@@ -130,7 +130,7 @@ def test_in_flight_bound_answers_503_before_the_app_sees_the_request(
     each request until released, so two are in flight when the third arrives."""
     import asyncio
 
-    from serve.guard import RequestGuard
+    from serve.guard.middleware import RequestGuard
 
     monkeypatch.setenv("MEDGEMMA_GUARD_MAX_IN_FLIGHT", "2")
     monkeypatch.delenv("VLLM_API_KEY", raising=False)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from benchmarks.metrics import best_level, in_window, is_good, summarise
-from benchmarks.records import RequestRecord, StreamParser, parse_lines
-from benchmarks.scenario import Slo
+from benchmarks.runner.metrics import best_level, in_window, is_good, summarise
+from benchmarks.runner.records import RequestRecord, StreamParser, parse_lines
+from benchmarks.runner.scenario import Slo
 
 
 def rec(ttft: float, latency: float, out: int = 11, *, start: float = 100.0, prompt: int = 300,

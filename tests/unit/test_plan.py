@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from serve import capacity as cap
-from serve import plan as plan_cli
-from serve.config import load_config
-from serve.plan import RequestShape, make_plan, resolve_device, suggest
-from serve.roofline import make_roofline
-from serve.shapes import SHAPES_DIR, ShapeError, load_gpus, read_shape_file, shape_for_config
+from serve.config.deployment import load_config
+from serve.plan import capacity as cap
+from serve.plan import cli as plan_cli
+from serve.plan.cli import RequestShape, make_plan, resolve_device, suggest
+from serve.plan.roofline import make_roofline
+from serve.plan.shapes import SHAPES_DIR, ShapeError, load_gpus, read_shape_file, shape_for_config
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "configs" / "deployments"
 GPUS = load_gpus()
-# Deployment configs (configs/bench-*.yaml are benchmark scenarios, not deployments).
-DEPLOYMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench-"))
+# Deployment configs (configs/scenarios/bench-*.yaml are benchmark scenarios, not deployments).
+DEPLOYMENTS = sorted(CONFIGS.glob("*.yaml"))
 
 
 def shape(name: str):
@@ -331,13 +331,17 @@ def test_scenario_sets_the_request_shape(capsys: pytest.CaptureFixture[str]) -> 
     """bench-cpu.yaml: one image, the findings prompt, max_tokens 64. Text estimate:
     ceil((30 system + 116 prompt characters) / 4) + 10 template tokens = 47."""
     args = ["--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--scenario"]
-    code, out, err = run_main(capsys, *args, str(CONFIGS / "bench-cpu.yaml"), "--json")
+    code, out, err = run_main(
+        capsys, *args, str(REPO / "configs" / "scenarios" / "bench-cpu.yaml"), "--json"
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["request_tokens"] == 260 + 47 + 64, data["request_source"]
     assert data["roofline"]["prompt_tokens"] == 307 and data["roofline"]["decode_steps"] == 63
     assert "bench-cpu.yaml" in data["request_source"], data["request_source"]
-    code, out, err = run_main(capsys, *args, str(CONFIGS / "bench-cpu.yaml"), "--text-tokens", "9")
+    code, out, err = run_main(
+        capsys, *args, str(REPO / "configs" / "scenarios" / "bench-cpu.yaml"), "--text-tokens", "9"
+    )
     assert "1 image(s) + 9 text + 64 output" in out and CEILING.search(out), out
 
 

@@ -12,14 +12,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serve.argv import check_vllm_argv
-from serve.config import load_config
-from serve.render_k8s import render_k8s
-from serve.render_ray import RenderError, env_assignments, render_ray, to_script
+from serve.config.deployment import load_config
+from serve.launch.argv import check_vllm_argv
+from serve.render.k8s import render_k8s
+from serve.render.ray import RenderError, env_assignments, render_ray, to_script
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
-DEPLOYMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("bench-"))
+CONFIGS = REPO / "configs" / "deployments"
+DEPLOYMENTS = sorted(CONFIGS.glob("*.yaml"))
 GPU_CONFIGS = [p for p in DEPLOYMENTS if load_config(p).device == "cuda"]
 # The oldest Kubernetes still widely run, and the newest schema the package ships.
 K8S_VERSIONS = ["1.29", kubernetes_validate.latest_version()]
@@ -232,48 +232,69 @@ def test_k8s_cli_stdout_and_out_dir(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["k8s", "--config", "configs/cpu-tiny.yaml"], "stand_in: the random-weight stand-in"),
         (
-            ["k8s", "--config", "configs/medgemma-4b-it.yaml", "--set", "tensor_parallel_size=3"],
+            ["k8s", "--config", "configs/deployments/cpu-tiny.yaml"],
+            "stand_in: the random-weight stand-in",
+        ),
+        (
+            [
+                "k8s",
+                "--config",
+                "configs/deployments/medgemma-4b-it.yaml",
+                "--set",
+                "tensor_parallel_size=3",
+            ],
             "tensor_parallel_size: 3 does not divide the 8 attention heads",
         ),
         (
             [
                 "ray",
                 "--config",
-                "configs/medgemma-27b-it-tp4.yaml",
+                "configs/deployments/medgemma-27b-it-tp4.yaml",
                 "--set",
                 "pipeline_parallel_size=4",
             ],
             "pipeline_parallel_size: 4 does not divide the 62 layers",
         ),
         (
-            ["ray", "--config", "configs/medgemma-4b-it-dp4.yaml", "--set", "nodes=3"],
+            ["ray", "--config", "configs/deployments/medgemma-4b-it-dp4.yaml", "--set", "nodes=3"],
             "nodes: 3 nodes cannot share the 4 devices",
         ),
         (
-            ["k8s", "--config", "configs/medgemma-4b-it.yaml", "--set", "kubernetes.name=Bad_Name"],
+            [
+                "k8s",
+                "--config",
+                "configs/deployments/medgemma-4b-it.yaml",
+                "--set",
+                "kubernetes.name=Bad_Name",
+            ],
             "kubernetes.name",
         ),
         (
             [
                 "k8s",
                 "--config",
-                "configs/medgemma-4b-it.yaml",
+                "configs/deployments/medgemma-4b-it.yaml",
                 "--set",
                 "kubernetes.max_replicas=0",
             ],
             "kubernetes.max_replicas",
         ),
         (
-            ["k8s", "--config", "configs/medgemma-4b-it.yaml", "--set", "kubernetes.replicas=5"],
+            [
+                "k8s",
+                "--config",
+                "configs/deployments/medgemma-4b-it.yaml",
+                "--set",
+                "kubernetes.replicas=5",
+            ],
             "kubernetes.max_replicas: 4 is below kubernetes.replicas (5)",
         ),
         (
             [
                 "ray",
                 "--config",
-                "configs/medgemma-4b-it-dp4.yaml",
+                "configs/deployments/medgemma-4b-it-dp4.yaml",
                 "--set",
                 "data_parallel_size=2",
                 "--set",
@@ -287,7 +308,7 @@ def test_k8s_cli_stdout_and_out_dir(tmp_path: Path) -> None:
             [
                 "k8s",
                 "--config",
-                "configs/medgemma-27b-it-tp4.yaml",
+                "configs/deployments/medgemma-27b-it-tp4.yaml",
                 "--set",
                 "tensor_parallel_size=2",
                 "--set",
@@ -314,7 +335,7 @@ def test_the_local_launcher_refuses_a_multi_node_config() -> None:
             "-m",
             "serve",
             "--config",
-            "configs/medgemma-27b-it-2nodes.yaml",
+            "configs/deployments/medgemma-27b-it-2nodes.yaml",
             "--dry-run",
         ],
         cwd=REPO,

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.prepared import read_workload, write_workload
-from benchmarks.scenario import ScenarioError, load_scenario
-from benchmarks.workload import kinds, prepare
+from benchmarks.runner.prepared import read_workload, write_workload
+from benchmarks.runner.scenario import ScenarioError, load_scenario
+from benchmarks.runner.workload import kinds, prepare
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -60,7 +60,7 @@ def test_bad_scenarios_name_file_and_field(tmp_path: Path, text: str, expected: 
 
 
 def test_unset_seed_is_drawn_per_run_and_kept() -> None:
-    from benchmarks.run import with_seed
+    from benchmarks.runner.run import with_seed
 
     s = load_scenario(CONFIGS / "bench-smoke.yaml")
     assert s.seed is None
@@ -86,7 +86,7 @@ def test_cli_reports_bad_scenario_without_traceback(tmp_path: Path, capsys) -> N
 
 
 def test_cli_reports_unreachable_server_before_any_load(capsys) -> None:
-    from serve.launch import free_port
+    from serve.launch.process import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
     code = main(["run", "--scenario", str(CONFIGS / "bench-smoke.yaml"), "--base-url", url])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from serve import tiny_model
+from serve.standin import tiny_model
 
 
 def tensors(folder: Path) -> dict:

@@ -1,0 +1,1 @@
+"""The benchmark runner: scenario, workload, Locust, records, metrics and report."""

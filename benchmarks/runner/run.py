@@ -1,0 +1,268 @@
+"""Headless runs: one Locust process per level, a results folder that reproduces the run.
+
+`run_benchmark` is the reusable entry point (the CLI, `make bench`, the baseline, the
+headroom check and other scenarios call it). Each level (a number of users in closed
+loop, an arrival rate in open loop) runs `locust --headless` as a subprocess: gevent's
+monkey-patching stays out of this process (which may also start a vLLM server or run
+transformers), the load generator is a process of its own, and Locust writes its own CSV
+and HTML report exactly as a person running the printed command would get them.
+
+The folder `results/<scenario>-<UTC time>/` holds: scenario.yaml (resolved), command.txt,
+server.json (/v1/models, /version), metrics-before.txt / metrics-after.txt (vLLM's
+/metrics), records.jsonl (every request of every level), summary.json, the plots, and per
+level: records.jsonl, window.json, locust_stats*.csv, locust_failures.csv, locust.html,
+locust.log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from benchmarks.runner import preflight, report
+from benchmarks.runner.errors import BenchError
+from benchmarks.runner.metrics import best_level, in_window, summarise
+from benchmarks.runner.prepared import write_workload
+from benchmarks.runner.records import RequestRecord, read_records, write_records
+from benchmarks.runner.scenario import Scenario, to_yaml
+from benchmarks.runner.workload import prepare
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LevelHook = Callable[[float, Path], AbstractContextManager[Any]]
+RESULTS = Path("results")
+
+
+@dataclass
+class LevelResult:
+    level: float
+    summary: dict[str, Any]
+    records: list[RequestRecord]  # inside the measurement window
+    folder: Path
+    next_index: int = 0  # the next level starts here: fresh images, nothing cached
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    summary: dict[str, Any]
+    levels: list[LevelResult] = field(default_factory=list)
+
+
+def with_seed(scenario: Scenario) -> Scenario:
+    """The scenario with a seed: its own, or a new random one (recorded in the folder)."""
+    if scenario.seed is not None:
+        return scenario
+    return scenario.model_copy(update={"seed": secrets.randbelow(2**31)})
+
+
+def resolve_model(scenario: Scenario) -> str:
+    """The model name to send: the scenario's, else the deployment config's served name."""
+    if scenario.model:
+        return scenario.model
+    from serve.config.deployment import ConfigError, load_config
+
+    try:
+        return load_config(scenario.deployment).model_name
+    except ConfigError as exc:
+        raise BenchError(
+            f"scenario has no `model:` and its deployment is unusable: {exc}"
+        ) from None
+
+
+def cpu_note(base_url: str) -> str:
+    """Say that server and load generator share this machine's cores, when they do."""
+    host = urlsplit(base_url).hostname
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return f"{os.cpu_count()} CPU cores shared by the server and the load generator"
+    return f"load generator on {os.cpu_count()} CPU cores; server at {host}"
+
+
+def level_name(scenario: Scenario, level: float) -> str:
+    return f"users-{int(level)}" if scenario.load.mode == "closed" else f"rate-{level:g}"
+
+
+def locust_command(
+    scenario: Scenario, level: float, base_url: str, workload: Path, folder: Path, start: int = 0
+) -> list[str]:
+    """The `locust --headless` command line of one level (the API key stays in the env)."""
+    load = scenario.load
+    closed = load.mode == "closed"
+    users = int(level) if closed else 1
+    spawn = load.spawn_rate if (closed and load.spawn_rate) else users
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--host", base_url, "-u", str(users), "-r", f"{spawn:g}", "-t", f"{load.duration_s}s",
+        "--stop-timeout", "0", "--exit-code-on-error", "0", "--only-summary",
+        "--csv", str(folder / "locust"), "--html", str(folder / "locust.html"),
+        "--workload", str(workload), "--records", str(folder / "records.jsonl"),
+        "--window-file", str(folder / "window.json"), "--warmup-s", str(load.warmup_s),
+        "--api-key-env", scenario.api_key_env,
+        "--request-timeout", f"{scenario.request_timeout_s:g}",
+        "--arrival-rate", f"{level:g}", "--max-in-flight", str(load.max_in_flight),
+        "--level", f"{level:g}", "--seed", str(scenario.seed or 0),
+        "--start-index", str(start),
+        user_class(scenario),
+    ]  # fmt: skip
+
+
+def user_class(scenario: Scenario) -> str:
+    """The Locust user class (in benchmarks/locustfile.py) a level runs."""
+    if scenario.load.mode == "open":
+        return "OpenLoopChat"
+    return "ClosedLoopChat" if scenario.load.user_class == "fast" else "RequestsChat"
+
+
+def run_level(
+    scenario: Scenario, level: float, base_url: str, workload: Path, folder: Path, start: int = 0
+) -> LevelResult:
+    """Run one level in a Locust process, sending prepared requests from index `start` on,
+    and summarise its measurement window."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = locust_command(scenario, level, base_url, workload, folder, start)
+    log_path = folder / "locust.log"
+    limit = scenario.load.duration_s + scenario.request_timeout_s + 120
+    with log_path.open("w") as log:
+        try:
+            proc = subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=limit
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(
+                f"locust did not finish within {limit:.0f} s; see {log_path}"
+            ) from None
+    window_path = folder / "window.json"
+    if proc.returncode != 0 or not window_path.exists():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise BenchError(f"locust exited with status {proc.returncode}; {log_path}:\n{tail}")
+    window = json.loads(window_path.read_text())
+    start, stop = window["warmup_end"], window["stop"]
+    if stop <= start:
+        raise BenchError(f"level {level:g} stopped before its warm-up ended; see {log_path}")
+    records = in_window(read_records(folder / "records.jsonl"), start, stop)
+    summary = {"level": level, **summarise(records, stop - start, scenario.slo)}
+    return LevelResult(level, summary, records, folder, window.get("next_index", 0))
+
+
+def new_folder(out_root: Path, name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = out_root / f"{name}-{stamp}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = out_root / f"{name}-{stamp}-{n}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def run_benchmark(
+    scenario: Scenario,
+    base_url: str,
+    *,
+    out_root: Path = RESULTS,
+    start_server: bool = False,
+    command: list[str] | None = None,
+    quiet: bool = False,
+    name: str | None = None,
+    level_hook: LevelHook | None = None,
+) -> RunResult:
+    """Check the server, prepare the requests, run every level, write the results folder.
+
+    `level_hook(level, folder)`, if given, is entered around each level's Locust run (the
+    profiler samples the processes there)."""
+    base_url = base_url.rstrip("/")
+    scenario = with_seed(scenario)
+    model = resolve_model(scenario)
+    api_key = os.environ.get(scenario.api_key_env) or None
+    with preflight.server_for(scenario.deployment, base_url, start_server, scenario.deployment_set):
+        models = preflight.check_server(base_url, api_key, model)
+        t0 = time.perf_counter()
+        requests = prepare(scenario, model)
+        prep_s = time.perf_counter() - t0
+        preflight.probe(base_url, api_key, requests[0], scenario.request_timeout_s)
+        folder = new_folder(out_root, name or scenario.name)
+        say = (lambda *_: None) if quiet else print
+        say(f"prepared {len(requests)} requests in {prep_s:.1f} s; results in {folder}")
+        write_identity(folder, scenario, base_url, models, api_key, command)
+        levels = []
+        index = 1  # the probe sent request 0
+        with tempfile.TemporaryDirectory(prefix="bench-workload-") as tmp:
+            workload = Path(tmp) / "workload.jsonl"
+            write_workload(workload, requests)
+            for level in scenario.load.levels:
+                say(f"level {level_name(scenario, level)}: {scenario.load.duration_s} s ...")
+                name = level_name(scenario, level)
+                hook = level_hook(level, folder / name) if level_hook else contextlib.nullcontext()
+                with hook:
+                    result = run_level(scenario, level, base_url, workload, folder / name, index)
+                levels.append(result)
+                index = max(result.next_index, index)
+        if index > len(requests):
+            say(
+                f"warning: {index} requests sent but only {len(requests)} distinct "
+                "(images.distinct): repeats may hit vLLM's image and prefix caches"
+            )
+        root = preflight.root_url(base_url)
+        (folder / "metrics-after.txt").write_text(preflight.snapshot(f"{root}/metrics") or "")
+    summary = overall_summary(scenario, base_url, model, levels, prep_s)
+    summary["requests_sent"], summary["distinct_requests"] = index, len(requests)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_records(folder / "records.jsonl", [r for lv in levels for r in lv.records])
+    report.write_plots(folder, scenario.load.mode, levels, summary["note"])
+    if not quiet:
+        report.print_table(summary, folder)
+    return RunResult(folder, summary, levels)
+
+
+def write_identity(
+    folder: Path,
+    scenario: Scenario,
+    base_url: str,
+    models: dict[str, Any],
+    api_key: str | None,
+    command: list[str] | None,
+) -> None:
+    """Resolved scenario, command line, server identity and the /metrics snapshot before."""
+    root = preflight.root_url(base_url)
+    (folder / "scenario.yaml").write_text(to_yaml(scenario))
+    cmd = command if command is not None else sys.argv
+    (folder / "command.txt").write_text(shlex.join(cmd) + "\n")
+    version = preflight.snapshot(f"{root}/version", api_key)
+    identity = {"base_url": base_url, "models": models, "version": version and version.strip()}
+    (folder / "server.json").write_text(json.dumps(identity, indent=2) + "\n")
+    (folder / "metrics-before.txt").write_text(preflight.snapshot(f"{root}/metrics") or "")
+
+
+def overall_summary(
+    scenario: Scenario, base_url: str, model: str, levels: list[LevelResult], prep_s: float
+) -> dict[str, Any]:
+    sums = [lv.summary for lv in levels]
+    best = best_level(sums)
+    return {
+        "scenario": scenario.name,
+        "mode": scenario.load.mode,
+        "base_url": base_url,
+        "model": model,
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "note": cpu_note(base_url),
+        "prepare_s": round(prep_s, 2),
+        "levels": sums,
+        "best": {
+            "level": best["level"],
+            "output_throughput": best["output_throughput"],
+            "request_throughput": best["request_throughput"],
+        },
+    }

@@ -1,0 +1,152 @@
+"""The requests of a run, generated and encoded once before any load is sent.
+
+Images are synthetic (no patient data): i.i.d. noise like vLLM's random-mm dataset, a
+grey radiograph-like picture, or a 16-bit DICOM dataset built in memory. They are turned
+into chat messages by the clients' own code (`clients.images.to_image_part`,
+`clients.messages.build_messages`, `clients.tasks.TASKS`), so the benchmark sends what a
+client sends. Each request body is serialised to JSON here, so the timed path only
+writes bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from benchmarks.runner.prepared import PreparedRequest
+from benchmarks.runner.scenario import Scenario
+from clients.images import to_image_part
+from clients.messages import build_messages
+
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
+
+
+def noise_image(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """i.i.d. random RGB pixels (worst case for compression), as vLLM's random-mm."""
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def xray_values(rng: np.random.Generator, width: int, height: int, top: int) -> np.ndarray:
+    """A radiograph-like grey picture on 0..top: bright body, two dark lung fields, noise."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    cx, cy = width / 2, height / 2
+    body = np.exp(-(((x - cx) / (0.45 * width)) ** 6 + ((y - cy) / (0.55 * height)) ** 6))
+    lungs = sum(
+        np.exp(
+            -(
+                ((x - cx + s * 0.17 * width) / (0.12 * width)) ** 2
+                + ((y - cy) / (0.3 * height)) ** 2
+            )
+        )
+        for s in (-1, 1)
+    )
+    img = 0.75 * body - 0.45 * lungs + rng.normal(0, 0.03, (height, width))
+    return np.clip(img * top, 0, top)
+
+
+def dicom_dataset(rng: np.random.Generator, width: int, height: int) -> Dataset:
+    """A 12-bit MONOCHROME2 secondary-capture DICOM with a window, built in memory."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.set_pixel_data(xray_values(rng, width, height, 4095).astype(np.uint16), "MONOCHROME2", 12)
+    ds.WindowCenter = 1800
+    ds.WindowWidth = 3000
+    return ds
+
+
+def image_part(rng: np.random.Generator, kind: str, scenario: Scenario, size: tuple[int, int]):
+    """One encoded image_url part of the given kind ("image" uses scenario.images.kind)."""
+    width, height = size
+    max_size = scenario.images.max_size
+    if kind == "dicom":
+        return to_image_part(dicom_dataset(rng, width, height), max_size=max_size)
+    if scenario.images.kind == "noise":
+        return to_image_part(noise_image(rng, width, height), max_size=max_size)
+    return to_image_part(xray_values(rng, width, height, 255).astype(np.uint8), max_size=max_size)
+
+
+def kinds(scenario: Scenario) -> list[str]:
+    """The kind of each prepared request: exact shares, spread evenly (no randomness)."""
+    n = scenario.images.distinct
+    mix = scenario.images
+    out = []
+    for i in range(n):
+        text_only = int((i + 1) * mix.text_only_share) > int(i * mix.text_only_share)
+        j = i - int(i * mix.text_only_share)  # index among image requests
+        dicom = int((j + 1) * mix.dicom_share) > int(j * mix.dicom_share)
+        out.append("text" if text_only else "dicom" if dicom else "image")
+    return out
+
+
+SAMPLE_REPORT = (
+    "Findings: The lungs are clear. No pleural effusion or pneumothorax. The heart size is "
+    "normal.\nImpression: No acute cardiopulmonary abnormality."
+)  # synthetic, for the tasks that need a report
+
+
+def task_messages(
+    scenario: Scenario, i: int, parts: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """(task name, messages, extra request fields) of the i-th request, built by the
+    clients' task presets. A text-only request of an image task becomes an `interpret`
+    question (the follow-up a clinician asks without a new image)."""
+    if scenario.prompts.text is not None:
+        return "text", build_messages(scenario.prompts.text, parts), {}
+    from clients.tasks import TASKS
+
+    name = scenario.prompts.tasks[i % len(scenario.prompts.tasks)]
+    task = TASKS[name]
+    if not parts and task.needs_images:
+        task = TASKS["interpret"]
+    req = task.build(parts, report=SAMPLE_REPORT, max_tokens=scenario.max_tokens)
+    extra = {k: v for k, v in req.params.items() if k not in ("max_tokens", "temperature")}
+    if scenario.fixed_output:
+        extra.pop("response_format", None)  # a schema ends the answer early: not fixed length
+    return task.name, req.messages, extra
+
+
+def request_body(
+    scenario: Scenario, model: str, messages: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The chat completion body: streaming, with usage, fixed length if asked."""
+    body: dict[str, Any] = {
+        **extra,
+        "model": model,
+        "messages": messages,
+        "max_tokens": scenario.max_tokens,
+        "temperature": scenario.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if scenario.fixed_output:
+        body["ignore_eos"] = True  # vLLM extra parameters, as `vllm bench serve --ignore-eos`
+        body["min_tokens"] = scenario.max_tokens
+    return body
+
+
+def prepare(scenario: Scenario, model: str) -> list[PreparedRequest]:
+    """Every distinct request of the run, encoded and serialised."""
+    rng = np.random.default_rng(scenario.seed or 0)
+    sizes = scenario.images.sizes
+    out = []
+    n_image_requests = 0
+    for i, kind in enumerate(kinds(scenario)):
+        parts = []
+        if kind != "text":
+            for _ in range(scenario.images.per_request):
+                size = sizes[n_image_requests % len(sizes)]
+                parts.append(image_part(rng, kind, scenario, size))
+            n_image_requests += 1
+        task, messages, extra = task_messages(scenario, i, parts)
+        body = json.dumps(request_body(scenario, model, messages, extra), separators=(",", ":"))
+        out.append(PreparedRequest(body.encode(), len(parts), kind, task))
+    return out

@@ -1,0 +1,2 @@
+"""Studies built on the runner: baseline, profile, A/B, headroom, agreement, overload,
+client cost."""

@@ -1,0 +1,90 @@
+"""Harness headroom: the most image + text req/s the load generator sustains.
+
+Runs the scenario (same workload as a served run: the same encoded images and output
+length) against `benchmarks.tools.fake_endpoint`, a zero-latency streaming endpoint, so the
+rate reached is the load generator's limit. With --compare SUMMARY.json of a served run,
+prints that limit over the served run's best req/s (the target is >= 20x).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runner import preflight
+from benchmarks.runner.errors import BenchError
+from benchmarks.runner.run import RESULTS, resolve_model, run_benchmark
+from benchmarks.runner.scenario import Scenario
+
+
+def start_fake(model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the fake endpoint on a free port; return it and its base URL once it answers."""
+    from serve.launch.process import free_port
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with log.open("wb") as out:
+        cmd = [sys.executable, "-m", "benchmarks", "fake-endpoint", "--port", str(port)]
+        proc = subprocess.Popen(
+            [*cmd, "--model", model], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the fake endpoint exited with {proc.returncode}; see {log}")
+        if preflight.answers(base_url, timeout_s=1):
+            return proc, base_url
+        time.sleep(0.2)
+    proc.kill()
+    raise BenchError(f"the fake endpoint did not answer within 30 s; see {log}")
+
+
+def run_headroom(
+    scenario: Scenario,
+    *,
+    out_root: Path = RESULTS,
+    compare: Path | None = None,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Max req/s against the fake endpoint; compared with a served run if given."""
+    served = None
+    if compare is not None:
+        try:
+            served = json.loads(compare.read_text())["best"]["request_throughput"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BenchError(f"--compare {compare}: not a run's summary.json ({exc})") from None
+    model = resolve_model(scenario)
+    out_root.mkdir(parents=True, exist_ok=True)
+    log = out_root / "fake-endpoint.log"
+    proc, base_url = start_fake(model, log)
+    try:
+        result = run_benchmark(
+            scenario, base_url, out_root=out_root, name=f"{scenario.name}", command=command
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    best = max(s["request_throughput"] for s in result.summary["levels"])
+    out: dict[str, Any] = {
+        "harness_max_request_throughput": best,
+        "user_class": {
+            "fast": "FastHttpUser (geventhttpclient)",
+            "http": "HttpUser (python-requests)",
+        }[scenario.load.user_class],
+        "note": result.summary["note"] + " (here: the fake endpoint and the load generator)",
+    }
+    line = (
+        f"harness headroom ({out['user_class']}): {best:.1f} image+text req/s against a "
+        "zero-latency endpoint"
+    )
+    if served:
+        out["served_request_throughput"] = served
+        out["headroom_ratio"] = round(best / served, 2)
+        line += f"; served run: {served:.2f} req/s; headroom ratio: {best / served:.1f}x"
+    (result.folder / "headroom.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(line + f" ({out['note']})")
+    return out

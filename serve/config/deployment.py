@@ -1,0 +1,404 @@
+"""The deployment config: one pydantic model, loaded from YAML with command-line overrides.
+
+A config describes one vLLM deployment (model, parallelism, limits, CPU tuning, API key
+variable). It is data: `load_config` validates the file and the overrides in one
+`model_validate` call and raises `ConfigError`, whose message names the file and field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from serve.config.cluster import KubernetesSettings, RaySettings
+
+Device = Literal["cpu", "cuda"]
+HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the problem."""
+
+
+class StandIn(BaseModel):
+    """The random-weight MedGemma-architecture model built locally by `serve.standin.tiny_model`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "bench"] = Field(
+        "tiny",
+        description="Size preset: `tiny` for tests, `bench` (>20 M parameters) for benchmarks.",
+    )
+    seed: int = Field(0, ge=0, description="Random seed: the same seed builds the same weights.")
+
+
+class RestartPolicy(BaseModel):
+    """Whether the launcher restarts the vLLM server when it dies after start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Restart the server if it exits unexpectedly.")
+    max_restarts: int = Field(3, ge=0, description="Give up after this many restarts.")
+    backoff_s: float = Field(2.0, ge=0, description="Seconds to wait before each restart.")
+
+
+class DeploymentConfig(BaseModel):
+    """One vLLM OpenAI-compatible deployment of a MedGemma(-architecture) model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        None,
+        description="Hugging Face Hub id (e.g. google/medgemma-4b-it; gated: set HF_TOKEN) or a "
+        "local folder with the weights. Leave empty when `stand_in` is set.",
+    )
+    stand_in: StandIn | None = Field(
+        None,
+        description="Serve the locally built random-weight stand-in instead of `model` "
+        "(for machines without weights; its text is meaningless).",
+    )
+    served_model_name: str | None = Field(
+        None, description="Model name clients send; defaults to `model`."
+    )
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the OpenAI-compatible API.")
+    device: Device = Field("cuda", description="Hardware the config is for: `cpu` or `cuda`.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16",
+        description="Weight and activation dtype (MedGemma is trained in bf16). `auto` on "
+        "device: cpu is bfloat16 where the CPU has native bf16 (avx512_bf16 or amx_bf16) and "
+        "float32 elsewhere, where bf16 matrix products are ~100x slower; on cuda, vLLM's auto.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Maximum prompt + output tokens per request."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Maximum sequences batched together (continuous batching)."
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16, description="Token budget of one scheduler step (prefill chunking)."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory vLLM may use (weights + KV cache).",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs (or CPU ranks) one replica is split over."
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="Pipeline stages (usually one per node)."
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, description="Independent engine replicas behind one API."
+    )
+    limit_mm_per_prompt: dict[str, int] = Field(
+        default_factory=lambda: {"image": 1},
+        description="Most items of each modality in one request, e.g. {image: 4}.",
+    )
+    mm_processor_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="Gemma 3 image processor options, e.g. {do_pan_and_scan: true} to tile "
+        "large images into extra 896 px crops.",
+    )
+    enable_prefix_caching: bool | None = Field(
+        None,
+        description="Reuse KV cache across requests that share a prefix (vLLM default if unset).",
+    )
+    cpu_kvcache_space_gib: int | None = Field(
+        None, ge=1, description="CPU only: KV cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    cpu_omp_threads_bind: str | None = Field(
+        None,
+        description="CPU only: cores each rank binds to (VLLM_CPU_OMP_THREADS_BIND), e.g. '0|1' "
+        "for two tensor-parallel ranks on cores 0 and 1, or 'auto'.",
+    )
+    cpu_num_reserved_cpu: int | None = Field(
+        None,
+        ge=0,
+        description="CPU only: cores left to the front end (VLLM_CPU_NUM_OF_RESERVED_CPU).",
+    )
+    api_key_env: str = Field(
+        "MEDGEMMA_API_KEY",
+        description="Name of the environment variable holding the API key. When it is set, every "
+        "/v1 route requires `Authorization: Bearer KEY`. The key itself never goes in a file.",
+    )
+    enable_log_requests: bool = Field(
+        False,
+        description="Log request details. Off by default: prompts and images are patient data.",
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="PEM certificate: serve HTTPS instead of HTTP (set with `ssl_keyfile`)."
+    )
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of `ssl_certfile`.")
+    allowed_media_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts the server may fetch http(s) image URLs from. Empty (the default): "
+        "no remote fetching at all; clients send images as data URLs.",
+    )
+    allowed_local_media_path: Path | None = Field(
+        None,
+        description="Folder that file:// image URLs may read from. Unset (the default): "
+        "file:// URLs are refused.",
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest image (width x height) accepted; larger images and decompression "
+        "bombs get 400 before they are decoded (VLLM_MAX_IMAGE_PIXELS).",
+    )
+    max_request_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="Largest request body in bytes; larger bodies get 413 (serve.guard).",
+    )
+    max_num_queued_reqs: int | None = Field(
+        None,
+        ge=1,
+        description="Requests in flight (running + waiting) beyond which new ones get 503 "
+        "'engine busy' at once instead of queueing without bound. Unset: no limit.",
+    )
+    startup_timeout_s: float = Field(
+        900, gt=0, description="Seconds to wait for /health and /v1/models before giving up."
+    )
+    drain_timeout_s: float = Field(
+        30, ge=0, description="On SIGTERM, seconds in-flight requests get to finish."
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Machines one deployment spans (TP x PP x DP devices split evenly over "
+        "them). More than 1 runs through `python -m serve render ray|k8s`, not locally.",
+    )
+    gpu_type: str | None = Field(
+        None,
+        description="GPU the config is sized for (serve/gpus.yaml, e.g. l4-24gb); the "
+        "default of `python -m serve plan`.",
+    )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings,
+        description="Kubernetes layout for `python -m serve render k8s`.",
+    )
+    ray: RaySettings = Field(
+        default_factory=RaySettings,
+        description="Ray cluster settings for `python -m serve render ray`.",
+    )
+    restart: RestartPolicy = Field(
+        default_factory=RestartPolicy,
+        description="Supervision of the server after start-up.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the server process."
+    )
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other vLLM flags, by long name without dashes (e.g. {enforce_eager: true}); "
+        "checked by vLLM's own argument parser.",
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"{v!r} is not an environment variable name")
+        return v
+
+    @field_validator("allowed_media_domains")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
+                raise ValueError(f"{host!r} is not a host name (no scheme, port or path)")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_and_media_paths(self) -> DeploymentConfig:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set both `ssl_certfile` and `ssl_keyfile` for HTTPS, or neither")
+        for name in ("ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"{name}: {str(path)!r} is not a file")
+        local = self.allowed_local_media_path
+        if local is not None and not local.expanduser().is_dir():
+            raise ValueError(f"allowed_local_media_path: {str(local)!r} is not a folder")
+        return self
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_secrets_or_dupes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            name = key.replace("-", "_")
+            if name == "api_key":
+                raise ValueError("api_key may not be written in a config: use `api_key_env`")
+            if name in DeploymentConfig.model_fields:
+                raise ValueError(f"{key!r} is a config field of its own: set it there")
+        return v
+
+    @model_validator(mode="after")
+    def _model_or_stand_in(self) -> DeploymentConfig:
+        if (self.model is None) == (self.stand_in is None):
+            raise ValueError("set exactly one of `model` (hub id or local path) and `stand_in`")
+        if self.model is not None and is_local_path(self.model):
+            path = Path(self.model).expanduser()
+            if not path.is_dir():
+                raise ValueError(
+                    f"model: local path {self.model!r} does not exist or is not a folder"
+                )
+            if not (path / "config.json").is_file():
+                raise ValueError(f"model: {self.model!r} has no config.json; is it a model folder?")
+        elif self.model is not None and not HF_ID.match(self.model):
+            raise ValueError(
+                f"model: {self.model!r} is neither an existing local folder "
+                "nor a hub id like org/name"
+            )
+        cpu_only = ("cpu_kvcache_space_gib", "cpu_omp_threads_bind", "cpu_num_reserved_cpu")
+        if self.device == "cuda":
+            set_cpu = [f for f in cpu_only if getattr(self, f) is not None]
+            if set_cpu:
+                raise ValueError(f"{', '.join(set_cpu)} apply to device: cpu only")
+        elif self.gpu_memory_utilization is not None:
+            raise ValueError("gpu_memory_utilization applies to device: cuda only")
+        return self
+
+    @model_validator(mode="after")
+    def _nodes_split_evenly(self) -> DeploymentConfig:
+        if self.world_size % self.nodes:
+            raise ValueError(
+                f"nodes: {self.nodes} nodes cannot share the {self.world_size} devices of "
+                "tensor_parallel_size x pipeline_parallel_size x data_parallel_size evenly"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The name clients send as `model`."""
+        return self.served_model_name or self.model or f"tiny-medgemma-{self.stand_in.preset}"  # type: ignore[union-attr]
+
+    @property
+    def world_size(self) -> int:
+        """Devices one deployment uses: TP x PP x DP."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+    @property
+    def devices_per_node(self) -> int:
+        """Devices each of the `nodes` machines contributes."""
+        return self.world_size // self.nodes
+
+
+def is_local_path(model: str) -> bool:
+    """A model string is a local path if it looks like one or exists; else a hub id."""
+    return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], value parsed as YAML, so `4`, `true`, `{image: 2}` work)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def merge_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """Return `data` with overrides applied: a {field: value} mapping or `a.b=v` strings."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    pairs = (
+        [parse_override(o) for o in overrides]
+        if isinstance(overrides, list)
+        else [([k], v) for k, v in overrides.items()]
+    )
+    for path, value in pairs:
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child = dict(child)
+            node = child
+        node[path[-1]] = value
+        if path == ["model"] and value is not None:
+            merged.pop("stand_in", None)  # --model replaces a stand-in
+        if path[0] == "stand_in":
+            merged.pop("model", None)
+    return merged
+
+
+def format_validation_error(
+    exc: ValidationError,
+    source: str,
+    *,
+    kind: str = "deployment config",
+    fields_hint: str = "python -m serve --help-config",
+    input_chars: int | None = None,
+) -> str:
+    """One line per problem, each naming the file and the field. Shared by every config
+    kind (deployment configs here, benchmark scenarios in benchmarks.runner.scenario)."""
+    lines = [f"{source}: invalid {kind}"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key (see `{fields_hint}` for the fields)"
+        got = ""
+        if (
+            err["type"] not in ("extra_forbidden", "missing", "value_error")
+            and field != "(top level)"
+        ):
+            shown = repr(err["input"])
+            got = f" (got {shown[:input_chars] if input_chars else shown})"
+        lines.append(f"  {field}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, overrides: dict[str, Any] | list[str] | None = None
+) -> DeploymentConfig:
+    """Read a YAML config (or none), apply overrides, validate once. Raises ConfigError."""
+    source = str(path) if path is not None else "<overrides>"
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{source}: top level must be a mapping of fields, not {type(data).__name__}"
+            )
+    data = merge_overrides(data, overrides or {})
+    try:
+        return DeploymentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def describe_fields(model: type[BaseModel] = DeploymentConfig, prefix: str = "") -> str:
+    """Every config field with its description, for `--help-config`; nested sections
+    (stand_in, restart, kubernetes, ray) are listed with dotted names."""
+    out = []
+    for name, f in model.model_fields.items():
+        out.append(f"{prefix}{name}: {f.description}")
+        for sub in typing.get_args(f.annotation) or (f.annotation,):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                out.append(describe_fields(sub, f"{prefix}{name}."))
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Request guard: the ASGI middleware that runs inside the vLLM server process."""

@@ -1,0 +1,1 @@
+"""Start one vLLM OpenAI server from a deployment config: argv, host CPU, process, restarts."""

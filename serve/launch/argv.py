@@ -1,0 +1,154 @@
+"""Deployment config -> the vLLM OpenAI server's command line and environment (pure).
+
+`to_vllm_argv` and `to_server_env` are pure functions of the config; `check_vllm_argv`
+runs the result through vLLM's own argument parser, which knows every flag of the
+installed vLLM version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from serve.config.deployment import DeploymentConfig, is_local_path
+from serve.launch.cpu import host_cpu, resolved_dtype
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# The ASGI middleware the server imports; `serve` is installed in the server's environment.
+GUARD_MIDDLEWARE = "serve.guard.middleware.RequestGuard"
+# vLLM fetches any http(s) image URL when its domain list is empty; a list holding only a
+# reserved, never-resolving name (RFC 2606 `.invalid`) makes it fetch nothing.
+NO_REMOTE_MEDIA = "remote-image-urls-disabled.invalid"
+
+
+def flag(name: str, value: Any) -> list[str]:
+    """One vLLM flag: `True` -> `--name`, `False` -> `--no-name`, dicts/lists -> JSON."""
+    opt = "--" + name.replace("_", "-")
+    if value is None:
+        return []
+    if value is True:
+        return [opt]
+    if value is False:
+        return ["--no-" + name.replace("_", "-")]
+    if isinstance(value, (dict, list)):
+        return [opt, json.dumps(value, separators=(",", ":"))]
+    return [opt, str(value)]
+
+
+def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
+    """The server's arguments (without the python executable). `model_path` overrides
+    `cfg.model`, e.g. the folder a stand-in model was built into."""
+    model = model_path or cfg.model
+    if model is None:
+        raise ValueError("no model: build the stand-in first and pass its folder as model_path")
+    argv = ["--model", str(model), "--served-model-name", cfg.model_name]
+    argv += flag("host", cfg.host) + flag("port", cfg.port) + flag("dtype", cfg.dtype)
+    for name in (
+        "max_model_len",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "gpu_memory_utilization",
+        "max_num_queued_reqs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "allowed_local_media_path",
+    ):
+        argv += flag(name, getattr(cfg, name))
+    for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        if getattr(cfg, name) != 1:
+            argv += flag(name, getattr(cfg, name))
+    if cfg.limit_mm_per_prompt:
+        argv += flag("limit_mm_per_prompt", cfg.limit_mm_per_prompt)
+    argv += flag("mm_processor_kwargs", cfg.mm_processor_kwargs)
+    argv += flag("enable_prefix_caching", cfg.enable_prefix_caching)
+    if cfg.enable_log_requests:
+        argv += ["--enable-log-requests"]
+    argv += ["--allowed-media-domains", *(cfg.allowed_media_domains or [NO_REMOTE_MEDIA])]
+    argv += flag("shutdown_timeout", math.ceil(cfg.drain_timeout_s))
+    argv += flag("middleware", GUARD_MIDDLEWARE)
+    for name, value in cfg.extra_args.items():
+        argv += flag(name, value)
+    return argv
+
+
+def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables to add to the server's environment. The API key is copied from
+    `cfg.api_key_env` into VLLM_API_KEY (never onto the command line)."""
+    env: dict[str, str] = {}
+    if cfg.device == "cpu":
+        if cfg.cpu_kvcache_space_gib is not None:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.cpu_kvcache_space_gib)
+        if cfg.cpu_omp_threads_bind is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_omp_threads_bind
+        if cfg.cpu_num_reserved_cpu is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_num_reserved_cpu)
+    if cfg.stand_in is not None or (cfg.model and is_local_path(cfg.model)):
+        # Local weights: nothing may reach a model hub.
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+    env["VLLM_NO_USAGE_STATS"] = "1"
+    env["VLLM_MAX_IMAGE_PIXELS"] = str(cfg.max_image_pixels)
+    env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"  # a redirect would leave the domain list
+    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the log file as they happen
+    env["MEDGEMMA_GUARD_MAX_REQUEST_BYTES"] = str(cfg.max_request_bytes)
+    env["MEDGEMMA_GUARD_MEDIA_DOMAINS"] = ",".join(cfg.allowed_media_domains)
+    env["MEDGEMMA_GUARD_LOCAL_MEDIA"] = "1" if cfg.allowed_local_media_path else "0"
+    env["MEDGEMMA_GUARD_MAX_IN_FLIGHT"] = str(cfg.max_num_queued_reqs or 0)
+    env["DO_NOT_TRACK"] = "1"
+    key = environ.get(cfg.api_key_env)
+    if key:
+        env["VLLM_API_KEY"] = key
+    env.update(cfg.env)
+    return env
+
+
+def for_host(cfg: DeploymentConfig, cpu_flags: Collection[str]) -> DeploymentConfig:
+    """`cfg` with `dtype: auto` on the CPU resolved for a CPU with these flags (pure; see
+    serve.launch.cpu: float32 where bf16 arithmetic is not native)."""
+    return cfg.model_copy(update={"dtype": resolved_dtype(cfg.dtype, cfg.device, cpu_flags)})
+
+
+def server_command(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
+    """The full command for this machine: this Python running vLLM's OpenAI server module."""
+    host = for_host(cfg, host_cpu()["flags"])
+    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(host, model_path)]
+
+
+def render_shell(command: list[str], env: Mapping[str, str]) -> str:
+    """A copy-pasteable shell line; secret values are shown by reference, not value."""
+    shown = []
+    for k, v in sorted(env.items()):
+        if k in ("VLLM_API_KEY", "HF_TOKEN"):
+            shown.append(f"{k}=<set from environment>")
+        else:
+            shown.append(f"{k}={shlex.quote(v)}")
+    exe = command[0]
+    if Path(exe) == Path(sys.executable):
+        exe = "python"
+    return " ".join([*shown, shlex.join([exe, *command[1:]])])
+
+
+def check_vllm_argv(argv: list[str]) -> str | None:
+    """Parse `argv` with vLLM's own server parser. Returns None if vLLM accepts it,
+    else vLLM's error message (e.g. naming an unknown flag)."""
+    import contextlib
+    import io
+
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser())
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code:
+            lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
+            return lines[-1] if lines else f"vLLM's parser exited with status {exc.code}"
+    return None

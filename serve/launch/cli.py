@@ -1,0 +1,139 @@
+"""`python -m serve [serve]`: start the vLLM OpenAI server for a deployment config.
+
+python -m serve --config configs/deployments/cpu-tiny.yaml [--port N] [--set k=v] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from serve.config.deployment import ConfigError, DeploymentConfig, describe_fields, load_config
+
+DEFAULT_LOG_DIR = Path("logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serve [serve]",
+        description="Serve a MedGemma(-architecture) model with vLLM's OpenAI-compatible server.",
+        epilog="Other commands: `python -m serve --help`.",
+    )
+    p.add_argument("--config", type=Path, help="deployment YAML (configs/deployments/*.yaml)")
+    p.add_argument("--port", type=int, help="override the config's port")
+    p.add_argument("--host", help="override the config's host")
+    p.add_argument("--model", help="override the model: hub id or local folder")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field (repeatable; dotted keys, YAML values): "
+        "--set max_num_seqs=64 --set 'limit_mm_per_prompt={image: 2}'",
+    )
+    p.add_argument("--log-file", type=Path, help="server log (default logs/serve-PORT.log)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the command and environment, start nothing"
+    )
+    p.add_argument("--help-config", action="store_true", help="list every config field and exit")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
+    overrides: list[str] = list(args.set)
+    for name in ("port", "host", "model"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides.append(f"{name}={value}")
+    return load_config(args.config, overrides)
+
+
+def dry_run(cfg: DeploymentConfig) -> str:
+    """The exact command and environment, without building or starting anything."""
+    import os
+
+    from serve.launch.argv import render_shell, server_command, to_server_env
+
+    model_path = cfg.model
+    if cfg.stand_in is not None:
+        from serve.standin.location import standin_dir
+
+        model_path = str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))
+    env = to_server_env(cfg, os.environ)
+    return render_shell(server_command(cfg, model_path), env)
+
+
+def run(cfg: DeploymentConfig, log_file: Path) -> int:
+    """Start, report readiness, then wait; SIGINT/SIGTERM stop the server gracefully."""
+    from serve.launch.process import LaunchError, ServerProcess
+
+    server = ServerProcess(cfg, log_file)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print(f"\nstopping the server ({signal.Signals(signum).name})...", file=sys.stderr)
+        server.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"starting vLLM for {cfg.model_name} (log: {log_file})", file=sys.stderr)
+    try:
+        server.start()
+    except LaunchError as exc:
+        if stopping:
+            return 130
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ready in {server.started_s:.0f} s")
+    print(f"base URL: {server.base_url}")
+    print(f"model:    {cfg.model_name}")
+    if cfg.stand_in is not None:
+        from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
+
+        print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
+    if server.api_key:
+        print(f"auth:     API key required (from ${cfg.api_key_env})")
+    if cfg.restart.enabled:
+        print(f"restart:  up to {cfg.restart.max_restarts} times if the server dies")
+    sys.stdout.flush()
+    from serve.launch.supervise import supervise
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    code, _restarts = supervise(server, lambda: stopping, report)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.help_config:
+        print(describe_fields())
+        return 0
+    if args.config is None and args.model is None:
+        print("error: give --config configs/deployments/X.yaml (or --model)", file=sys.stderr)
+        return 2
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.nodes > 1:
+        print(
+            f"error: nodes: {cfg.nodes} nodes cannot be started by `python -m serve` on one "
+            "machine; render the config for a cluster: `python -m serve render ray|k8s "
+            f"--config {args.config}`",
+            file=sys.stderr,
+        )
+        return 2
+    if args.dry_run:
+        print(dry_run(cfg))
+        return 0
+    log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
+    return run(cfg, log_file)

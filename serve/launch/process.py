@@ -1,0 +1,235 @@
+"""Start the vLLM OpenAI server for a deployment config, wait until it is ready, stop it.
+
+`ServerProcess` is the one way a server is run: by `python -m serve`, by the test
+fixtures and by the benchmarks. Its output goes to a log file (a pipe would fill and
+block); start-up fails fast, with the log's last lines, if the child exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from serve.config.deployment import DeploymentConfig
+from serve.launch.argv import server_command, to_server_env
+
+
+class LaunchError(RuntimeError):
+    """The server could not be started; the message says why (with log lines)."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already listens on host:port (or the address cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, n: int = 40) -> str:
+    """The last n lines of a log file ('' if it does not exist)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+def failure_cause(log: str) -> str | None:
+    """The last error a server log states (e.g. `ValueError: ...`), with the detail
+    lines that follow it (pydantic puts the actual reason on the next line)."""
+    lines = log.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        text = lines[i].split("] ", 1)[-1].strip() if "] " in lines[i] else lines[i].strip()
+        if re.match(r"^[\w.]*(Error|Exception)\b.*:", text):
+            detail = [
+                ln.strip()
+                for ln in lines[i + 1 : i + 4]
+                if ln.startswith("  ") and not ln.strip().startswith(("File ", "For further"))
+            ]
+            return " ".join([text, *detail])[:600]
+    return None
+
+
+def death_message(what: str, log_path: Path) -> str:
+    """One clear line (the cause, if the log states one), then the log's last lines."""
+    last = tail(log_path, 25)
+    cause = failure_cause(last)
+    head = f"{what}: {cause}" if cause else what
+    return f"{head}\nlast lines of {log_path}:\n{last}"
+
+
+def resolve_model(cfg: DeploymentConfig) -> str:
+    """The model folder or hub id to serve; builds the stand-in model on demand."""
+    if cfg.stand_in is not None:
+        from serve.standin import tiny_model
+
+        return str(tiny_model.ensure(cfg.stand_in.preset, cfg.stand_in.seed))
+    assert cfg.model is not None
+    return cfg.model
+
+
+def client_host(host: str) -> str:
+    """The address a local client uses to reach a server bound to `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+@dataclass
+class ServerProcess:
+    """A running vLLM OpenAI server. Use as a context manager, or call start()/stop()."""
+
+    cfg: DeploymentConfig
+    log_path: Path
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    proc: subprocess.Popen[bytes] | None = None
+    started_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        scheme = "https" if self.cfg.ssl_certfile else "http"
+        return f"{scheme}://{client_host(self.cfg.host)}:{self.cfg.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """How the readiness check trusts the server: with TLS, the system CAs plus the
+        configured certificate (so a self-signed one works). The host name is not checked:
+        the check reaches the server by a local address its certificate need not name."""
+        if self.cfg.ssl_certfile is None:
+            return True
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cafile=str(self.cfg.ssl_certfile))
+        ctx.check_hostname = False
+        return ctx
+
+    @property
+    def api_key(self) -> str | None:
+        return self.environ.get(self.cfg.api_key_env) or None
+
+    def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
+        return server_command(self.cfg, model_path), to_server_env(self.cfg, self.environ)
+
+    def start(self) -> ServerProcess:
+        """Start the server and wait until it is ready. Raises LaunchError."""
+        if port_in_use(self.cfg.host, self.cfg.port):
+            raise LaunchError(
+                f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what listens "
+                f"there or choose another port (--port N)"
+            )
+        model_path = resolve_model(self.cfg)
+        cmd, extra_env = self.command(model_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.environ, **extra_env}
+        t0 = time.perf_counter()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # its own process group: we signal the whole tree
+            )
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_s = time.perf_counter() - t0
+        return self
+
+    def wait_until_ready(self) -> None:
+        """Poll /health and /v1/models until both answer 200; fail fast if the child dies."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        with httpx.Client(timeout=5, verify=self.verify) as http:
+            while time.monotonic() < deadline:
+                code = self.proc.poll()
+                if code is not None:
+                    raise LaunchError(
+                        death_message(
+                            f"the vLLM server exited with status {code} during start-up",
+                            self.log_path,
+                        )
+                    )
+                try:
+                    health = http.get(f"{self.root_url}/health")
+                    models = http.get(f"{self.base_url}/models", headers=headers)
+                    if health.status_code == 200 and models.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+        raise LaunchError(
+            death_message(
+                f"the vLLM server was not ready after {self.cfg.startup_timeout_s:.0f} s",
+                self.log_path,
+            )
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the server's whole process group."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM to the API server (vLLM drains in-flight requests for up to
+        `drain_timeout_s`, then stops its engine), wait, then SIGKILL the group. Only the
+        API server gets the SIGTERM: a worker that receives it directly dies at once and
+        takes the requests it is running with it."""
+        if self.proc is None:
+            return None
+        wait = self.cfg.drain_timeout_s + 10 if timeout_s is None else timeout_s
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        # Engine workers may outlive the API process; make sure the group is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Capacity planning: model shapes, GPU specs, KV-cache arithmetic and roofline ceilings."""

@@ -1,0 +1,1 @@
+"""Render a deployment for a cluster: Ray and Kubernetes."""

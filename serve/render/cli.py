@@ -1,0 +1,95 @@
+"""`python -m serve render`: the same config, rendered for a multi-node engine.
+
+    python -m serve render ray --config X [--set key=value] [--model PATH]
+    python -m serve render k8s --config X [--set key=value] [--out DIR]
+
+`ray` prints a shell script: `ray start` on the head and on each worker node, then the
+vLLM server with `--distributed-executor-backend ray`. `k8s` prints the manifests as one
+multi-document YAML (or writes one file each into DIR). The rendering is pure
+(`serve.render.ray`, `serve.render.k8s`); this module only loads, checks and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from serve.config.deployment import ConfigError, DeploymentConfig, load_config
+from serve.plan.capacity import parallel_problems
+from serve.plan.shapes import ShapeError, shape_for_config
+from serve.render.k8s import render_k8s
+from serve.render.ray import RenderError, render_ray, to_script
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serve render",
+        description="Render a deployment config for vLLM on Ray or for Kubernetes.",
+    )
+    p.add_argument("target", choices=["ray", "k8s"], help="what to render for")
+    p.add_argument("--config", type=Path, required=True, help="deployment YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--model", help="ray: model path or hub id to put in the command")
+    p.add_argument("--out", type=Path, help="k8s: write one file per manifest into DIR")
+    return p
+
+
+def check_parallel(cfg: DeploymentConfig) -> None:
+    """Refuse parallel sizes the model cannot be split by (needs its shape data)."""
+    try:
+        shape = shape_for_config(cfg, build_stand_in=False)
+    except ShapeError as exc:
+        print(f"note: parallel sizes not checked: {exc}", file=sys.stderr)
+        return
+    problems = parallel_problems(cfg.tensor_parallel_size, cfg.pipeline_parallel_size, shape)
+    if problems:
+        raise RenderError("\n".join(problems))
+
+
+def ray_model_path(cfg: DeploymentConfig, model: str | None) -> str | None:
+    """--model, else the stand-in's cache folder (built by `python -m serve standin`)."""
+    if model:
+        return model
+    if cfg.stand_in is not None:
+        from serve.standin.location import standin_dir
+
+        return str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))
+    return None
+
+
+def write_manifests(manifests: list[dict], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, m in enumerate(manifests, start=1):
+        path = out / f"{i:02d}-{m['kind'].lower()}.yaml"
+        path.write_text(yaml.safe_dump(m, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        check_parallel(cfg)
+        if args.target == "ray":
+            print(to_script(render_ray(cfg, ray_model_path(cfg, args.model)), cfg), end="")
+            return 0
+        manifests = render_k8s(cfg)
+    except (ConfigError, RenderError) as exc:
+        print("error: " + str(exc).replace("\n", "\n  "), file=sys.stderr)
+        return 2
+    if args.out is None:
+        print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+        return 0
+    try:
+        paths = write_manifests(manifests, args.out)
+    except OSError as exc:
+        print(f"error: --out: cannot write to {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0

@@ -1,0 +1,207 @@
+"""Deployment config -> Kubernetes manifests (pure): a list of plain dicts.
+
+One node per replica renders a Deployment; `nodes > 1` renders a LeaderWorkerSet
+(leaderworkerset.x-k8s.io/v1, a CRD) whose leader starts the Ray head and vLLM with the
+Ray backend and whose workers join it (the commands of `serve.render.ray`). Beside it: a
+Namespace, the model-cache PersistentVolumeClaim, a Service, a PodDisruptionBudget and a
+HorizontalPodAutoscaler (autoscaling/v2) on vLLM's waiting-requests gauge served through
+the custom-metrics API (prometheus-adapter). Secrets (HF token, API key) are referenced
+by name, never written.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from serve.config.deployment import DeploymentConfig
+from serve.launch.argv import SERVER_MODULE
+from serve.render.k8s_pod import (
+    health_probes,
+    labels,
+    meta,
+    object_name,
+    pod_template,
+    server_args,
+    vllm_container,
+)
+from serve.render.ray import (
+    RenderError,
+    check_multi_node,
+    ray_backend_flags,
+    ray_head_command,
+    ray_worker_command,
+)
+
+LWS_API = "leaderworkerset.x-k8s.io/v1"
+Manifest = dict[str, Any]
+
+
+def deployment(cfg: DeploymentConfig) -> Manifest:
+    container = vllm_container(cfg, ["python3", "-m", SERVER_MODULE], server_args(cfg))
+    container.update(health_probes(cfg))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(cfg),
+        "spec": {
+            "replicas": cfg.kubernetes.replicas,
+            "selector": {"matchLabels": {**labels(cfg), "medgemma-serve/role": "server"}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": pod_template(cfg, container, "server"),
+        },
+    }
+
+
+def leader_worker_set(cfg: DeploymentConfig) -> Manifest:
+    """Ray head + vLLM in the leader, `ray start --block` in each worker. LWS gives every
+    pod LWS_LEADER_ADDRESS; the kubelet expands $(LWS_LEADER_ADDRESS) in the args."""
+    port = cfg.ray.port
+    wait = (
+        f'until [ "$(ray status 2>/dev/null | grep -c " node_")" -ge {cfg.nodes} ]; '
+        "do echo waiting for the Ray workers; sleep 5; done"
+    )
+    serve = ["python3", "-m", SERVER_MODULE, *server_args(cfg), *ray_backend_flags(cfg)]
+    leader_script = " && ".join(
+        [
+            shlex.join(ray_head_command(cfg)),
+            wait,
+            f"export RAY_ADDRESS=127.0.0.1:{port}",
+            "exec " + shlex.join(serve),
+        ]
+    )
+    leader = vllm_container(cfg, ["bash", "-c"], [leader_script])
+    leader.update(health_probes(cfg))
+    worker_cmd = ray_worker_command(cfg, f"$(LWS_LEADER_ADDRESS):{port}")
+    worker = vllm_container(cfg, ["bash", "-c"], [shlex.join(worker_cmd)])
+    del worker["ports"]
+    return {
+        "apiVersion": LWS_API,
+        "kind": "LeaderWorkerSet",
+        "metadata": meta(cfg),
+        "spec": {
+            "replicas": cfg.kubernetes.replicas,
+            "leaderWorkerTemplate": {
+                "size": cfg.nodes,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": pod_template(cfg, leader, "leader"),
+                "workerTemplate": pod_template(cfg, worker, "worker"),
+            },
+        },
+    }
+
+
+def namespace(cfg: DeploymentConfig) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": cfg.kubernetes.namespace, "labels": labels(cfg)},
+    }
+
+
+def model_cache_claim(cfg: DeploymentConfig) -> Manifest:
+    """The Hugging Face cache, shared by every pod that may run at once (ReadWriteMany)."""
+    k = cfg.kubernetes
+    shared = k.max_replicas > 1 or cfg.nodes > 1
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany" if shared else "ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{k.model_cache_gib}Gi"}},
+    }
+    if k.storage_class:
+        spec["storageClassName"] = k.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta(cfg, "-model-cache"),
+        "spec": spec,
+    }
+
+
+def serving_role(cfg: DeploymentConfig) -> str:
+    return "leader" if cfg.nodes > 1 else "server"
+
+
+def service(cfg: DeploymentConfig) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(cfg),
+        "spec": {
+            "type": cfg.kubernetes.service_type,
+            "selector": {**labels(cfg), "medgemma-serve/role": serving_role(cfg)},
+            "ports": [{"name": "http", "port": cfg.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def disruption_budget(cfg: DeploymentConfig) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(cfg),
+        "spec": {
+            "maxUnavailable": cfg.kubernetes.max_unavailable,
+            "selector": {"matchLabels": labels(cfg)},
+        },
+    }
+
+
+def autoscaler(cfg: DeploymentConfig) -> Manifest:
+    """Scale replicas on the average of vllm:num_requests_waiting per serving pod."""
+    k = cfg.kubernetes
+    target = (
+        {"apiVersion": LWS_API, "kind": "LeaderWorkerSet"}
+        if cfg.nodes > 1
+        else {"apiVersion": "apps/v1", "kind": "Deployment"}
+    )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta(cfg),
+        "spec": {
+            "scaleTargetRef": {**target, "name": object_name(cfg)},
+            "minReplicas": k.replicas,
+            "maxReplicas": k.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": k.waiting_metric},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": f"{k.target_waiting_requests:g}",
+                        },
+                    },
+                }
+            ],
+            # A new GPU replica takes minutes to load; do not give it back at once.
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}},
+        },
+    }
+
+
+def render_k8s(cfg: DeploymentConfig) -> list[Manifest]:
+    """Every manifest of the deployment, in apply order. Raises RenderError."""
+    if cfg.stand_in is not None:
+        raise RenderError(
+            "stand_in: the random-weight stand-in is built on this machine and cannot be "
+            "served by a Kubernetes pod; set `model` to a hub id (or a path on the image)"
+        )
+    if cfg.kubernetes.max_replicas < cfg.kubernetes.replicas:
+        raise RenderError(
+            f"kubernetes.max_replicas: {cfg.kubernetes.max_replicas} is below "
+            f"kubernetes.replicas ({cfg.kubernetes.replicas})"
+        )
+    check_multi_node(cfg)
+    workload = leader_worker_set(cfg) if cfg.nodes > 1 else deployment(cfg)
+    return [
+        namespace(cfg),
+        model_cache_claim(cfg),
+        workload,
+        service(cfg),
+        disruption_budget(cfg),
+        autoscaler(cfg),
+    ]

@@ -1,0 +1,143 @@
+"""The pod of a rendered Kubernetes deployment (pure): names, labels, the vLLM container
+with its environment (secrets by reference), GPU resources, /dev/shm and model-cache
+volumes, and the /health probes. `serve.render.k8s` wraps it in the workload objects.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from serve.config.deployment import DeploymentConfig
+from serve.launch.argv import to_server_env, to_vllm_argv
+
+HF_CACHE = "/root/.cache/huggingface"  # the vLLM image's Hugging Face cache
+
+
+def object_name(cfg: DeploymentConfig) -> str:
+    """The objects' name: kubernetes.name, else served_model_name made DNS-safe."""
+    if cfg.kubernetes.name:
+        return cfg.kubernetes.name
+    name = re.sub(r"[^a-z0-9-]+", "-", cfg.model_name.lower()).strip("-")[:63].strip("-")
+    return name or "medgemma"
+
+
+def labels(cfg: DeploymentConfig) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "medgemma-serve",
+        "app.kubernetes.io/instance": object_name(cfg),
+        "app.kubernetes.io/component": "vllm",
+    }
+
+
+def meta(cfg: DeploymentConfig, suffix: str = "") -> dict[str, Any]:
+    return {
+        "name": object_name(cfg) + suffix,
+        "namespace": cfg.kubernetes.namespace,
+        "labels": labels(cfg),
+    }
+
+
+def container_env(cfg: DeploymentConfig) -> list[dict[str, Any]]:
+    """The server's environment; secrets come from Secrets, the Hub cache lives on the claim."""
+    env = to_server_env(cfg, {})
+    env["HF_HOME"] = HF_CACHE
+    out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
+    out.append(secret_env("HF_TOKEN", cfg.kubernetes.hf_token_secret, "token"))
+    if cfg.kubernetes.api_key_secret:
+        out.append(secret_env("VLLM_API_KEY", cfg.kubernetes.api_key_secret, "api-key"))
+    return out
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def resources(cfg: DeploymentConfig) -> dict[str, Any]:
+    k = cfg.kubernetes
+    amount: dict[str, Any] = {"cpu": k.cpu, "memory": f"{k.memory_gib}Gi"}
+    if cfg.device == "cuda":
+        amount["nvidia.com/gpu"] = cfg.devices_per_node
+    return {"requests": dict(amount), "limits": dict(amount)}
+
+
+def health_probes(cfg: DeploymentConfig) -> dict[str, Any]:
+    """Start-up allows the config's start-up timeout; then readiness gates traffic and
+    liveness restarts a hung server."""
+
+    def get() -> dict[str, Any]:  # a fresh dict each: no YAML anchors in the output
+        return {"path": "/health", "port": "http"}
+
+    return {
+        "startupProbe": {
+            "httpGet": get(),
+            "periodSeconds": 10,
+            "failureThreshold": max(1, math.ceil(cfg.startup_timeout_s / 10)),
+        },
+        "readinessProbe": {"httpGet": get(), "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": get(),
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def pod_spec(cfg: DeploymentConfig, container: dict[str, Any]) -> dict[str, Any]:
+    """A pod with the shared-memory and model-cache volumes."""
+    k = cfg.kubernetes
+    container["resources"] = resources(cfg)
+    container["volumeMounts"] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "model-cache", "mountPath": HF_CACHE},
+    ]
+    spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": math.ceil(cfg.drain_timeout_s) + 10,
+        "containers": [container],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{k.shm_gib}Gi"}},
+            {
+                "name": "model-cache",
+                "persistentVolumeClaim": {"claimName": object_name(cfg) + "-model-cache"},
+            },
+        ],
+    }
+    if k.node_selector:
+        spec["nodeSelector"] = dict(k.node_selector)
+    if cfg.device == "cuda":
+        spec["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    return spec
+
+
+def server_args(cfg: DeploymentConfig) -> list[str]:
+    """vLLM's flags, listening on all pod addresses."""
+    return to_vllm_argv(cfg.model_copy(update={"host": "0.0.0.0"}))
+
+
+def vllm_container(cfg: DeploymentConfig, command: list[str], args: list[str]) -> dict[str, Any]:
+    return {
+        "name": "vllm",
+        "image": cfg.kubernetes.image,
+        "command": command,
+        "args": args,
+        "env": container_env(cfg),
+        "ports": [{"name": "http", "containerPort": cfg.port, "protocol": "TCP"}],
+    }
+
+
+def pod_template(cfg: DeploymentConfig, container: dict[str, Any], role: str) -> dict[str, Any]:
+    annotations = {}
+    if role in ("server", "leader"):
+        annotations = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(cfg.port),
+            "prometheus.io/path": "/metrics",
+        }
+    metadata: dict[str, Any] = {"labels": {**labels(cfg), "medgemma-serve/role": role}}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"metadata": metadata, "spec": pod_spec(cfg, container)}
