@@ -96,8 +96,19 @@ class Gpu:
         return self.bf16_dense_tflops * 1e12
 
 
+# Gemma 3 alternates five sliding-window layers with one global layer.
+GEMMA3_SLIDING_PATTERN = 6
+
+
+def gemma3_layer_types(n_layers: int, pattern: int = GEMMA3_SLIDING_PATTERN) -> tuple[str, ...]:
+    """Gemma 3's attention layout: every `pattern`-th layer is global, the rest sliding."""
+    return tuple(
+        "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)
+    )
+
+
 def _layer_types(text: dict[str, Any], n_layers: int) -> tuple[str, ...]:
-    """Explicit `layer_types`, else Gemma 3's pattern: every Nth layer is global."""
+    """Explicit `layer_types`, else Gemma 3's pattern (`sliding_window_pattern`)."""
     types = text.get("layer_types")
     if types:
         if len(types) != n_layers:
@@ -105,10 +116,8 @@ def _layer_types(text: dict[str, Any], n_layers: int) -> tuple[str, ...]:
         return tuple(types)
     if not text.get("sliding_window"):
         return ("full_attention",) * n_layers
-    pattern = int(text.get("sliding_window_pattern") or 6)
-    return tuple(
-        "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)
-    )
+    pattern = int(text.get("sliding_window_pattern") or GEMMA3_SLIDING_PATTERN)
+    return gemma3_layer_types(n_layers, pattern)
 
 
 def parse_shape(config: dict[str, Any], name: str, source: str) -> ModelShape:

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve.plan.shapes import gemma3_layer_types
 from serve.standin.location import standin_dir
 
 RANDOM_WEIGHTS_NOTICE = (
@@ -147,17 +148,6 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# Gemma 3 alternates five sliding-window layers with one global layer.
-SLIDING_PATTERN = 6
-
-
-def layer_types(n_layers: int) -> list[str]:
-    """Gemma 3's attention layout: every sixth layer is global, the rest sliding."""
-    return [
-        "full_attention" if (i + 1) % SLIDING_PATTERN == 0 else "sliding_attention"
-        for i in range(n_layers)
-    ]
-
 
 def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
     """A small BPE trained on a fixed corpus, plus Gemma 3's special and newline tokens."""
@@ -240,7 +230,7 @@ def build(out_dir: Path, preset: str = "tiny", seed: int = 0) -> Path:
         head_dim=p.head_dim,
         max_position_embeddings=p.max_position_embeddings,
         sliding_window=p.sliding_window,
-        layer_types=layer_types(p.text_layers),
+        layer_types=list(gemma3_layer_types(p.text_layers)),
         pad_token_id=ids["<pad>"],
         eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]],
         bos_token_id=ids["<bos>"],

@@ -16,7 +16,14 @@ from serve.plan import capacity as cap
 from serve.plan import cli as plan_cli
 from serve.plan.cli import RequestShape, make_plan, resolve_device, suggest
 from serve.plan.roofline import make_roofline
-from serve.plan.shapes import SHAPES_DIR, ShapeError, load_gpus, read_shape_file, shape_for_config
+from serve.plan.shapes import (
+    SHAPES_DIR,
+    ShapeError,
+    gemma3_layer_types,
+    load_gpus,
+    read_shape_file,
+    shape_for_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "deployments"
@@ -64,6 +71,20 @@ def test_published_shapes(name: str, billions: float, full: int, sliding: int) -
     assert s.sliding_window == 1024
     data = json.loads((SHAPES_DIR / f"{name}.json").read_text())
     assert "config.json" in data["_source"], "the data file must say where it comes from"
+
+
+def test_gemma3_layer_pattern_of_34_layers() -> None:
+    """MedGemma 4B: layers 6, 12, 18, 24 and 30 (1-based) are global, the other 29 sliding."""
+    types = gemma3_layer_types(34)
+    full = [i + 1 for i, t in enumerate(types) if t == "full_attention"]
+    assert full == [6, 12, 18, 24, 30], types
+    assert types.count("sliding_attention") == 29, types
+    assert gemma3_layer_types(4, pattern=2) == (
+        "sliding_attention",
+        "full_attention",
+        "sliding_attention",
+        "full_attention",
+    )
 
 
 def test_kv_groups_follow_vllm_hybrid_grouping() -> None:
