@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.runner.errors import BenchError
-from benchmarks.runner.scenario import Scenario, ScenarioError, describe_fields, load_scenario
+from benchmarks.runner.scenario import Scenario, ScenarioError, load_scenario
+from serve.config.yaml_file import describe_fields
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # Commands with their own parser: command -> (module whose main(argv) runs it, help)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.command == "fields":
-        print(describe_fields())
+        print(describe_fields(Scenario))
         return 0
     command = [sys.executable, "-m", "benchmarks", *argv]
     try:

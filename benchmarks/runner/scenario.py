@@ -3,8 +3,9 @@
 A scenario says what load to send (image mix, prompts, output length, temperature), how
 (closed loop at fixed concurrency levels, or open loop at Poisson arrival rates), for how
 long, and what counts as a good request (the SLO behind goodput). `load_scenario`
-validates the file and the overrides in one `model_validate` call and raises
-`ScenarioError`, whose message names the file and the field.
+validates the file and the overrides in one `model_validate` call (as deployment configs,
+through serve.config.yaml_file) and raises `ScenarioError`, whose message names the file
+and the field.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve.config.deployment import ConfigError, format_validation_error, merge_overrides
-from serve.config.deployment import describe_fields as describe_config_fields
+from serve.config.yaml_file import ConfigError, FileKind, load_model
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError):
     """A scenario file or override that cannot be used; the message names the problem."""
 
 
@@ -224,49 +224,21 @@ class Scenario(BaseModel):
         return self
 
 
-def format_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each naming the file and the field."""
-    return format_validation_error(
-        exc,
-        source,
-        kind="benchmark scenario",
-        fields_hint="python -m benchmarks fields",
-        input_chars=80,
-    )
+SCENARIO = FileKind(
+    noun="scenario",
+    title="benchmark scenario",
+    fields_hint="python -m benchmarks fields",
+    error=ScenarioError,
+    input_chars=80,
+)
 
 
 def load_scenario(
     path: str | os.PathLike[str], overrides: list[str] | dict[str, Any] | None = None
 ) -> Scenario:
-    """Read a scenario YAML, apply `a.b=value` overrides, validate once. Raises ScenarioError."""
-    source = str(path)
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{source}: scenario file not found") from None
-    except OSError as exc:
-        raise ScenarioError(f"{source}: cannot read scenario ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{source}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: top level must be a mapping, not {type(data).__name__}")
-    data.setdefault("name", p.stem)
-    try:
-        data = merge_overrides(data, overrides or {})
-    except ConfigError as exc:
-        raise ScenarioError(str(exc)) from None
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(format_error(exc, source)) from None
-
-
-def describe_fields() -> str:
-    """Every scenario field with its description, nested fields dotted."""
-    return describe_config_fields(Scenario)
+    """Read a scenario YAML, apply `a.b=value` overrides, validate once; `name` defaults
+    to the file's stem. Raises ScenarioError."""
+    return load_model(Scenario, path, overrides, SCENARIO, defaults={"name": Path(path).stem})
 
 
 def to_yaml(scenario: Scenario) -> str:

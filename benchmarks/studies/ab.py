@@ -26,7 +26,7 @@ from benchmarks.runner.scenario import Scenario, to_yaml
 
 def parse_variant(items: list[str]) -> dict[str, Any]:
     """`key=value` strings (YAML values, dotted keys) -> overrides of the deployment config."""
-    from serve.config.deployment import ConfigError, parse_override
+    from serve.config.yaml_file import ConfigError, parse_override
 
     out: dict[str, Any] = {}
     for item in items:

@@ -2,28 +2,24 @@
 
 A config describes one vLLM deployment (model, parallelism, limits, CPU tuning, API key
 variable). It is data: `load_config` validates the file and the overrides in one
-`model_validate` call and raises `ConfigError`, whose message names the file and field.
+`model_validate` call (serve.config.yaml_file) and raises `ConfigError`, whose message
+names the file and field.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve.config.cluster import KubernetesSettings, RaySettings
+from serve.config.yaml_file import ConfigError, FileKind, load_model
 
 Device = Literal["cpu", "cuda"]
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the problem."""
 
 
 class StandIn(BaseModel):
@@ -298,107 +294,19 @@ def is_local_path(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b=value` -> (['a', 'b'], value parsed as YAML, so `4`, `true`, `{image: 2}` work)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} is not of the form key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
-    return key.strip().split("."), value
-
-
-def merge_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
-    """Return `data` with overrides applied: a {field: value} mapping or `a.b=v` strings."""
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    pairs = (
-        [parse_override(o) for o in overrides]
-        if isinstance(overrides, list)
-        else [([k], v) for k, v in overrides.items()]
-    )
-    for path, value in pairs:
-        node = merged
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child = dict(child)
-            node = child
-        node[path[-1]] = value
-        if path == ["model"] and value is not None:
-            merged.pop("stand_in", None)  # --model replaces a stand-in
-        if path[0] == "stand_in":
-            merged.pop("model", None)
-    return merged
-
-
-def format_validation_error(
-    exc: ValidationError,
-    source: str,
-    *,
-    kind: str = "deployment config",
-    fields_hint: str = "python -m serve --help-config",
-    input_chars: int | None = None,
-) -> str:
-    """One line per problem, each naming the file and the field. Shared by every config
-    kind (deployment configs here, benchmark scenarios in benchmarks.runner.scenario)."""
-    lines = [f"{source}: invalid {kind}"]
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key (see `{fields_hint}` for the fields)"
-        got = ""
-        if (
-            err["type"] not in ("extra_forbidden", "missing", "value_error")
-            and field != "(top level)"
-        ):
-            shown = repr(err["input"])
-            got = f" (got {shown[:input_chars] if input_chars else shown})"
-        lines.append(f"  {field}: {msg}{got}")
-    return "\n".join(lines)
+DEPLOYMENT = FileKind(
+    noun="config",
+    title="deployment config",
+    fields_hint="python -m serve --help-config",
+    error=ConfigError,
+)
 
 
 def load_config(
     path: str | os.PathLike[str] | None, overrides: dict[str, Any] | list[str] | None = None
 ) -> DeploymentConfig:
-    """Read a YAML config (or none), apply overrides, validate once. Raises ConfigError."""
-    source = str(path) if path is not None else "<overrides>"
-    data: Any = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: config file not found") from None
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{source}: top level must be a mapping of fields, not {type(data).__name__}"
-            )
-    data = merge_overrides(data, overrides or {})
-    try:
-        return DeploymentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
-
-
-def describe_fields(model: type[BaseModel] = DeploymentConfig, prefix: str = "") -> str:
-    """Every config field with its description, for `--help-config`; nested sections
-    (stand_in, restart, kubernetes, ray) are listed with dotted names."""
-    out = []
-    for name, f in model.model_fields.items():
-        out.append(f"{prefix}{name}: {f.description}")
-        for sub in typing.get_args(f.annotation) or (f.annotation,):
-            if isinstance(sub, type) and issubclass(sub, BaseModel):
-                out.append(describe_fields(sub, f"{prefix}{name}."))
-    return "\n".join(out)
+    """Read a YAML config (or none), apply overrides, validate once. Raises ConfigError.
+    An override of `model` replaces the file's `stand_in`, and the other way round."""
+    return load_model(
+        DeploymentConfig, path, overrides, DEPLOYMENT, exclusive=("model", "stand_in")
+    )

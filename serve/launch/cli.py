@@ -10,7 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from serve.config.deployment import ConfigError, DeploymentConfig, describe_fields, load_config
+from serve.config.deployment import ConfigError, DeploymentConfig, load_config
+from serve.config.yaml_file import describe_fields
 
 DEFAULT_LOG_DIR = Path("logs")
 
@@ -114,7 +115,7 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.help_config:
-        print(describe_fields())
+        print(describe_fields(DeploymentConfig))
         return 0
     if args.config is None and args.model is None:
         print("error: give --config configs/deployments/X.yaml (or --model)", file=sys.stderr)

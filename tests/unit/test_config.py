@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.config.deployment import ConfigError, DeploymentConfig, load_config, merge_overrides
+from serve.config.deployment import ConfigError, DeploymentConfig, load_config
+from serve.config.yaml_file import describe_fields, merge_overrides
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
 
@@ -117,6 +118,39 @@ def test_bad_override_syntax() -> None:
         load_config(CONFIGS / "cpu-tiny.yaml", ["port"])
 
 
+def test_stand_in_override_replaces_model() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it.yaml", ["stand_in.preset=bench"])
+    assert cfg.model is None and cfg.stand_in is not None and cfg.stand_in.preset == "bench"
+
+
+def test_exclusive_fields_keep_the_last_override() -> None:
+    data = {"model": "org/a", "port": 1}
+    merged = merge_overrides(data, ["stand_in.seed=3", "model=org/b"], ("model", "stand_in"))
+    assert merged == {"model": "org/b", "port": 1}, merged
+    assert merge_overrides(data, ["stand_in.seed=3"], ("model", "stand_in")) == {
+        "port": 1,
+        "stand_in": {"seed": 3},
+    }
+
+
+def test_scenario_and_config_errors_share_one_loader(tmp_path: Path) -> None:
+    """The same bad file gets the same message shape from both kinds, each in its words."""
+    from benchmarks.runner.scenario import ScenarioError, load_scenario
+
+    p = write(tmp_path, "- a\n")
+    with pytest.raises(ConfigError) as as_config:
+        load_config(p)
+    with pytest.raises(ScenarioError) as as_scenario:
+        load_scenario(p)
+    expected = f"{p}: top level must be a mapping of fields, not list"
+    assert str(as_config.value) == str(as_scenario.value) == expected, (
+        as_config.value,
+        as_scenario.value,
+    )
+    with pytest.raises(ScenarioError, match="scenario file not found"):
+        load_scenario(tmp_path / "nope.yaml")
+
+
 def test_merge_does_not_mutate_input() -> None:
     data = {"stand_in": {"preset": "tiny"}}
     merge_overrides(data, ["stand_in.seed=3"])
@@ -129,9 +163,7 @@ def test_every_field_is_described() -> None:
 
 
 def test_help_config_lists_nested_sections() -> None:
-    from serve.config.deployment import describe_fields
-
-    text = describe_fields()
+    text = describe_fields(DeploymentConfig)
     for name in (
         "max_num_seqs:",
         "stand_in.preset:",
