@@ -1,4 +1,5 @@
-"""Checks before any load is sent, server identity snapshots, and --start-server.
+"""Checks before any load is sent, server identity snapshots, and starting the scenario's
+deployment (`start_deployment`, and `server_for` behind --start-server).
 
 `check_server` fails with a clear message when nothing answers at the base URL, the API
 key is refused, or the server does not serve the scenario's model. `probe` sends the
@@ -11,15 +12,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.prepared import PreparedRequest
+from benchmarks.runner.scenario import Scenario
+
+if TYPE_CHECKING:
+    from serve.launch.process import ServerProcess
 
 
 def root_url(base_url: str) -> str:
@@ -106,43 +111,59 @@ def snapshot(url: str, api_key: str | None = None) -> str | None:
     return resp.text if resp.status_code == 200 else None
 
 
+def start_deployment(
+    scenario: Scenario,
+    port: int,
+    overrides: Sequence[str] = (),
+    *,
+    what: str = "the deployment",
+    log_name: str = "bench-server",
+    environ: Mapping[str, str] | None = None,
+) -> ServerProcess:
+    """Start the scenario's deployment (its `deployment_set`, then `overrides`, as
+    key=value strings) on 127.0.0.1:port, logging to logs/LOG_NAME-PORT.log; return it
+    once it is ready. Raises BenchError naming `what` (the caller stops the server)."""
+    from serve.config.deployment import ConfigError, load_config
+    from serve.config.yaml_file import override_strings
+    from serve.launch.process import LaunchError, ServerProcess
+
+    sets = override_strings(scenario.deployment_set)
+    try:
+        cfg = load_config(
+            scenario.deployment, [*sets, *overrides, f"port={port}", "host=127.0.0.1"]
+        )
+    except ConfigError as exc:
+        raise BenchError(f"cannot start {what}: {exc}") from None
+    log = Path("logs") / f"{log_name}-{cfg.port}.log"
+    server = ServerProcess(cfg, log, environ=dict(environ if environ is not None else os.environ))
+    label = f"{what} ({' '.join(overrides)})" if overrides else what
+    print(f"starting {label}: {scenario.deployment} on port {port}, log {log} ...", flush=True)
+    try:
+        server.start()
+    except LaunchError as exc:
+        raise BenchError(f"{what} did not start: {exc}") from None
+    print(f"{what} ready in {server.started_s:.0f} s", flush=True)
+    return server
+
+
 @contextlib.contextmanager
 def server_for(
-    deployment: str,
+    scenario: Scenario,
     base_url: str,
     start: bool,
-    overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-) -> Iterator[Any]:
-    """Yield a started ServerProcess if nothing answers at base_url and `start`, else None.
-
-    The server runs the deployment config on base_url's host and port, logs to
-    logs/bench-server-PORT.log, and is stopped on exit.
-    """
+) -> Iterator[ServerProcess | None]:
+    """Yield the scenario's deployment, started on base_url's port, if nothing answers at
+    base_url and `start`; else None (the server already there is used). The server is
+    stopped on exit."""
     if answers(base_url) or not start:
         yield None
         return
-    from serve.config.deployment import ConfigError, load_config
-    from serve.launch.process import LaunchError, ServerProcess
-
     parts = urlsplit(base_url)
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise BenchError(f"--start-server starts a local server only, not one at {base_url}")
+    server = start_deployment(scenario, parts.port or 80, environ=environ)
     try:
-        cfg = load_config(
-            deployment, {**(overrides or {}), "port": parts.port or 80, "host": "127.0.0.1"}
-        )
-    except ConfigError as exc:
-        raise BenchError(f"cannot start the deployment: {exc}") from None
-    log = Path("logs") / f"bench-server-{cfg.port}.log"
-    proc = ServerProcess(cfg, log, environ=dict(environ if environ is not None else os.environ))
-    print(f"starting {deployment} at {base_url} (log {log}; ~1-2 min on a CPU) ...", flush=True)
-    try:
-        proc.start()
-    except LaunchError as exc:
-        raise BenchError(f"the server did not start: {exc}") from None
-    print(f"server ready in {proc.started_s:.0f} s", flush=True)
-    try:
-        yield proc
+        yield server
     finally:
-        proc.stop()
+        server.stop()

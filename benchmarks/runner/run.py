@@ -187,7 +187,7 @@ def run_benchmark(
     scenario = with_seed(scenario)
     model = resolve_model(scenario)
     api_key = os.environ.get(scenario.api_key_env) or None
-    with preflight.server_for(scenario.deployment, base_url, start_server, scenario.deployment_set):
+    with preflight.server_for(scenario, base_url, start_server):
         models = preflight.check_server(base_url, api_key, model)
         t0 = time.perf_counter()
         requests = prepare(scenario, model)

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.runner import preflight
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.machine import machine_state
 from benchmarks.runner.metrics import spread
@@ -49,8 +50,8 @@ def run_ab(
     command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Start A and B, alternate their runs for `rounds` rounds, write and return ab.json."""
-    from serve.config.deployment import ConfigError, load_config
-    from serve.launch.process import LaunchError, ServerProcess, free_port
+    from serve.config.yaml_file import override_strings
+    from serve.launch.process import ServerProcess, free_port
 
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")
@@ -65,19 +66,13 @@ def run_ab(
     servers: dict[str, ServerProcess] = {}
     try:
         for name, overrides in variants.items():
-            settings = _flat(overrides)
-            try:
-                cfg = load_config(scenario.deployment, [*_flat(scenario.deployment_set), *settings])
-                cfg = cfg.model_copy(update={"port": free_port()})
-            except ConfigError as exc:
-                raise BenchError(f"variant {name}: {exc}") from None
-            log = Path("logs") / f"ab-{name}-{cfg.port}.log"
-            print(f"starting {name} ({' '.join(settings)}) on port {cfg.port}, log {log} ...")
-            servers[name] = ServerProcess(cfg, log)
-            try:
-                servers[name].start()
-            except LaunchError as exc:
-                raise BenchError(f"variant {name} did not start: {exc}") from None
+            servers[name] = preflight.start_deployment(
+                scenario,
+                free_port(),
+                override_strings(overrides),
+                what=f"variant {name}",
+                log_name=f"ab-{name}",
+            )
         results: list[dict[str, Any]] = []
         for r in range(1, rounds + 1):
             row: dict[str, Any] = {"round": r}
@@ -127,8 +122,3 @@ def run_ab(
             f"min {x['min']:.2f}, max {x['max']:.2f})"
         )
     return out
-
-
-def _flat(overrides: dict[str, Any]) -> list[str]:
-    """{dotted key: value} -> `key=value` override strings (values as JSON, which is YAML)."""
-    return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]

@@ -95,7 +95,7 @@ def run_agreement(
     if key := os.environ.get(scenario.api_key_env):
         env["OPENAI_API_KEY"] = key  # how vLLM's benchmark sends a Bearer token
     rows = []
-    with preflight.server_for(scenario.deployment, base_url, start_server, scenario.deployment_set):
+    with preflight.server_for(scenario, base_url, start_server):
         ours = run_benchmark(scenario, base_url, out_root=out_root, command=command)
         for level in ours.levels:
             users = int(level.level)

@@ -46,23 +46,20 @@ def model_folder(deployment: str, overrides: dict[str, Any] | None = None) -> tu
     from serve.config.deployment import ConfigError, is_local_path, load_config
     from serve.launch.argv import for_host
     from serve.launch.cpu import host_cpu
+    from serve.launch.process import model_to_load
 
     try:
         cfg = for_host(load_config(deployment, overrides), host_cpu()["flags"])
     except ConfigError as exc:
         raise BenchError(f"baseline: {exc}") from None
     dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
-    if cfg.stand_in is not None:
-        from serve.standin import tiny_model
-
-        return Path(tiny_model.ensure(cfg.stand_in.preset, cfg.stand_in.seed)), dtype
-    assert cfg.model is not None
-    if not is_local_path(cfg.model):
+    model = model_to_load(cfg)
+    if not is_local_path(model):
         raise BenchError(
-            f"baseline: {cfg.model} is a hub id; the seed path loads a local folder only "
+            f"baseline: {model} is a hub id; the seed path loads a local folder only "
             "(download the weights and set `model:` to the folder)"
         )
-    return Path(cfg.model).expanduser(), dtype
+    return Path(model).expanduser(), dtype
 
 
 def hf_messages(openai_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -234,8 +231,7 @@ def run_baseline(
     """Alternate the deployment and the seed path for `rounds` rounds (A B A B ...), never
     both at once; returns and writes baseline.json. Each round draws new images (the seed
     plus the round number) so that no round hits an image the server cached earlier."""
-    from serve.config.deployment import ConfigError, load_config
-    from serve.launch.process import LaunchError, ServerProcess, free_port
+    from serve.launch.process import ServerProcess, free_port
 
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")
@@ -245,16 +241,7 @@ def run_baseline(
     server: ServerProcess | None = None
     url = base_url
     if url is None:
-        try:
-            cfg = load_config(scenario.deployment, {**scenario.deployment_set, "port": free_port()})
-        except ConfigError as exc:
-            raise BenchError(f"baseline: {exc}") from None
-        server = ServerProcess(cfg, Path("logs") / f"bench-server-{cfg.port}.log")
-        print(f"starting {scenario.deployment} on port {cfg.port} ...", flush=True)
-        try:
-            server.start()
-        except LaunchError as exc:
-            raise BenchError(f"the server did not start: {exc}") from None
+        server = preflight.start_deployment(scenario, free_port())
         url = server.base_url
     try:
         preflight.check_server(url, os.environ.get(scenario.api_key_env) or None, model)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runner import preflight
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.run import RESULTS, resolve_model, run_benchmark
 from benchmarks.runner.scenario import Scenario
@@ -23,7 +21,7 @@ from benchmarks.runner.scenario import Scenario
 
 def start_fake(model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the fake endpoint on a free port; return it and its base URL once it answers."""
-    from serve.launch.process import free_port
+    from serve.launch.process import LaunchError, free_port, wait_until_ready
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -32,15 +30,20 @@ def start_fake(model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         proc = subprocess.Popen(
             [*cmd, "--model", model], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"the fake endpoint exited with {proc.returncode}; see {log}")
-        if preflight.answers(base_url, timeout_s=1):
-            return proc, base_url
-        time.sleep(0.2)
-    proc.kill()
-    raise BenchError(f"the fake endpoint did not answer within 30 s; see {log}")
+    try:
+        wait_until_ready(
+            proc,
+            [f"{base_url}/models"],
+            timeout_s=30,
+            log_path=log,
+            name="the fake endpoint",
+            interval_s=0.2,
+        )
+    except LaunchError as exc:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise BenchError(str(exc)) from None
+    return proc, base_url
 
 
 def run_headroom(

@@ -189,8 +189,9 @@ def run_overload(
     base_url = base_url.rstrip("/")
     root = preflight.root_url(base_url)
     api_key = os.environ.get(scenario.api_key_env) or None
-    with preflight.server_for(scenario.deployment, base_url, start_server) as server:
-        pid = server.proc.pid if server is not None else listening_pid(urlsplit(root).port or 80)
+    with preflight.server_for(scenario, base_url, start_server) as server:
+        started = server.proc if server is not None else None
+        pid = started.pid if started is not None else listening_pid(urlsplit(root).port or 80)
         sampler = Sampler(root, pid)
         sampler.start()
         time.sleep(settle_s)

@@ -268,9 +268,7 @@ def run_profile(
     model = resolve_model(scenario)
     sampled: list[LevelProfile] = []
     log = None
-    with preflight.server_for(
-        scenario.deployment, base_url, start_server, scenario.deployment_set
-    ) as server:
+    with preflight.server_for(scenario, base_url, start_server) as server:
         if server is not None:
             log = server.log_path
         preflight.check_server(base_url, os.environ.get(scenario.api_key_env) or None, model)

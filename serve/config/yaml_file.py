@@ -10,6 +10,7 @@ file and the field. `describe_fields` lists a model's fields for `--help-config`
 
 from __future__ import annotations
 
+import json
 import os
 import typing
 from collections.abc import Mapping
@@ -70,6 +71,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
     return key.strip().split("."), value
+
+
+def override_strings(values: Mapping[str, Any]) -> list[str]:
+    """{dotted key: value} -> `key=value` strings that `parse_override` reads back (the
+    values written as JSON, which is YAML)."""
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
 def merge_overrides(

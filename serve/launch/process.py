@@ -2,7 +2,8 @@
 
 `ServerProcess` is the one way a server is run: by `python -m serve`, by the test
 fixtures and by the benchmarks. Its output goes to a log file (a pipe would fill and
-block); start-up fails fast, with the log's last lines, if the child exits.
+block). `wait_until_ready` is the one readiness poll (the vLLM server's and the fake
+endpoint's): it fails fast, with the log's last lines, if the child exits.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -81,8 +82,39 @@ def death_message(what: str, log_path: Path) -> str:
     return f"{head}\nlast lines of {log_path}:\n{last}"
 
 
-def resolve_model(cfg: DeploymentConfig) -> str:
-    """The model folder or hub id to serve; builds the stand-in model on demand."""
+def wait_until_ready(
+    proc: subprocess.Popen[bytes],
+    urls: Sequence[str],
+    *,
+    timeout_s: float,
+    log_path: Path,
+    name: str = "the vLLM server",
+    headers: Mapping[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+    interval_s: float = 1.0,
+) -> None:
+    """Poll GET on every URL until each answers 200. Raises LaunchError, with the cause
+    and last lines of the log, as soon as the process exits or once `timeout_s` passes
+    (the process is left running then: the caller stops it)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5, verify=verify, headers=headers) as http:
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise LaunchError(
+                    death_message(f"{name} exited with status {code} during start-up", log_path)
+                )
+            try:
+                if all(http.get(url).status_code == 200 for url in urls):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(interval_s)
+    raise LaunchError(death_message(f"{name} was not ready after {timeout_s:.0f} s", log_path))
+
+
+def model_to_load(cfg: DeploymentConfig) -> str:
+    """The model folder or hub id vLLM loads for a config; builds the stand-in on demand."""
     if cfg.stand_in is not None:
         from serve.standin import tiny_model
 
@@ -141,7 +173,7 @@ class ServerProcess:
                 f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what listens "
                 f"there or choose another port (--port N)"
             )
-        model_path = resolve_model(self.cfg)
+        model_path = model_to_load(self.cfg)
         cmd, extra_env = self.command(model_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environ, **extra_env}
@@ -156,42 +188,19 @@ class ServerProcess:
                 start_new_session=True,  # its own process group: we signal the whole tree
             )
         try:
-            self.wait_until_ready()
+            wait_until_ready(
+                self.proc,
+                [f"{self.root_url}/health", f"{self.base_url}/models"],
+                timeout_s=self.cfg.startup_timeout_s,
+                log_path=self.log_path,
+                headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
+                verify=self.verify,
+            )
         except BaseException:
             self.stop()
             raise
         self.started_s = time.perf_counter() - t0
         return self
-
-    def wait_until_ready(self) -> None:
-        """Poll /health and /v1/models until both answer 200; fail fast if the child dies."""
-        assert self.proc is not None
-        deadline = time.monotonic() + self.cfg.startup_timeout_s
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=5, verify=self.verify) as http:
-            while time.monotonic() < deadline:
-                code = self.proc.poll()
-                if code is not None:
-                    raise LaunchError(
-                        death_message(
-                            f"the vLLM server exited with status {code} during start-up",
-                            self.log_path,
-                        )
-                    )
-                try:
-                    health = http.get(f"{self.root_url}/health")
-                    models = http.get(f"{self.base_url}/models", headers=headers)
-                    if health.status_code == 200 and models.status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
-        raise LaunchError(
-            death_message(
-                f"the vLLM server was not ready after {self.cfg.startup_timeout_s:.0f} s",
-                self.log_path,
-            )
-        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

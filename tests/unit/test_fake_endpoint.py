@@ -47,3 +47,17 @@ def test_models_and_unknown_paths() -> None:
     models = respond("m", "GET", "/v1/models", b"")
     assert json.loads(models.partition(b"\r\n\r\n")[2])["data"][0]["id"] == "m"
     assert b"404" in respond("m", "GET", "/nope", b"").split(b"\r\n")[0]
+
+
+def test_headroom_starts_the_endpoint_and_waits_until_it_answers(tmp_path) -> None:
+    import httpx
+
+    from benchmarks.studies.headroom import start_fake
+
+    proc, base_url = start_fake("m", tmp_path / "fake.log")
+    try:
+        models = httpx.get(f"{base_url}/models", timeout=5)
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == "m", models.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -85,6 +85,19 @@ def test_cli_reports_bad_scenario_without_traceback(tmp_path: Path, capsys) -> N
     assert code == 2 and "loadd: unknown key" in err and "Traceback" not in err, err
 
 
+def test_a_bad_deployment_is_named_before_any_server_starts() -> None:
+    from benchmarks.runner.errors import BenchError
+    from benchmarks.runner.preflight import start_deployment
+    from serve.launch.process import free_port
+
+    s = load_scenario(CONFIGS / "bench-smoke.yaml", ["deployment_set={max_num_seqs: lots}"])
+    with pytest.raises(BenchError) as err:
+        start_deployment(s, free_port(), what="variant B")
+    msg = str(err.value)
+    assert msg.startswith("cannot start variant B: ") and "max_num_seqs" in msg, msg
+    assert "'lots'" in msg, msg
+
+
 def test_cli_reports_unreachable_server_before_any_load(capsys) -> None:
     from serve.launch.process import free_port
 
