@@ -2,8 +2,8 @@
 
 chat streams one answer to the terminal; batch runs a task over a folder of studies into
 a resumable JSONL file; models lists what the server serves. Connection settings come from
---base-url/--model or MEDGEMMA_BASE_URL, MEDGEMMA_API_KEY, MEDGEMMA_MODEL. User errors end
-in one `error: ...` line and a non-zero exit, never a traceback.
+--base-url/--model/--timeout/--retries or the MEDGEMMA_* variables (chat.ClientSettings).
+User errors end in one `error: ...` line and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,21 +17,29 @@ from typing import Any
 
 import openai
 
-from clients import chat
+from clients.chat import ClientSettings, MedGemmaClient, env_name
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
-from clients.tasks import TASKS, parse_answer
+from clients.messages import RADIOLOGIST, build_messages
+from clients.tasks import TASKS, TaskRequest
 
-EPILOG = "Environment: MEDGEMMA_BASE_URL, MEDGEMMA_API_KEY, MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT."
+EPILOG = f"Environment: {', '.join(env_name(f) for f in ClientSettings.model_fields)}."
 
 
 def add_connection(p: argparse.ArgumentParser) -> None:
+    default = {name: f.default for name, f in ClientSettings.model_fields.items()}
     g = p.add_argument_group("server")
-    g.add_argument(
-        "--base-url", help=f"OpenAI-compatible base URL (default {chat.DEFAULT_BASE_URL})"
-    )
+    g.add_argument("--base-url", help=f"OpenAI-compatible base URL (default {default['base_url']})")
     g.add_argument("--model", help="served model name (default: the server's only model)")
-    g.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 600)")
-    g.add_argument("--retries", type=int, help="SDK retries on connection errors / 5xx (default 2)")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        help=f"per-request timeout in seconds (default {default['timeout']:g})",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        help=f"SDK retries on connection errors / 5xx (default {default['max_retries']})",
+    )
 
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
@@ -106,20 +114,21 @@ def read_arg(value: str | None) -> str | None:
     return value
 
 
-def settings(args: argparse.Namespace) -> chat.ClientSettings:
-    return chat.load_settings(
-        base_url=args.base_url, model=args.model, timeout_s=args.timeout, max_retries=args.retries
+def connect(args: argparse.Namespace) -> MedGemmaClient:
+    """A client from the connection flags; flags not given fall back to MEDGEMMA_*."""
+    return MedGemmaClient(
+        base_url=args.base_url, model=args.model, timeout=args.timeout, max_retries=args.retries
     )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    for name in chat.served_models(chat.make_client(settings(args))):
+    for name in connect(args).served_models():
         print(name)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    client = chat.make_client(settings(args))
+    client = connect(args)
     max_size = args.max_size or None
     if args.task:
         request = TASKS[args.task].build(
@@ -131,25 +140,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
             frame=args.frame,
             max_tokens=args.max_tokens,
         )
-        messages, params, schema = request.messages, dict(request.params), request.schema
     else:
-        from clients.messages import RADIOLOGIST, build_messages
-
         system = RADIOLOGIST if args.system is None else args.system
         messages = build_messages(
             args.text, args.image, system=system, max_size=max_size, frame=args.frame
         )
-        params, schema = {"max_tokens": args.max_tokens or 300, "temperature": 0.0}, None
-    if args.temperature is not None:
-        params["temperature"] = args.temperature
-    if args.no_stream or schema is not None:
-        result = chat.complete(client, messages, model=args.model, **params)
-        if schema is not None:
-            print(parse_answer(result.text, schema).model_dump_json(indent=2))
+        request = TaskRequest(messages, {"max_tokens": args.max_tokens or 300, "temperature": 0.0})
+    params = {} if args.temperature is None else {"temperature": args.temperature}
+    if args.no_stream or request.schema is not None:
+        result = client.send(request, **params)
+        if result.parsed is not None:
+            print(result.parsed.model_dump_json(indent=2))
         else:
             print(result.text)
     else:
-        stream = chat.stream(client, messages, model=args.model, **params)
+        stream = client.stream(request.messages, **{**request.params, **params})
         for delta in stream:
             sys.stdout.write(delta)
             sys.stdout.flush()
@@ -172,7 +177,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
     if not args.folder.is_dir():
         raise ValueError(f"{args.folder}: not a folder of studies")
-    client = chat.make_async_client(settings(args))
+    client = connect(args)
     with BatchProgress(enabled=not args.no_progress) as progress:
         summary = asyncio.run(
             run_batch(
@@ -181,7 +186,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 TASKS[args.task],
                 args.out,
                 concurrency=args.concurrency,
-                model=args.model,
                 max_size=args.max_size or None,
                 frame=args.frame,
                 max_tokens=args.max_tokens,

@@ -22,9 +22,8 @@ from typing import Any
 
 import openai
 
-from clients.chat import ChatResult
+from clients.chat import ChatResult, MedGemmaClient
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
-from clients.run import asend
 from clients.tasks import Task
 
 IMAGE_SUFFIXES = {
@@ -191,11 +190,10 @@ def build_request(study: Study, task: Task, max_size: int | None, frame: int | N
 
 
 async def process(
-    client: openai.AsyncOpenAI,
+    client: MedGemmaClient,
     study: Study,
     task: Task,
     *,
-    model: str | None,
     max_size: int | None,
     frame: int | None,
     max_tokens: int | None,
@@ -204,7 +202,7 @@ async def process(
     try:
         request = await asyncio.to_thread(build_request, study, task, max_size, frame)
         extra = {"max_tokens": max_tokens} if max_tokens else {}
-        result = await asend(client, request, model=model, **extra)
+        result = await client.asend(request, **extra)
     except FATAL_ERRORS:
         raise
     except (*STUDY_ERRORS, openai.APIStatusError, openai.APIConnectionError) as exc:
@@ -213,13 +211,12 @@ async def process(
 
 
 async def run_batch(
-    client: openai.AsyncOpenAI,
+    client: MedGemmaClient,
     root: Path,
     task: Task,
     out: Path,
     *,
     concurrency: int = 16,
-    model: str | None = None,
     max_size: int | None = 896,
     frame: int | None = None,
     max_tokens: int | None = None,
@@ -234,6 +231,8 @@ async def run_batch(
     summary = BatchSummary(total=len(studies), skipped=len(studies) - len(todo))
     if on_start:
         on_start(len(studies), len(todo))
+    if todo:
+        await client.aresolve_model()  # once, before the workers (a dead server stops here)
     t0 = time.perf_counter()
     queue: asyncio.Queue[Study] = asyncio.Queue()
     for s in todo:
@@ -247,7 +246,6 @@ async def run_batch(
                 client,
                 study,
                 task,
-                model=model,
                 max_size=max_size,
                 frame=frame,
                 max_tokens=max_tokens,

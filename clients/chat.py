@@ -1,92 +1,76 @@
-"""Chat calls through the openai SDK: one answer, a stream of text deltas, sync and async.
+"""The MedGemma client: its settings, the openai SDK clients, and chat calls (sync and async).
 
-Settings come from arguments or the environment (MEDGEMMA_BASE_URL, MEDGEMMA_API_KEY,
-MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT, MEDGEMMA_MAX_RETRIES); the model defaults to the
-server's only model. The SDK does the HTTP; this module adds the result object, the
-stream wrapper and one error message of its own: a server that cannot be reached is
-reported with its URL and how to start it (ServerUnreachableError, an APIConnectionError).
+`MedGemmaClient()` takes its settings from arguments, else MEDGEMMA_BASE_URL,
+MEDGEMMA_API_KEY, MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT, MEDGEMMA_MAX_RETRIES (ClientSettings),
+else the defaults; the model defaults to the server's only model, asked once. The SDK does
+the HTTP; this module adds the result object, the text streams, the task presets' typed
+answers and one error message of its own: a server that cannot be reached is reported
+with its URL and how to start it (ServerUnreachableError, an APIConnectionError).
 Everything else (AuthenticationError, BadRequestError, ...) surfaces as the SDK raises it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clients.errors import ServerUnreachableError
+from clients.images import ImageSource
 from clients.messages import Message
+from clients.tasks import Task, TaskRequest, get_task, parse_answer
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 START_HINT = (
     "start it with `make serve` (or `python -m serve --config configs/deployments/cpu-tiny.yaml`)"
 )
+ENV_PREFIX = "MEDGEMMA_"
 
 
-class ClientSettings(BaseModel):
-    """Where the server is and how to call it."""
+class ClientSettings(BaseSettings):
+    """Where the server is and how to call it; each field also reads MEDGEMMA_<FIELD>."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
+    )
 
     base_url: str = Field(DEFAULT_BASE_URL, description="OpenAI-compatible base URL (…/v1).")
     api_key: str = Field("EMPTY", description="Bearer key; the server's MEDGEMMA_API_KEY.")
     model: str | None = Field(None, description="Served model name; None: the server's only one.")
-    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout in seconds.")
+    timeout: float = Field(600.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(2, ge=0, description="SDK retries on connection errors, 429, 5xx.")
 
-
-def load_settings(
-    *,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    model: str | None = None,
-    timeout_s: float | None = None,
-    max_retries: int | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> ClientSettings:
-    """Arguments win over MEDGEMMA_* environment variables, which win over defaults."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {
-        "base_url": base_url or env.get("MEDGEMMA_BASE_URL"),
-        "api_key": api_key or env.get("MEDGEMMA_API_KEY"),
-        "model": model or env.get("MEDGEMMA_MODEL"),
-        "timeout_s": timeout_s if timeout_s is not None else env.get("MEDGEMMA_TIMEOUT"),
-        "max_retries": max_retries if max_retries is not None else env.get("MEDGEMMA_MAX_RETRIES"),
-    }
-    return ClientSettings.model_validate({k: v for k, v in values.items() if v not in (None, "")})
+    @classmethod
+    def load(cls, **overrides: Any) -> ClientSettings:
+        """Overrides that are given (not None or "") win over the MEDGEMMA_* variables, which
+        win over the defaults. A bad value is one ValueError line naming where it came from."""
+        given = {k: v for k, v in overrides.items() if v not in (None, "")}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise ValueError(settings_error(exc, given)) from None
 
 
-# The model named in the settings a client was made from (weak: dies with the client).
-_settings_model: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+def env_name(setting: str) -> str:
+    """The environment variable of a ClientSettings field: timeout -> MEDGEMMA_TIMEOUT."""
+    return f"{ENV_PREFIX}{setting.upper()}"
 
 
-def make_client(settings: ClientSettings | None = None) -> openai.OpenAI:
-    """An openai.OpenAI client from the settings (default: from the environment)."""
-    s = settings or load_settings()
-    client = openai.OpenAI(
-        base_url=s.base_url, api_key=s.api_key, timeout=s.timeout_s, max_retries=s.max_retries
-    )
-    if s.model:
-        _settings_model[client] = s.model
-    return client
-
-
-def make_async_client(settings: ClientSettings | None = None) -> openai.AsyncOpenAI:
-    """An openai.AsyncOpenAI client from the settings (default: from the environment)."""
-    s = settings or load_settings()
-    client = openai.AsyncOpenAI(
-        base_url=s.base_url, api_key=s.api_key, timeout=s.timeout_s, max_retries=s.max_retries
-    )
-    if s.model:
-        _settings_model[client] = s.model
-    return client
+def settings_error(exc: ValidationError, given: Mapping[str, Any]) -> str:
+    """One line naming each bad setting by its argument, or else by its variable (values are
+    left out: one of them is the API key)."""
+    problems = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        source = f"argument {name}" if name in given else env_name(name)
+        problems.append(f"{source}: {err['msg']}")
+    return f"bad client settings: {'; '.join(problems)}"
 
 
 @dataclass
@@ -102,7 +86,7 @@ class ChatResult:
 
 
 @contextlib.contextmanager
-def reachable(client: openai.OpenAI | openai.AsyncOpenAI) -> Iterator[None]:
+def reachable(base_url: object) -> Iterator[None]:
     """Turn a failed connection into ServerUnreachableError naming the URL (timeouts pass)."""
     try:
         yield
@@ -111,7 +95,7 @@ def reachable(client: openai.OpenAI | openai.AsyncOpenAI) -> Iterator[None]:
     except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc
         raise ServerUnreachableError(
-            message=f"cannot reach the MedGemma server at {client.base_url} "
+            message=f"cannot reach the MedGemma server at {base_url} "
             f"({type(cause).__name__}: {cause}); {START_HINT}, or point MEDGEMMA_BASE_URL / "
             f"--base-url at a running one",
             request=exc.request,
@@ -119,47 +103,13 @@ def reachable(client: openai.OpenAI | openai.AsyncOpenAI) -> Iterator[None]:
 
 
 def only_model(ids: Sequence[str], base_url: object) -> str:
+    """The one served model id; ValueError if the server serves several or none."""
     if len(ids) != 1:
         raise ValueError(
             f"the server at {base_url} serves {len(ids)} models ({', '.join(ids) or 'none'}): "
             f"choose one with model= / MEDGEMMA_MODEL / --model"
         )
     return ids[0]
-
-
-def served_models(client: openai.OpenAI) -> list[str]:
-    with reachable(client):
-        return [m.id for m in client.models.list().data]
-
-
-async def aserved_models(client: openai.AsyncOpenAI) -> list[str]:
-    with reachable(client):
-        return [m.id async for m in client.models.list()]
-
-
-_model_cache: dict[str, str] = {}
-
-
-def resolve_model(client: openai.OpenAI, model: str | None = None) -> str:
-    """The given model, else the client's settings' model, else MEDGEMMA_MODEL, else the
-    server's only model (asked once per base URL)."""
-    model = model or _settings_model.get(client) or os.environ.get("MEDGEMMA_MODEL")
-    if model:
-        return model
-    key = str(client.base_url)
-    if key not in _model_cache:
-        _model_cache[key] = only_model(served_models(client), client.base_url)
-    return _model_cache[key]
-
-
-async def aresolve_model(client: openai.AsyncOpenAI, model: str | None = None) -> str:
-    model = model or _settings_model.get(client) or os.environ.get("MEDGEMMA_MODEL")
-    if model:
-        return model
-    key = str(client.base_url)
-    if key not in _model_cache:
-        _model_cache[key] = only_model(await aserved_models(client), client.base_url)
-    return _model_cache[key]
 
 
 def usage_dict(usage: Any) -> dict[str, int]:
@@ -183,30 +133,133 @@ def to_result(resp: Any, latency_s: float) -> ChatResult:
     )
 
 
-def complete(
-    client: openai.OpenAI, messages: Sequence[Message], *, model: str | None = None, **params: Any
-) -> ChatResult:
-    """One chat completion. params: max_tokens, temperature, response_format, ..."""
-    name = resolve_model(client, model)
-    t0 = time.perf_counter()
-    with reachable(client):
-        resp = client.chat.completions.create(model=name, messages=list(messages), **params)  # type: ignore[call-overload,arg-type]
-    return to_result(resp, time.perf_counter() - t0)
+def with_parsed(result: ChatResult, schema: type[BaseModel] | None) -> ChatResult:
+    """Attach the validated answer when the request asked for a schema (SchemaError if the
+    answer does not match it, e.g. cut off by max_tokens before the JSON closed)."""
+    if schema is not None:
+        result.parsed = parse_answer(result.text, schema)
+    return result
 
 
-async def acomplete(
-    client: openai.AsyncOpenAI,
-    messages: Sequence[Message],
-    *,
-    model: str | None = None,
-    **params: Any,
-) -> ChatResult:
-    """One chat completion, async."""
-    name = await aresolve_model(client, model)
-    t0 = time.perf_counter()
-    with reachable(client):
-        resp = await client.chat.completions.create(model=name, messages=list(messages), **params)  # type: ignore[call-overload,arg-type]
-    return to_result(resp, time.perf_counter() - t0)
+class MedGemmaClient:
+    """A client of one MedGemma deployment: settings, SDK clients, the served model's name.
+
+    Sync and async methods mirror each other (complete / acomplete, stream / astream,
+    send / asend, run_task / arun_task). `with` closes the sync connections, `async with`
+    both.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        """settings: base_url, api_key, model, timeout, max_retries (see ClientSettings);
+        a setting not given comes from its MEDGEMMA_* variable, else its default."""
+        self.settings = ClientSettings.load(**settings)
+        s = self.settings
+        sdk_args: dict[str, Any] = {
+            "base_url": s.base_url,
+            "api_key": s.api_key,
+            "timeout": s.timeout,
+            "max_retries": s.max_retries,
+        }
+        self.sdk = openai.OpenAI(**sdk_args)
+        self.async_sdk = openai.AsyncOpenAI(**sdk_args)
+        self.model_name = s.model  # None until asked of the server
+
+    @property
+    def base_url(self) -> str:
+        return str(self.sdk.base_url)
+
+    def served_models(self) -> list[str]:
+        """The ids of the models the server serves (GET /v1/models)."""
+        with reachable(self.base_url):
+            return [m.id for m in self.sdk.models.list().data]
+
+    async def aserved_models(self) -> list[str]:
+        with reachable(self.base_url):
+            return [m.id async for m in self.async_sdk.models.list()]
+
+    def resolve_model(self) -> str:
+        """The settings' model, else the server's only model (asked once)."""
+        if self.model_name is None:
+            self.model_name = only_model(self.served_models(), self.base_url)
+        return self.model_name
+
+    async def aresolve_model(self) -> str:
+        if self.model_name is None:
+            self.model_name = only_model(await self.aserved_models(), self.base_url)
+        return self.model_name
+
+    def complete(self, messages: Sequence[Message], **params: Any) -> ChatResult:
+        """One chat completion. params: max_tokens, temperature, response_format, ..."""
+        model = self.resolve_model()
+        t0 = time.perf_counter()
+        with reachable(self.base_url):
+            resp = self.sdk.chat.completions.create(model=model, messages=list(messages), **params)  # type: ignore[call-overload,arg-type]
+        return to_result(resp, time.perf_counter() - t0)
+
+    async def acomplete(self, messages: Sequence[Message], **params: Any) -> ChatResult:
+        model = await self.aresolve_model()
+        t0 = time.perf_counter()
+        with reachable(self.base_url):
+            resp = await self.async_sdk.chat.completions.create(  # type: ignore[call-overload]
+                model=model,
+                messages=list(messages),  # type: ignore[arg-type]
+                **params,
+            )
+        return to_result(resp, time.perf_counter() - t0)
+
+    def stream(self, messages: Sequence[Message], **params: Any) -> TextStream:
+        """The answer as text deltas: `for delta in client.stream(...)`; then `.result`."""
+        return TextStream(self, messages, params)
+
+    def astream(self, messages: Sequence[Message], **params: Any) -> AsyncTextStream:
+        """The answer as text deltas: `async for delta in client.astream(...)`; then `.result`."""
+        return AsyncTextStream(self, messages, params)
+
+    def send(self, request: TaskRequest, **params: Any) -> ChatResult:
+        """A built request; params override its own. A schema's answer lands in `.parsed`."""
+        result = self.complete(request.messages, **{**request.params, **params})
+        return with_parsed(result, request.schema)
+
+    async def asend(self, request: TaskRequest, **params: Any) -> ChatResult:
+        result = await self.acomplete(request.messages, **{**request.params, **params})
+        return with_parsed(result, request.schema)
+
+    def run_task(
+        self,
+        task: str | Task,
+        images: Sequence[ImageSource | dict[str, Any]] = (),
+        **inputs: Any,
+    ) -> ChatResult:
+        """Build the task's request from images and inputs (report=, question=,
+        patient_history=, turns=, max_size=, frame=, max_tokens=) and send it."""
+        return self.send(get_task(task).build(images, **inputs))
+
+    async def arun_task(
+        self,
+        task: str | Task,
+        images: Sequence[ImageSource | dict[str, Any]] = (),
+        **inputs: Any,
+    ) -> ChatResult:
+        return await self.asend(get_task(task).build(images, **inputs))
+
+    def close(self) -> None:
+        self.sdk.close()
+
+    async def aclose(self) -> None:
+        await self.async_sdk.close()
+        self.sdk.close()
+
+    def __enter__(self) -> MedGemmaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MedGemmaClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class StreamState:
@@ -247,15 +300,17 @@ STREAM_USAGE = {"stream_options": {"include_usage": True}}
 class TextStream:
     """Iterate for the text deltas; `result` holds the whole answer once exhausted."""
 
-    def __init__(self, client: openai.OpenAI, messages: Sequence[Message], params: dict) -> None:
+    def __init__(
+        self, client: MedGemmaClient, messages: Sequence[Message], params: dict[str, Any]
+    ) -> None:
         self.client, self.messages, self.params = client, list(messages), params
         self.result: ChatResult | None = None
 
     def __iter__(self) -> Iterator[str]:
-        model = resolve_model(self.client, self.params.pop("model", None))
+        model = self.client.resolve_model()
         state = StreamState(time.perf_counter())
-        with reachable(self.client):
-            chunks = self.client.chat.completions.create(  # type: ignore[call-overload]
+        with reachable(self.client.base_url):
+            chunks = self.client.sdk.chat.completions.create(  # type: ignore[call-overload]
                 model=model, messages=self.messages, stream=True, **STREAM_USAGE, **self.params
             )
             with chunks:
@@ -270,16 +325,16 @@ class AsyncTextStream:
     """`async for` the text deltas; `result` holds the whole answer once exhausted."""
 
     def __init__(
-        self, client: openai.AsyncOpenAI, messages: Sequence[Message], params: dict
+        self, client: MedGemmaClient, messages: Sequence[Message], params: dict[str, Any]
     ) -> None:
         self.client, self.messages, self.params = client, list(messages), params
         self.result: ChatResult | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        model = await aresolve_model(self.client, self.params.pop("model", None))
+        model = await self.client.aresolve_model()
         state = StreamState(time.perf_counter())
-        with reachable(self.client):
-            chunks = await self.client.chat.completions.create(  # type: ignore[call-overload]
+        with reachable(self.client.base_url):
+            chunks = await self.client.async_sdk.chat.completions.create(  # type: ignore[call-overload]
                 model=model, messages=self.messages, stream=True, **STREAM_USAGE, **self.params
             )
             async with chunks:
@@ -288,15 +343,3 @@ class AsyncTextStream:
                     if delta:
                         yield delta
         self.result = state.result()
-
-
-def stream(client: openai.OpenAI, messages: Sequence[Message], **params: Any) -> TextStream:
-    """The answer as text deltas: `for delta in stream(...)`; then `.result`."""
-    return TextStream(client, messages, params)
-
-
-def astream(
-    client: openai.AsyncOpenAI, messages: Sequence[Message], **params: Any
-) -> AsyncTextStream:
-    """The answer as text deltas: `async for delta in astream(...)`; then `.result`."""
-    return AsyncTextStream(client, messages, params)

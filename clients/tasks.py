@@ -3,7 +3,8 @@
 A `Task` turns inputs (images, a report, the patient's history, earlier turns) into a
 `TaskRequest`: the chat messages plus sampling parameters, and for `consistency` a JSON
 schema that vLLM's structured output (xgrammar) enforces while decoding. `parse_answer`
-validates the consistency answer with pydantic. Pure: chat.py sends the request.
+validates the consistency answer with pydantic. Pure: chat.MedGemmaClient sends the
+request.
 
 The presets follow MedGemma's model card: the system prompt "You are an expert
 radiologist.", greedy decoding, a few hundred new tokens. Outputs support, never replace,
@@ -177,9 +178,12 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
-    """The task called name; KeyError's message lists the known ones."""
+def get_task(task: str | Task) -> Task:
+    """The preset called `task` (a Task is returned as it is); KeyError's message lists the
+    known ones."""
+    if isinstance(task, Task):
+        return task
     try:
-        return TASKS[name]
+        return TASKS[task]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+        raise KeyError(f"unknown task {task!r}; known: {', '.join(TASKS)}") from None

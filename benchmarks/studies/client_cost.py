@@ -31,7 +31,7 @@ import openai
 from PIL import Image
 
 from benchmarks.runner.workload import dicom_dataset, xray_values
-from clients import chat
+from clients.chat import MedGemmaClient
 from clients.images import to_data_url
 from clients.messages import RADIOLOGIST, build_messages
 
@@ -65,8 +65,7 @@ def time_prep(path: Path, max_size: int | None, reps: int) -> float:
 
 
 async def one_pass(
-    client: openai.AsyncOpenAI,
-    model: str,
+    client: MedGemmaClient,
     inputs: list[Path] | list[list[dict]],
     max_size: int | None,
     concurrency: int,
@@ -83,9 +82,7 @@ async def one_pass(
             else:
                 messages = item
             try:
-                await chat.acomplete(
-                    client, messages, model=model, max_tokens=max_tokens, temperature=0
-                )
+                await client.acomplete(messages, max_tokens=max_tokens, temperature=0)
             except openai.APIError as exc:
                 print(f"  request failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return False
@@ -116,9 +113,6 @@ async def served(args: argparse.Namespace, base_url: str, api_key: str, folder: 
     rng = np.random.default_rng(args.seed + 1)
     size = args.image_size
     bases = [xray_values(rng, size, size, 255).astype(np.uint8) for _ in range(args.requests)]
-    settings = chat.load_settings(
-        base_url=base_url, api_key=api_key, model=args.model, max_retries=0
-    )
     labels = [
         ("full res, prep in loop", None, False),
         ("896 px, prep in loop", 896, False),
@@ -126,10 +120,11 @@ async def served(args: argparse.Namespace, base_url: str, api_key: str, folder: 
         ("896 px, pre-encoded", 896, True),
     ]
     rates: dict[str, list[float]] = {label: [] for label, _, _ in labels}
-    async with chat.make_async_client(settings) as client:
-        model = await chat.aresolve_model(client, args.model)
+    client = MedGemmaClient(base_url=base_url, api_key=api_key, model=args.model, max_retries=0)
+    async with client:
+        await client.aresolve_model()  # before any timed pass; a dead server stops here
         warm = fresh_images(bases[:2], folder, "warm", size // 2)
-        await one_pass(client, model, warm, 896, 2, args.max_tokens)
+        await one_pass(client, warm, 896, 2, args.max_tokens)
         for rnd in range(args.rounds):
             for k, (label, max_size, pre) in enumerate(labels):
                 paths = fresh_images(bases, folder, "pass", 1 + rnd * len(labels) + k)
@@ -137,7 +132,7 @@ async def served(args: argparse.Namespace, base_url: str, api_key: str, folder: 
                 if pre:
                     inputs = [prepare(p, max_size) for p in paths]
                 rate, failed = await one_pass(
-                    client, model, inputs, max_size, args.concurrency, args.max_tokens
+                    client, inputs, max_size, args.concurrency, args.max_tokens
                 )
                 rates[label].append(rate)
                 print(f"  round {rnd + 1} {label:<24} {rate:6.2f} req/s ({failed} failed)")

@@ -9,15 +9,14 @@ import asyncio
 import sys
 import time
 
-from clients import chat
-from clients.run import arun_task
+from clients.chat import MedGemmaClient
 
 
 async def main(paths: list[str]) -> None:
-    async with chat.make_async_client() as client:
+    async with MedGemmaClient() as client:
         t0 = time.perf_counter()
         results = await asyncio.gather(
-            *(arun_task(client, "findings", [p], max_tokens=32) for p in paths),
+            *(client.arun_task("findings", [p], max_tokens=32) for p in paths),
             return_exceptions=True,  # one bad file does not sink the others
         )
         elapsed = time.perf_counter() - t0

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import sys
 
-from clients import chat
+from clients.chat import MedGemmaClient
 from clients.errors import SchemaError
-from clients.run import run_task
 from clients.tasks import ConsistencyCheck
 
 image, report = sys.argv[1], sys.argv[2]
-client = chat.make_client()
+client = MedGemmaClient()
 
 try:
-    result = run_task(client, "consistency", [image], report=report)
+    result = client.run_task("consistency", [image], report=report)
 except SchemaError as exc:
     sys.exit(f"no valid answer: {exc}")
 

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import sys
 
-from clients import chat
+from clients.chat import MedGemmaClient
 from clients.messages import assistant_turn, user_turn
-from clients.run import run_task
 
-client = chat.make_client()
+client = MedGemmaClient()
 history = "58-year-old, fever and productive cough for 5 days"
 turns: list[dict] = []
 
 questions = [("What do you see?", [sys.argv[1]]), ("Could this be pneumonia?", [])]
 for question, images in questions:
-    result = run_task(
-        client,
+    result = client.run_task(
         "interpret",
         images,
         question=question,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from clients import chat
+from clients.chat import MedGemmaClient
 from clients.tasks import TASKS
 
-client = chat.make_client()  # reads MEDGEMMA_* from the environment
+client = MedGemmaClient()  # reads MEDGEMMA_* from the environment
 request = TASKS["findings"].build([sys.argv[1]], max_tokens=64)
 
-stream = chat.stream(client, request.messages, **request.params)
+stream = client.stream(request.messages, **request.params)
 for delta in stream:
     print(delta, end="", flush=True)
 print()

@@ -9,10 +9,9 @@ import openai
 import pytest
 from pydicom.data import get_testdata_file
 
-from clients import chat
+from clients.chat import ChatResult, MedGemmaClient
 from clients.errors import ImageError, SchemaError
 from clients.messages import RADIOLOGIST, assistant_turn, build_messages, user_turn
-from clients.run import arun_task, run_task
 from clients.tasks import ConsistencyCheck
 from tests.conftest import LiveServer
 from tests.images import chest_like_png
@@ -20,37 +19,39 @@ from tests.images import chest_like_png
 CT = get_testdata_file("CT_small.dcm", download=False)
 
 
+def connect(server: LiveServer, **settings: object) -> MedGemmaClient:
+    """A client of the test server, whatever MEDGEMMA_* variables the shell has set."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("MEDGEMMA_MODEL", "MEDGEMMA_TIMEOUT", "MEDGEMMA_MAX_RETRIES"):
+            env.delenv(name, raising=False)
+        return MedGemmaClient(base_url=server.base_url, api_key=server.api_key, **settings)
+
+
 @pytest.fixture(scope="module")
-def client(server: LiveServer) -> openai.OpenAI:
-    s = chat.load_settings(
-        base_url=server.base_url, api_key=server.api_key, max_retries=0, environ={}
-    )
-    return chat.make_client(s)
+def client(server: LiveServer) -> MedGemmaClient:
+    return connect(server, max_retries=0)
 
 
-def image_tokens_seen(result: chat.ChatResult, n_images: int) -> bool:
+def image_tokens_seen(result: ChatResult, n_images: int) -> bool:
     return result.usage.get("prompt_tokens", 0) >= 256 * n_images
 
 
 def test_the_model_defaults_to_the_servers_only_model(client, server: LiveServer) -> None:
-    assert chat.resolve_model(client) == server.model
+    assert client.resolve_model() == server.model
 
 
 @pytest.mark.parametrize("task", ["findings", "summary", "teaching"])
 def test_image_tasks(client, task: str) -> None:
-    r = run_task(client, task, [chest_like_png(1024), CT], report="Normal chest.", max_tokens=12)
+    r = client.run_task(task, [chest_like_png(1024), CT], report="Normal chest.", max_tokens=12)
     assert r.text and r.finish_reason in ("stop", "length"), r
     assert image_tokens_seen(r, 2), f"two images should cost >= 512 prompt tokens: {r.usage}"
     assert r.latency_s > 0 and r.usage["completion_tokens"] <= 12, r
 
 
 def test_interpret_multi_turn_with_history(client) -> None:
-    first = run_task(
-        client, "interpret", [chest_like_png()], question="What is this?", max_tokens=8
-    )
+    first = client.run_task("interpret", [chest_like_png()], question="What is this?", max_tokens=8)
     turns = [user_turn("What is this?", [chest_like_png()]), assistant_turn(first.text)]
-    second = run_task(
-        client,
+    second = client.run_task(
         "interpret",
         question="Is there an effusion?",
         patient_history="65-year-old smoker, cough for 3 weeks",
@@ -62,7 +63,7 @@ def test_interpret_multi_turn_with_history(client) -> None:
 
 
 def test_consistency_returns_the_typed_model_through_structured_output(client) -> None:
-    r = run_task(client, "consistency", [chest_like_png()], report="Right lower lobe pneumonia.")
+    r = client.run_task("consistency", [chest_like_png()], report="Right lower lobe pneumonia.")
     assert r.finish_reason == "stop", f"the JSON should close before max_tokens: {r}"
     assert isinstance(r.parsed, ConsistencyCheck), r
     assert 0 <= r.parsed.confidence <= 1
@@ -71,13 +72,13 @@ def test_consistency_returns_the_typed_model_through_structured_output(client) -
 
 def test_an_answer_cut_off_before_the_json_closes_is_a_schema_error(client) -> None:
     with pytest.raises(SchemaError, match="does not match ConsistencyCheck") as err:
-        run_task(client, "consistency", [chest_like_png()], report="Normal.", max_tokens=3)
+        client.run_task("consistency", [chest_like_png()], report="Normal.", max_tokens=3)
     assert err.value.raw.startswith("{"), err.value.raw
 
 
 def test_stream_yields_deltas_then_the_result(client) -> None:
     messages = build_messages("Describe this X-ray", [chest_like_png()], system=RADIOLOGIST)
-    s = chat.stream(client, messages, max_tokens=16, temperature=0)
+    s = client.stream(messages, max_tokens=16, temperature=0)
     deltas = list(s)
     assert s.result is not None and len(deltas) > 1, deltas
     assert "".join(deltas) == s.result.text
@@ -86,11 +87,10 @@ def test_stream_yields_deltas_then_the_result(client) -> None:
 
 
 def test_async_32_concurrent_calls(server: LiveServer) -> None:
-    async def main() -> list[chat.ChatResult]:
-        s = chat.load_settings(base_url=server.base_url, api_key=server.api_key, environ={})
-        async with chat.make_async_client(s) as aclient:
+    async def main() -> list[ChatResult]:
+        async with connect(server) as aclient:
             calls = [
-                arun_task(aclient, "findings", [chest_like_png(seed=i)], max_tokens=8)
+                aclient.arun_task("findings", [chest_like_png(seed=i)], max_tokens=8)
                 for i in range(32)
             ]
             return await asyncio.gather(*calls)
@@ -102,10 +102,9 @@ def test_async_32_concurrent_calls(server: LiveServer) -> None:
 
 
 def test_async_stream(server: LiveServer) -> None:
-    async def main() -> tuple[list[str], chat.ChatResult | None]:
-        s = chat.load_settings(base_url=server.base_url, api_key=server.api_key, environ={})
-        async with chat.make_async_client(s) as aclient:
-            st = chat.astream(aclient, build_messages("Hi"), max_tokens=8, temperature=0)
+    async def main() -> tuple[list[str], ChatResult | None]:
+        async with connect(server) as aclient:
+            st = aclient.astream(build_messages("Hi"), max_tokens=8, temperature=0)
             return [d async for d in st], st.result
 
     deltas, result = asyncio.run(main())
@@ -113,17 +112,15 @@ def test_async_stream(server: LiveServer) -> None:
 
 
 def test_wrong_api_key_is_the_sdks_authentication_error(server: LiveServer) -> None:
-    s = chat.load_settings(
-        base_url=server.base_url, api_key="wrong", model=server.model, environ={}
-    )
+    wrong = MedGemmaClient(base_url=server.base_url, api_key="wrong", model=server.model)
     with pytest.raises(openai.AuthenticationError) as err:
-        chat.complete(chat.make_client(s), build_messages("hi"), max_tokens=4)
+        wrong.complete(build_messages("hi"), max_tokens=4)
     assert err.value.status_code == 401
 
 
 def test_a_400_carries_the_servers_message(client) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        chat.complete(client, build_messages("hi"), max_tokens=100_000)
+        client.complete(build_messages("hi"), max_tokens=100_000)
     assert "max_tokens" in str(err.value), err.value.body
 
 
@@ -131,6 +128,6 @@ def test_bad_images_fail_before_any_request(client, tmp_path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     with pytest.raises(ImageError, match="not an image"):
-        run_task(client, "findings", [notes])
+        client.run_task("findings", [notes])
     with pytest.raises(ImageError, match="no pixel data"):
-        run_task(client, "findings", [get_testdata_file("rtplan.dcm", download=False)])
+        client.run_task("findings", [get_testdata_file("rtplan.dcm", download=False)])

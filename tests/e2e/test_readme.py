@@ -63,7 +63,7 @@ def test_readme_sdk_example(server: LiveServer, tmp_path: Path) -> None:
 
 def test_readme_clients_example(server: LiveServer, tmp_path: Path) -> None:
     Image.new("L", (1200, 1000), 90).save(tmp_path / "cxr.png")
-    script = block("python", "from clients import chat")
+    script = block("python", "from clients.chat import MedGemmaClient")
     env = {**env_for(server), "MEDGEMMA_BASE_URL": server.base_url, "PYTHONPATH": str(REPO)}
     r = subprocess.run(
         [sys.executable, "-c", script],

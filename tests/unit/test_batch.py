@@ -1,15 +1,21 @@
-"""clients.batch pure parts: study discovery, torn-line tolerant reading, resume, compaction."""
+"""clients.batch: study discovery, torn-line tolerant reading, resume, compaction (pure), and
+a run against a stand-in server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from pydicom.data import get_testdata_file
 
+from clients import batch
 from clients.batch import Study, compact, discover, latest, parse_records, pending, read_records
+from clients.chat import MedGemmaClient
+from clients.tasks import TASKS
 from tests.images import chest_like_png
+from tests.openai_standin import serve_standin
 
 
 def test_discover_finds_images_and_dicom_with_stable_relative_ids(tmp_path):
@@ -65,3 +71,26 @@ def test_compact_keeps_one_record_per_study_and_drops_a_torn_line(tmp_path):
     text = out.read_text()
     assert text.endswith("\n") and [r["id"] for r in read_records(out)] == ["b", "a"], text
     assert all(r["status"] == "ok" for r in read_records(out))
+
+
+def test_a_run_asks_for_the_model_once_records_each_study_and_a_rerun_retries_failures(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("MEDGEMMA_MODEL", raising=False)
+    folder, out = tmp_path / "studies", tmp_path / "results.jsonl"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"s{i}.png").write_bytes(chest_like_png(64, seed=i))
+    (folder / "broken.png").write_text("not an image")
+    findings = TASKS["findings"]
+    with serve_standin() as (url, server):
+        client = MedGemmaClient(base_url=url, max_retries=0)
+        first = asyncio.run(batch.run_batch(client, folder, findings, out, concurrency=3))
+        gets = [path for method, path, _ in server.seen if method == "GET"]
+        again = asyncio.run(batch.run_batch(client, folder, findings, out, max_tokens=8))
+    assert (first.total, first.skipped, first.ok, first.failed) == (5, 0, 4, 1), first
+    assert gets == ["/v1/models"], "the model is asked once, before the workers"
+    assert (again.skipped, again.ok, again.failed) == (4, 0, 1), again
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["broken.png"]["error_type"] == "ImageError", records["broken.png"]
+    assert all(records[f"s{i}.png"]["text"] == "an answer" for i in range(4)), records

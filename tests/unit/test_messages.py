@@ -9,7 +9,7 @@ import pytest
 
 from clients.errors import SchemaError
 from clients.messages import RADIOLOGIST, assistant_turn, build_messages, count_images, user_turn
-from clients.tasks import TASKS, ConsistencyCheck, parse_answer
+from clients.tasks import TASKS, ConsistencyCheck, get_task, parse_answer
 from tests.images import chest_like_png
 
 IMG = chest_like_png(64)
@@ -115,3 +115,10 @@ def test_parse_answer_rejects_json_that_does_not_match(raw, where):
     ) as err:
         parse_answer(raw, ConsistencyCheck)
     assert err.value.raw == raw
+
+
+def test_get_task_takes_a_name_or_a_preset_and_lists_the_known_names():
+    assert get_task("findings") is TASKS["findings"]
+    assert get_task(TASKS["teaching"]) is TASKS["teaching"]
+    with pytest.raises(KeyError, match="unknown task 'diagnose'; known: findings, summary"):
+        get_task("diagnose")
