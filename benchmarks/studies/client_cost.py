@@ -35,7 +35,7 @@ from clients.chat import MedGemmaClient
 from clients.images import to_data_url
 from clients.messages import RADIOLOGIST, build_messages
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PREP_SIZES = (512, 2048, 4096)
 
 
