@@ -13,11 +13,11 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import openai
 
 from clients.chat import ClientSettings, MedGemmaClient, env_name
+from clients.error_body import error_message
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
 from clients.tasks import TASKS, TaskRequest
@@ -203,16 +203,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def server_message(exc: openai.APIStatusError) -> str:
     """The server's own error message from an error response body."""
-    body: Any = exc.body
-    if isinstance(body, str) and body.strip():
-        return body.strip()
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if body.get("message"):
-            return str(body["message"])
-    return exc.message
+    return error_message(exc.body) or exc.message
 
 
 def explain(exc: BaseException) -> str | None:

@@ -39,6 +39,7 @@ from locust.env import Environment
 
 from benchmarks.runner.prepared import PreparedRequest, read_workload
 from benchmarks.runner.records import RequestRecord, StreamParser
+from clients.error_body import error_message
 
 STATE: dict[str, Any] = {
     "workload": [],
@@ -246,14 +247,8 @@ class ChatUser(FastHttpUser):
 
 
 def error_text(body: bytes) -> str:
-    """The message of an OpenAI-style error body (or its first 300 bytes)."""
-    try:
-        data = json.loads(body)
-        err = data.get("error", data) if isinstance(data, dict) else data
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        return str(msg)[:300]
-    except ValueError:
-        return body[:300].decode("utf-8", "replace")
+    """The message of an error body (or its first 300 bytes), at most 300 characters."""
+    return (error_message(body) or body[:300].decode("utf-8", "replace"))[:300]
 
 
 class ClosedLoopChat(ChatUser):

@@ -22,6 +22,7 @@ import httpx
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
+from clients.error_body import error_message
 
 if TYPE_CHECKING:
     from serve.launch.process import ServerProcess
@@ -92,13 +93,10 @@ def probe(base_url: str, api_key: str | None, req: PreparedRequest, timeout_s: f
     except httpx.HTTPError as exc:
         raise BenchError(f"probe request to {url} failed: {type(exc).__name__}: {exc}") from None
     if resp.status_code != 200:
-        try:
-            msg = resp.json().get("error", {}).get("message", resp.text)
-        except (ValueError, AttributeError):
-            msg = resp.text
+        msg = error_message(resp.content) or resp.text
         raise BenchError(
             f"the server rejected the scenario's first request (HTTP {resp.status_code}): "
-            f"{str(msg)[:400]}"
+            f"{msg[:400]}"
         )
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clients.error_body import error_message
+
 
 @dataclass
 class RequestRecord:
@@ -93,9 +95,8 @@ class StreamParser:
             self.error = self.error or f"stream chunk is not an object: {payload[:120]!r}"
             return
         if "error" in data:
-            err = data["error"]
-            msg = err.get("message", err) if isinstance(err, dict) else err
-            self.error = f"server error in stream: {str(msg)[:300]}"
+            msg = error_message(data) or str(data["error"])
+            self.error = f"server error in stream: {msg[:300]}"
             return
         if choices := data.get("choices"):
             if self.first is None:
