@@ -23,12 +23,12 @@ from typing import Any
 import openai
 
 from clients.chat import ChatResult, MedGemmaClient
+from clients.dicom import DICOM_SUFFIXES, is_dicom_file
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
 from clients.tasks import Task
 
 IMAGE_SUFFIXES = {
-    ".dcm",
-    ".dicom",
+    *DICOM_SUFFIXES,
     ".png",
     ".jpg",
     ".jpeg",
@@ -70,15 +70,6 @@ class BatchSummary:
     elapsed_s: float = 0.0
 
 
-def looks_like_dicom(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
 def discover(root: Path) -> list[Study]:
     """Every study under root (recursively, sorted, hidden files skipped)."""
     if not root.is_dir():
@@ -89,7 +80,7 @@ def discover(root: Path) -> list[Study]:
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
         suffix = path.suffix.lower()
-        if suffix in IMAGE_SUFFIXES or (suffix == "" and looks_like_dicom(path)):
+        if suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom_file(path)):
             studies.append(Study(rel.as_posix(), path))
     return studies
 

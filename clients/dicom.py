@@ -10,6 +10,7 @@ that bone is bright, as on a radiograph viewer.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -21,17 +22,31 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 from clients.errors import ImageError
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-def is_dicom_bytes(head: bytes) -> bool:
-    """True if the bytes start like a DICOM Part 10 file (preamble + 'DICM')."""
-    return len(head) >= 132 and head[128:132] == b"DICM"
+def is_dicom(head: bytes, name: str = "") -> bool:
+    """True if `head` (a file's first 132 bytes, or more) starts like a DICOM Part 10 file
+    (a 128-byte preamble, then `DICM`), or `name` ends in .dcm / .dicom (DICOM written
+    without the preamble)."""
+    has_magic = len(head) >= 132 and head[128:132] == b"DICM"
+    return has_magic or name.lower().endswith(DICOM_SUFFIXES)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """`is_dicom` for a file on disk, reading only its first 132 bytes (False if unreadable)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return is_dicom(head, path.name)
 
 
 def read_dataset(data: bytes, where: str = "<bytes>") -> Dataset:
     """Parse DICOM file contents. Raises ImageError if they are not DICOM."""
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=not is_dicom_bytes(data))
+        return pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise ImageError(f"{where}: not a readable DICOM file ({exc})") from exc
 

@@ -89,7 +89,7 @@ def encode_bytes(
     data: bytes, where: str, *, max_size: int | None, frame: int | None
 ) -> tuple[str, bytes]:
     """Encode file contents; PNG/JPEG bytes that need no change are passed through."""
-    if not is_dicom(data, where):
+    if not dicom.is_dicom(data, where):
         img = open_image(data, where)
         if frame is None and img.format in PASS_THROUGH_FORMATS and needs_no_change(img, max_size):
             return PASS_THROUGH_FORMATS[img.format], data
@@ -99,13 +99,9 @@ def encode_bytes(
     return encode_image(decode_bytes(data, where, frame), max_size=max_size)
 
 
-def is_dicom(data: bytes, where: str) -> bool:
-    return dicom.is_dicom_bytes(data) or where.lower().endswith((".dcm", ".dicom"))
-
-
 def decode_bytes(data: bytes, where: str, frame: int | None) -> Image.Image:
     """Encoded image or DICOM bytes -> 8-bit 'L' or 'RGB' image. Raises ImageError."""
-    if is_dicom(data, where):
+    if dicom.is_dicom(data, where):
         return dicom.dataset_to_image(dicom.read_dataset(data, where), frame, where)
     return normalise(open_image(data, where), frame, where)
 

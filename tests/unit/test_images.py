@@ -240,3 +240,21 @@ def test_exif_orientation_is_applied(fmt):
     buf = io.BytesIO()
     img.save(buf, fmt, exif=exif.tobytes())
     assert decode(to_data_url(buf.getvalue())).size == (32, 64)
+
+
+def test_dicom_is_recognised_by_its_magic_bytes_or_its_name(tmp_path: Path) -> None:
+    from clients.dicom import is_dicom, is_dicom_file
+
+    data = Path(dicom_path("CT_small.dcm")).read_bytes()
+    assert data[128:132] == b"DICM"
+    assert is_dicom(data[:132]) and is_dicom(data)
+    assert not is_dicom(data[:131]), "too short to hold the magic bytes"
+    png = chest_like_png()
+    assert not is_dicom(png)
+    assert is_dicom(png[:200], "study.DCM"), "a .dcm name is DICOM even without a preamble"
+    no_suffix = tmp_path / "IM0001"
+    no_suffix.write_bytes(data)
+    assert is_dicom_file(no_suffix)
+    no_suffix.write_bytes(png)
+    assert not is_dicom_file(no_suffix)
+    assert not is_dicom_file(tmp_path / "missing")
