@@ -85,7 +85,7 @@ def discover(root: Path) -> list[Study]:
     return studies
 
 
-def parse_records(text: str) -> list[Record]:
+def parse_batch_records(text: str) -> list[Record]:
     """Records of a JSONL file; a torn or corrupt line (killed writer) is skipped (pure)."""
     records = []
     for line in text.splitlines():
@@ -112,13 +112,14 @@ def pending(studies: list[Study], done: dict[str, Record]) -> list[Study]:
     return [s for s in studies if done.get(s.id, {}).get("status") != "ok"]
 
 
-def read_records(out: Path) -> list[Record]:
-    return parse_records(out.read_text(errors="replace")) if out.exists() else []
+def read_batch_records(out: Path) -> list[Record]:
+    """Every record of a batch's JSONL output file ([] if it does not exist yet)."""
+    return parse_batch_records(out.read_text(errors="replace")) if out.exists() else []
 
 
 def compact(out: Path) -> dict[str, Record]:
     """Rewrite `out` with one record per study (the last), atomically; return them."""
-    last = latest(read_records(out))
+    last = latest(read_batch_records(out))
     if not out.exists():
         return last
     tmp = out.with_name(f".{out.name}.tmp")

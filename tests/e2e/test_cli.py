@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from clients.batch import read_records
+from clients.batch import read_batch_records
 from tests.conftest import REPO, LiveServer
 from tests.images import chest_like_png
 
@@ -145,11 +145,11 @@ def test_batch_killed_mid_run_then_rerun_has_every_study_exactly_once(
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 240
-    while len(read_records(out)) < 4 and time.monotonic() < deadline and proc.poll() is None:
+    while len(read_batch_records(out)) < 4 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    before = {r["id"]: r for r in read_records(out)}
+    before = {r["id"]: r for r in read_batch_records(out)}
     assert 4 <= len(before) < len(ids), (
         f"kill should land mid-run: {len(before)} of {len(ids)} done"
     )
@@ -157,7 +157,7 @@ def test_batch_killed_mid_run_then_rerun_has_every_study_exactly_once(
     r = cli(server, *args, "--concurrency", "8", "--max-tokens", "8")
     assert r.returncode == 0, r.stderr
     assert f"{len(before)} already done" in r.stderr, r.stderr
-    records = read_records(out)
+    records = read_batch_records(out)
     seen = [rec["id"] for rec in records]
     assert sorted(seen) == ids, f"every study exactly once: {sorted(seen)}"
     assert all(rec["status"] == "ok" and rec["text"] for rec in records), records
@@ -179,7 +179,7 @@ def test_batch_records_failures_and_a_rerun_retries_only_those(
     args = ["batch", str(folder), "--out", str(out), "--max-tokens", "8", "--no-progress"]
     r = cli(server, *args)
     assert r.returncode == 1 and "1 ok, 2 failed" in r.stderr, r.stderr
-    first = {rec["id"]: rec for rec in read_records(out)}
+    first = {rec["id"]: rec for rec in read_batch_records(out)}
     assert (
         first["broken.png"]["error_type"] == "ImageError"
         and "not an image" in first["broken.png"]["error"]
@@ -189,8 +189,8 @@ def test_batch_records_failures_and_a_rerun_retries_only_those(
     (folder / "broken.png").write_bytes(chest_like_png(seed=3))  # the user fixes one file
     r = cli(server, *args)
     assert "1 already done, 1 ok, 1 failed" in r.stderr, r.stderr
-    second = {rec["id"]: rec for rec in read_records(out)}
-    assert len(read_records(out)) == 3, "one line per study"
+    second = {rec["id"]: rec for rec in read_batch_records(out)}
+    assert len(read_batch_records(out)) == 3, "one line per study"
     assert second["good.png"] == first["good.png"], "a finished study was redone"
     assert second["broken.png"]["status"] == "ok" and second["cine.dcm"]["status"] == "error"
 
@@ -204,7 +204,7 @@ def test_batch_report_tasks_read_the_sidecar_report(server: LiveServer, tmp_path
     r = cli(
         server, "batch", str(folder), "--task", "consistency", "--out", str(out), "--no-progress"
     )
-    recs = {rec["id"]: rec for rec in read_records(out)}
+    recs = {rec["id"]: rec for rec in read_batch_records(out)}
     assert recs["a.png"]["status"] == "ok" and set(recs["a.png"]["parsed"]) == {
         "consistent",
         "discrepancies",
@@ -224,4 +224,4 @@ def test_batch_stops_on_a_wrong_key_and_records_nothing(server: LiveServer, tmp_
         "error: the server refused the API key (401): set MEDGEMMA_API_KEY to the key the server "
         "was started with (Unauthorized)"
     ], r.stderr
-    assert read_records(out) == [], "a run-level failure must not mark studies as failed"
+    assert read_batch_records(out) == [], "a run-level failure must not mark studies as failed"

@@ -11,7 +11,15 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from clients import batch
-from clients.batch import Study, compact, discover, latest, parse_records, pending, read_records
+from clients.batch import (
+    Study,
+    compact,
+    discover,
+    latest,
+    parse_batch_records,
+    pending,
+    read_batch_records,
+)
 from clients.chat import MedGemmaClient
 from clients.tasks import TASKS
 from tests.images import chest_like_png
@@ -40,7 +48,7 @@ def test_discover_needs_a_folder(tmp_path):
 
 def test_a_torn_last_line_is_ignored():
     text = '{"id": "a", "status": "ok"}\n{"id": "b", "status": "error"}\n{"id": "c", "sta'
-    assert [r["id"] for r in parse_records(text)] == ["a", "b"]
+    assert [r["id"] for r in parse_batch_records(text)] == ["a", "b"]
 
 
 def test_last_record_wins_and_only_failures_and_new_studies_are_pending(tmp_path):
@@ -69,8 +77,8 @@ def test_compact_keeps_one_record_per_study_and_drops_a_torn_line(tmp_path):
     )
     compact(out)
     text = out.read_text()
-    assert text.endswith("\n") and [r["id"] for r in read_records(out)] == ["b", "a"], text
-    assert all(r["status"] == "ok" for r in read_records(out))
+    assert text.endswith("\n") and [r["id"] for r in read_batch_records(out)] == ["b", "a"], text
+    assert all(r["status"] == "ok" for r in read_batch_records(out))
 
 
 def test_a_run_asks_for_the_model_once_records_each_study_and_a_rerun_retries_failures(
