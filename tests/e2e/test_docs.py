@@ -1,0 +1,93 @@
+"""The documentation's examples against the session's server, as written: the README's curl
+and OpenAI SDK examples, the client library's snippet and the `python -m clients` lines of
+docs/clients.md; and the stand-in size docs/deploying.md gives is the built model's.
+(tests/unit/test_docs.py checks every other command without a server.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+from tests.doc_blocks import README, block, blocks, commands, shell_lines
+from tests.e2e.launcher import LiveServer
+from tests.images import chest_like_png
+
+CLIENTS_DOC = REPO / "docs" / "clients.md"
+DEPLOYING_DOC = REPO / "docs" / "deploying.md"
+DEFAULT_ROOT = "http://127.0.0.1:8000"
+
+
+def run(argv: list[str], cwd: Path, server: LiveServer, timeout: int = 300) -> str:
+    """Run a documented command in `cwd` against the server; its stdout."""
+    r = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=server.client_env()
+    )
+    assert r.returncode == 0, f"{argv[:3]}... exit {r.returncode}: {r.stderr[-3000:]}"
+    return r.stdout
+
+
+def test_readme_curl_example(server: LiveServer, tmp_path: Path) -> None:
+    """Run from a folder with the project's .venv, as a newcomer runs it from the checkout."""
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    script = block(README, "bash", "curl").replace(DEFAULT_ROOT, server.root_url)
+    out = run(["bash", "-euo", "pipefail", "-c", script], tmp_path, server)
+    reply = json.loads(out)
+    assert reply.get("model") == server.model, reply
+    assert reply["choices"][0]["message"]["content"], reply
+    assert reply["usage"]["prompt_tokens"] > 256, reply["usage"]
+
+
+def test_readme_sdk_example(server: LiveServer, tmp_path: Path) -> None:
+    (tmp_path / "chest.png").write_bytes(chest_like_png(640))
+    script = block(README, "python", "OpenAI(").replace(DEFAULT_ROOT, server.root_url)
+    out = run([sys.executable, "-c", script], tmp_path, server)
+    assert "prompt_tokens=" in out and "completion_tokens=" in out, out
+
+
+def test_client_library_snippet(server: LiveServer, tmp_path: Path) -> None:
+    Image.new("L", (1200, 1000), 90).save(tmp_path / "cxr.png")
+    script = block(CLIENTS_DOC, "python", "from clients")
+    out = run([sys.executable, "-c", script], tmp_path, server)
+    assert "consistent=" in out, out
+
+
+CLI_LINES = [
+    argv
+    for b in blocks(CLIENTS_DOC)
+    if b.lang == "bash"
+    for line in shell_lines(b)
+    for argv, _target in commands(line.text)
+    if argv[:3] == ["python", "-m", "clients"]
+]
+
+
+@pytest.mark.parametrize("argv", CLI_LINES, ids=[" ".join(a[3:5]) for a in CLI_LINES])
+def test_clients_command_line(argv: list[str], server: LiveServer, tmp_path: Path) -> None:
+    """In a folder with the files the lines name: cxr.png, report.txt, studies/."""
+    (tmp_path / "cxr.png").write_bytes(chest_like_png(1024))
+    (tmp_path / "report.txt").write_text("No acute findings.\n")
+    (tmp_path / "studies" / "a").mkdir(parents=True)
+    (tmp_path / "studies" / "a" / "cxr.png").write_bytes(chest_like_png(700, seed=1))
+    (tmp_path / "studies" / "b.png").write_bytes(chest_like_png(600, seed=2))
+    out = run([sys.executable, "-m", "clients", *argv[3:]], tmp_path, server)
+    if "batch" in argv:
+        rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+        assert sorted(r["id"] for r in rows) == ["a/cxr.png", "b.png"], rows
+        assert {r["status"] for r in rows} == {"ok"}, rows
+    else:
+        assert out.strip(), argv
+
+
+def test_documented_standin_size_is_the_built_models() -> None:
+    """The `Parameters:` line the builder writes beside the weights (built if missing)."""
+    from serve.standin import tiny_model
+
+    card = (tiny_model.ensure("bench", 0) / "README.md").read_text()
+    count = card.split("Parameters: ", 1)[1].split(".", 1)[0]
+    assert f"{count} parameters" in DEPLOYING_DOC.read_text(), card
