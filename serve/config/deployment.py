@@ -29,7 +29,7 @@ class StandIn(BaseModel):
 
     preset: Literal["tiny", "bench"] = Field(
         "tiny",
-        description="Size preset: `tiny` for tests, `bench` (>20 M parameters) for benchmarks.",
+        description="Size preset: `tiny` for tests, `bench` (larger) for benchmarks.",
     )
     seed: int = Field(0, ge=0, description="Random seed: the same seed builds the same weights.")
 

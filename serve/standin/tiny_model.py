@@ -130,7 +130,7 @@ PRESETS: dict[str, Preset] = {
         max_position_embeddings=8192,
         sliding_window=512,
     ),
-    # Large enough (>20 M parameters) that batching pays off visibly in benchmarks.
+    # Large enough that batching pays off visibly in benchmarks.
     "bench": Preset(
         text_hidden=512,
         text_layers=8,
