@@ -37,14 +37,23 @@ def is_good(record: RequestRecord, slo: Slo) -> bool:
     return all(limit is None or value * 1000 <= limit for limit, value in checks)
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by numpy's linear interpolation between the closest
+    ranks, as vLLM's benchmark computes it; None when there are no values."""
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
 def distribution_ms(values_s: Sequence[float]) -> dict[str, float | None]:
     """mean and p50/p90/p99 in milliseconds (None when there are no values)."""
     if not values_s:
         return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
-    a = np.asarray(values_s, dtype=float) * 1000
-    out: dict[str, float | None] = {"mean": round(float(a.mean()), 3)}
+    ms = [v * 1000 for v in values_s]
+    out: dict[str, float | None] = {"mean": round(float(np.mean(ms)), 3)}
     for p in PERCENTILES:
-        out[f"p{p}"] = round(float(np.percentile(a, p)), 3)
+        value = percentile(ms, p)
+        out[f"p{p}"] = None if value is None else round(value, 3)
     return out
 
 

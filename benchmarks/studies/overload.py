@@ -32,6 +32,7 @@ import psutil
 
 from benchmarks.runner import preflight
 from benchmarks.runner.errors import BenchError
+from benchmarks.runner.metrics import percentile
 from benchmarks.runner.records import RequestRecord, read_records
 from benchmarks.runner.run import RESULTS, RunResult, run_benchmark
 from benchmarks.runner.scenario import Scenario, ScenarioError, load_scenario
@@ -116,13 +117,6 @@ def errors_by_kind(records: Sequence[RequestRecord]) -> dict[str, int]:
             text = r.error.split(": ", 1)[-1].strip()[:80] if r.error else "no error text"
             kinds[f"{r.status or 'no status'}: {text}"] += 1
     return dict(kinds.most_common())
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def figures(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.runner.metrics import best_level, in_window, is_good, summarise
+from benchmarks.runner.metrics import best_level, in_window, is_good, percentile, summarise
 from benchmarks.runner.records import RequestRecord, StreamParser, parse_lines
 from benchmarks.runner.scenario import Slo
 
@@ -41,6 +41,28 @@ def test_percentiles_of_known_records() -> None:
     assert s["tpot_ms"]["mean"] == pytest.approx(125.0), s["tpot_ms"]
     assert s["e2e_ms"]["p50"] == pytest.approx(1250.0), s["e2e_ms"]
     assert s["e2e_ms"]["p99"] == pytest.approx(2367.0), s["e2e_ms"]
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]  # order does not matter
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
+    assert percentile(values, 50) == pytest.approx(2.5)
+    assert percentile(values, 90) == pytest.approx(3.7)  # 3 + 0.7 x (4 - 3)
+    assert percentile(values, 99) == pytest.approx(3.97)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_overload_and_summary_report_the_same_p99() -> None:
+    """Two reports of the same records give one p99 (overload once took the nearest rank)."""
+    from benchmarks.studies.overload import figures
+
+    records = [*KNOWN, failed()]
+    numbers = figures(records, health=[], rss=[], timeout_s=60)
+    summary = summarise(records, window_s=2.0)
+    assert numbers["p99_latency_s"] * 1000 == pytest.approx(summary["e2e_ms"]["p99"]), numbers
+    assert numbers["p50_latency_s"] * 1000 == pytest.approx(summary["e2e_ms"]["p50"]), numbers
+    assert numbers["p99_error_latency_s"] == 0.5, numbers
 
 
 def test_rates_divide_by_window() -> None:
