@@ -132,9 +132,7 @@ class Parsed(Exception):
         self.namespace = namespace
 
 
-def parse_only(
-    main: Callable[[list[str]], object], argv: list[str], monkeypatch: pytest.MonkeyPatch
-) -> argparse.Namespace | None:
+def parse_only(main: Callable[[list[str]], object], argv: list[str]) -> argparse.Namespace | None:
     """Run `main(argv)` until its (real) argparse parser returns: the namespace it returned
     (None if main returned without parsing, as `python -m serve --help` does)."""
     real_parse = argparse.ArgumentParser.parse_args
@@ -142,13 +140,12 @@ def parse_only(
     def parse_then_stop(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
         raise Parsed(real_parse(self, args, namespace))
 
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
-    try:
-        main(argv)
-    except Parsed as done:
-        return done.namespace
-    finally:
-        monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+        try:
+            main(argv)
+        except Parsed as done:
+            return done.namespace
     return None
 
 
@@ -174,7 +171,7 @@ def test_command_parses(
     monkeypatch.chdir(REPO)
     main = importlib.import_module(MAINS[module]).main
     try:
-        ns = parse_only(main, args, monkeypatch)
+        ns = parse_only(main, args)
     except SystemExit as exc:
         if exc.code == 0 and how(module, args) == "run":  # --help printed and exited
             return
