@@ -69,7 +69,7 @@ def with_seed(scenario: Scenario) -> Scenario:
     return scenario.model_copy(update={"seed": secrets.randbelow(2**31)})
 
 
-def resolve_model(scenario: Scenario) -> str:
+def served_model(scenario: Scenario) -> str:
     """The model name to send: the scenario's, else the deployment config's served name."""
     if scenario.model:
         return scenario.model
@@ -185,7 +185,7 @@ def run_benchmark(
     profiler samples the processes there)."""
     base_url = base_url.rstrip("/")
     scenario = with_seed(scenario)
-    model = resolve_model(scenario)
+    model = served_model(scenario)
     api_key = os.environ.get(scenario.api_key_env) or None
     with preflight.server_for(scenario, base_url, start_server):
         models = preflight.check_server(base_url, api_key, model)

@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.runner import preflight
 from benchmarks.runner.errors import BenchError
-from benchmarks.runner.run import RESULTS, cpu_note, resolve_model, run_benchmark, with_seed
+from benchmarks.runner.run import RESULTS, cpu_note, run_benchmark, served_model, with_seed
 from benchmarks.runner.scenario import Scenario
 from benchmarks.studies.baseline import model_folder
 
@@ -89,7 +89,7 @@ def run_agreement(
 ) -> list[dict[str, Any]]:
     check_comparable(scenario)
     scenario = with_seed(scenario)
-    model = resolve_model(scenario)
+    model = served_model(scenario)
     tokenizer, _ = model_folder(scenario.deployment)
     env = dict(os.environ)
     if key := os.environ.get(scenario.api_key_env):

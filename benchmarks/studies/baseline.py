@@ -32,8 +32,8 @@ from benchmarks.runner.run import (
     RESULTS,
     cpu_note,
     new_folder,
-    resolve_model,
     run_benchmark,
+    served_model,
     with_seed,
 )
 from benchmarks.runner.scenario import Scenario, to_yaml
@@ -236,7 +236,7 @@ def run_baseline(
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")
     scenario = with_seed(scenario)
-    model = resolve_model(scenario)
+    model = served_model(scenario)
     folder, dtype = model_folder(scenario.deployment, scenario.deployment_set)  # hub id: fails
     server: ServerProcess | None = None
     url = base_url

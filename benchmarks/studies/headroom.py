@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.runner.errors import BenchError
-from benchmarks.runner.run import RESULTS, resolve_model, run_benchmark
+from benchmarks.runner.run import RESULTS, run_benchmark, served_model
 from benchmarks.runner.scenario import Scenario
 
 
@@ -60,7 +60,7 @@ def run_headroom(
             served = json.loads(compare.read_text())["best"]["request_throughput"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BenchError(f"--compare {compare}: not a run's summary.json ({exc})") from None
-    model = resolve_model(scenario)
+    model = served_model(scenario)
     out_root.mkdir(parents=True, exist_ok=True)
     log = out_root / "fake-endpoint.log"
     proc, base_url = start_fake(model, log)

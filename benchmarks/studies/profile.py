@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from benchmarks.runner.errors import BenchError
-from benchmarks.runner.run import RESULTS, cpu_note, resolve_model, run_benchmark, with_seed
+from benchmarks.runner.run import RESULTS, cpu_note, run_benchmark, served_model, with_seed
 from benchmarks.runner.scenario import Scenario
 from benchmarks.studies import stages
 from benchmarks.studies.flame import write_flame_svg
@@ -265,7 +265,7 @@ def run_profile(
     scenario = with_seed(scenario).model_copy(
         update={"load": scenario.load.model_copy(update={"users": sorted({1, int(top)})})}
     )
-    model = resolve_model(scenario)
+    model = served_model(scenario)
     sampled: list[LevelProfile] = []
     log = None
     with preflight.server_for(scenario, base_url, start_server) as server:

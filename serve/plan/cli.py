@@ -37,7 +37,7 @@ from serve.plan.roofline import (
 from serve.plan.shapes import Gpu, ModelShape, ShapeError, load_gpus, shape_for_config
 
 if TYPE_CHECKING:
-    from benchmarks.runner.scenario import Scenario as BenchScenario
+    from benchmarks.runner.scenario import Scenario
 
 CPU = "cpu"
 MAX_SUGGESTED_NODES = 4
@@ -408,7 +408,7 @@ def one_line(message: str) -> str:
     return "; ".join(out)
 
 
-def scenario_text_tokens(bench: BenchScenario) -> int:
+def scenario_text_tokens(bench: Scenario) -> int:
     """Prompt text tokens of a benchmark scenario's requests, ESTIMATED: the characters of
     the text the benchmark sends (built by `benchmarks.runner.workload.task_messages`, as a run
     builds it) / CHARS_PER_TOKEN, plus the chat template's markup; the mean over its tasks.
