@@ -1,4 +1,2 @@
-"""Locust benchmarks of the serving path: workloads, runner, reports, seed baseline.
-
-python -m benchmarks run --scenario configs/scenarios/bench-cpu.yaml --base-url http://127.0.0.1:8000/v1
-"""
+"""Locust benchmarks of the serving path: runner/ (scenario to results folder), studies/
+(comparisons built on it), tools/ (what the studies start)."""

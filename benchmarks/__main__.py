@@ -1,17 +1,5 @@
-"""`python -m benchmarks COMMAND`: run a scenario (the runner) or one of the studies built on it.
-
-python -m benchmarks run --scenario configs/scenarios/bench-cpu.yaml --base-url http://127.0.0.1:8000/v1
-python -m benchmarks run --scenario configs/scenarios/bench-cpu.yaml --start-server   # make bench
-python -m benchmarks baseline --scenario configs/scenarios/bench-baseline.yaml [--rounds 3]
-python -m benchmarks profile --scenario configs/scenarios/bench-baseline.yaml --start-server
-python -m benchmarks ab --scenario configs/scenarios/bench-baseline.yaml --a K=V --b K=V
-python -m benchmarks headroom --scenario configs/scenarios/bench-headroom.yaml
-python -m benchmarks vllm-bench --scenario configs/scenarios/bench-agree.yaml --start-server
-python -m benchmarks overload --scenario configs/scenarios/bench-overload.yaml --start-server
-python -m benchmarks client-cost [--base-url URL]
-python -m benchmarks fake-endpoint --port 8900                          # a zero-latency server
-python -m benchmarks fields                                                # every field
-"""
+"""`python -m benchmarks COMMAND`: run a scenario (the runner) or one of the studies built on
+it; `--help` lists the commands, docs/benchmarks.md says what each measures."""
 
 from __future__ import annotations
 
@@ -48,7 +36,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario against a server, write a results folder")
     add_common(run)

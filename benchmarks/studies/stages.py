@@ -41,7 +41,7 @@ BUSY_POLL = ("acquire_read", "SpinCondition", "sched_yield")
 
 API_SERVER: Rules = (
     (IDLE, WAITING),
-    ("guard middleware", ("serve/guard.py",)),
+    ("guard middleware", ("serve/guard/",)),
     ("image decode (base64, PIL)", ("b64decode", "PIL/", "media/image.py", "load_base64")),
     (
         "multimodal processor (HF image processor, prompt updates)",

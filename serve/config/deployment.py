@@ -175,7 +175,7 @@ class DeploymentConfig(BaseModel):
     )
     gpu_type: str | None = Field(
         None,
-        description="GPU the config is sized for (serve/gpus.yaml, e.g. l4-24gb); the "
+        description="GPU the config is sized for (serve/plan/gpus.yaml, e.g. l4-24gb); the "
         "default of `python -m serve plan`.",
     )
     kubernetes: KubernetesSettings = Field(

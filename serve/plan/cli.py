@@ -308,7 +308,7 @@ def format_count(n: int) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serve plan", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="deployment YAML (configs/*.yaml)")
-    p.add_argument("--gpu", help="GPU type from serve/gpus.yaml, or cpu (default: gpu_type)")
+    p.add_argument("--gpu", help="GPU type from serve/plan/gpus.yaml, or cpu (default: gpu_type)")
     p.add_argument(
         "--scenario",
         help="benchmark scenario YAML (configs/scenarios/bench-*.yaml) whose requests to plan for: "
@@ -442,7 +442,7 @@ def with_roofline(
 ) -> Plan:
     """The plan with its throughput ceiling, or the reason there is none."""
     if gpu is None:
-        note = "not computed for the CPU (serve/gpus.yaml has no CPU bandwidth or peak FLOP/s)"
+        note = "not computed for the CPU (serve/plan/gpus.yaml has no CPU bandwidth or peak FLOP/s)"
         return replace(plan, roofline_note=note)
     if not plan.fits:
         return replace(plan, roofline_note="not computed: the config does not fit")

@@ -316,7 +316,7 @@ def format_roofline(r: Roofline) -> list[str]:
     devices = f"{r.tp * r.pp} x {r.device}" + (f", x {r.dp} replicas" if r.dp > 1 else "")
     lines = [
         f"roofline ({devices}): {r.bandwidth_gb_s:,.0f} GB/s and {r.peak_tflops:,.0f} dense "
-        "bf16 TFLOP/s per GPU (serve/gpus.yaml); formula in serve/roofline.py",
+        "bf16 TFLOP/s per GPU (serve/plan/gpus.yaml); formula in serve/plan/roofline.py",
     ]
     if r.vision is not None:
         v = r.vision

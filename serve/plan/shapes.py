@@ -1,11 +1,11 @@
 """Model shapes (layers, heads, KV heads, sliding window, vision tower) for planning.
 
-Shapes are data, never code: a hub model's come from `serve/model_shapes/NAME.json`
+Shapes are data, never code: a hub model's come from `serve/plan/model_shapes/NAME.json`
 (the shape fields of its published Hugging Face config.json, with a `_source` note); a
 local model folder's and the stand-in's from the folder's own config.json. `parse_shape`
 is pure and reads both the nested (Gemma3ForConditionalGeneration: `text_config`,
 `vision_config`) and the flat (Gemma3ForCausalLM) layouts. `load_gpus` reads the GPU
-catalogue `serve/gpus.yaml` (memory, links, and the roofline's bandwidth and peak bf16
+catalogue `serve/plan/gpus.yaml` (memory, links, and the roofline's bandwidth and peak bf16
 FLOP/s), refusing an entry that lacks a field.
 """
 
@@ -204,7 +204,7 @@ def shape_for_config(cfg: DeploymentConfig, build_stand_in: bool = True) -> Mode
     if not path.is_file():
         raise ShapeError(
             f"model: no shape data for {cfg.model!r} (known: {', '.join(known_models())}); "
-            f"add serve/model_shapes/{name}.json from its config.json, or serve a local folder"
+            f"add serve/plan/model_shapes/{name}.json from its config.json, or serve a local folder"
         )
     return read_shape_file(path, name)
 

@@ -221,7 +221,7 @@ def test_cpu_tiny_tp2_arithmetic_by_hand() -> None:
     assert p.num_blocks == 65_536 and p.vllm_max_concurrency == pytest.approx(65_536 / 197), p
 
 
-# --- the roofline (serve/roofline.py) -------------------------------------------------
+# --- the roofline (serve/plan/roofline.py) -------------------------------------------------
 
 H100_REALISTIC = dict(dtype_bytes=2, tp=1, pp=1, dp=1, batch=256, images=1, text_tokens=300)
 
