@@ -1,18 +1,52 @@
-"""End-to-end fixtures beyond the session's server, each a `python -m serve` launcher run
-as a subprocess: one serving HTTPS with a self-signed certificate made here (TLS and
-launcher-log tests), one supervised with a restart policy and a bounded queue (overload
-and fault tests; test_faults.py stops it last with SIGTERM)."""
+"""End-to-end fixtures: real servers, each handed to tests as a `LiveServer`.
+
+`server`: ONE vLLM OpenAI server for the session (configs/deployments/cpu-tiny.yaml) serving
+the tiny MedGemma-architecture stand-in from its local folder, with an API key enforced;
+its log goes to logs/. For quick iteration, MEDGEMMA_TEST_SERVER_URL (root URL, e.g.
+http://127.0.0.1:8100) and MEDGEMMA_TEST_API_KEY make it a server you started yourself
+with the same config.
+
+`launched_tls`: `python -m serve` serving HTTPS with a self-signed certificate made here.
+`supervised`: `python -m serve` with a restart policy and a bounded queue; a test that stops
+it (the SIGTERM drain test) leaves the next test a fresh one, so any order works.
+
+Each starts when a test first asks for it and stops at the end of the session; a start-up
+failure fails the test with the server's last log lines.
+"""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.launcher import Launched, launch
+from serve.config.deployment import load_config
+from serve.launch.process import LaunchError, free_port
+from tests.conftest import CONFIGS, LOG_DIR
+from tests.e2e.launcher import API_KEY, LiveServer, launched, serving, wait_until
+
+SUPERVISED = (
+    "restart.enabled=true",
+    "restart.max_restarts=1",
+    "restart.backoff_s=1",
+    "drain_timeout_s=60",
+    "max_num_queued_reqs=16",
+)
+
+
+def start(stack: ExitStack, what: str, server: AbstractContextManager[LiveServer]) -> LiveServer:
+    """Enter a server's context on `stack`; a start-up failure fails the test, without a
+    traceback, with the server's own words."""
+    try:
+        return stack.enter_context(server)
+    except LaunchError as exc:
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
 
 
 def self_signed_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
@@ -55,38 +89,61 @@ def self_signed_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]
 
 
 @pytest.fixture(scope="session")
-def launched_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
-    """`python -m serve` with TLS from a self-signed certificate and an API key."""
-    work = tmp_path_factory.mktemp("launched-tls")
-    cert, key = self_signed_cert(work / "tls")
-    try:
-        run = launch(work, f"ssl_certfile={cert}", f"ssl_keyfile={key}")
-    except RuntimeError as exc:
-        pytest.fail(f"the TLS launcher did not start: {exc}", pytrace=False)
-    run.cert = cert
-    try:
-        yield run
-    finally:
-        run.stop()
+def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
+    """The session's vLLM OpenAI server (or the one MEDGEMMA_TEST_SERVER_URL names)."""
+    cfg = load_config(
+        CONFIGS / "cpu-tiny.yaml", {"model": str(tiny_model_dir), "port": free_port()}
+    )
+    if external := os.environ.get("MEDGEMMA_TEST_SERVER_URL"):
+        key = os.environ.get("MEDGEMMA_TEST_API_KEY", API_KEY)
+        yield LiveServer(external.rstrip("/"), key, cfg.model_name)
+        return
+    log_path = LOG_DIR / f"pytest-server-{cfg.port}.log"
+    environ = {**os.environ, cfg.api_key_env: API_KEY}
+    with ExitStack() as stack:
+        t0 = time.perf_counter()
+        live = start(stack, "the session's vLLM server", serving(cfg, log_path, environ))
+        print(f"\nvLLM server ready in {time.perf_counter() - t0:.1f} s at {live.base_url}")
+        yield live
 
 
 @pytest.fixture(scope="session")
-def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+def launched_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`python -m serve` with TLS from a self-signed certificate and an API key."""
+    work = tmp_path_factory.mktemp("launched-tls")
+    with ExitStack() as stack:
+        tls = self_signed_cert(work / "tls")
+        yield start(stack, "the TLS launcher", launched(work, tls=tls))
+
+
+@pytest.fixture(scope="session")
+def supervised_launcher(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[], LiveServer]]:
+    """A function that returns the supervised launcher, starting it on first use and again
+    whenever a test has stopped it; every one started is stopped at the end."""
+    with ExitStack() as stack:
+        current: list[LiveServer] = []
+
+        def running() -> LiveServer:
+            run = current[-1] if current else None
+            if run is not None and run.running():  # wait out a restart in progress
+                wait_until(
+                    lambda: run.healthy() or not run.running(),
+                    600,
+                    lambda: f"the supervised server did not come back:\n{run.text()[-3000:]}",
+                )
+            if run is None or not run.running():
+                work = tmp_path_factory.mktemp("supervised")
+                run = start(stack, "the supervised launcher", launched(work, *SUPERVISED))
+                current.append(run)
+            return run
+
+        yield running
+
+
+@pytest.fixture()
+def supervised(supervised_launcher: Callable[[], LiveServer]) -> LiveServer:
     """`python -m serve` restarting the server once if it dies, with at most 16 requests
-    in flight (more get 503) and a 60 s drain on SIGTERM."""
-    work = tmp_path_factory.mktemp("supervised")
-    try:
-        run = launch(
-            work,
-            "restart.enabled=true",
-            "restart.max_restarts=1",
-            "restart.backoff_s=1",
-            "drain_timeout_s=60",
-            "max_num_queued_reqs=16",
-        )
-    except RuntimeError as exc:
-        pytest.fail(f"the supervised launcher did not start: {exc}", pytrace=False)
-    try:
-        yield run
-    finally:
-        run.stop()
+    in flight (more get 503) and a 60 s drain on SIGTERM; running when the test starts."""
+    return supervised_launcher()

@@ -1,8 +1,15 @@
-"""`python -m serve` run as a subprocess, the way an operator runs it: for the tests that
-need the launcher itself (TLS, restart supervision, drain on SIGTERM, its own output).
+"""Real servers for the end-to-end tests, and the one handle a test holds: `LiveServer`.
 
-The launcher's stdout and stderr go to files (pipes would fill), the server log to a third;
-`text()` reads all three, which is every log file such a run produces.
+Two ways to start a server, both context managers that always stop what they started:
+`serving(cfg, log_path)` runs the vLLM OpenAI server through `ServerProcess` (the session's
+server, tensor parallel, Ray); `launched(workdir, *overrides)` runs `python -m serve` as a
+subprocess, the way an operator runs it (TLS, restart supervision, drain on SIGTERM, the
+launcher's own output). Output goes to files (pipes would fill and block); a start-up
+failure raises LaunchError with the log's last lines.
+
+A `LiveServer` builds URLs (`url_for("v1", "models")`), hands out configured clients
+(`get_client`, `get_async_client`, `get_http_client`) and lists every log file its run
+writes.
 """
 
 from __future__ import annotations
@@ -14,62 +21,158 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
-from serve.launch.process import free_port
+import httpx
+import openai
 
-REPO = Path(__file__).resolve().parents[2]
-API_KEY = "launcher-test-key"
+from serve.config.deployment import DeploymentConfig, load_config
+from serve.launch.process import LaunchError, ServerProcess, free_port
+from tests.conftest import CONFIGS, REPO
+
+API_KEY = "test-key-not-a-secret"
+T = TypeVar("T")
 
 
-@dataclass
-class Launched:
-    """A running `python -m serve` and the files its run writes."""
+@dataclass(frozen=True)
+class LiveServer:
+    """A running server as a test sees it: where it answers, the key it wants, the model
+    it serves, and the files its run writes."""
 
-    proc: subprocess.Popen[bytes]
-    port: int
-    stdout: Path
-    stderr: Path
-    server_log: Path
-    api_key: str = API_KEY
-    root_url: str = ""
-    cert: Path | None = None  # the server's certificate, when it serves HTTPS
+    root_url: str
+    api_key: str
+    model: str
+    log_path: Path | None = None  # the vLLM server's log; None for a server started elsewhere
+    launcher_logs: tuple[Path, ...] = ()  # `python -m serve`'s stdout and stderr, if it ran
+    cert: Path | None = None  # the server's self-signed certificate, when it serves HTTPS
+    proc: subprocess.Popen[bytes] | None = None  # what a test may signal: launcher or server
 
-    @property
-    def verify(self) -> ssl.SSLContext | bool:
-        """How a client trusts this server: by its own (self-signed) certificate."""
-        return ssl.create_default_context(cafile=str(self.cert)) if self.cert else True
+    def url_for(self, *parts: str) -> str:
+        """`url_for("v1", "models")` is `<root_url>/v1/models`."""
+        return "/".join([self.root_url, *(p.strip("/") for p in parts)])
 
     @property
     def base_url(self) -> str:
-        return f"{self.root_url}/v1"
+        """The OpenAI API's base URL (`<root_url>/v1`)."""
+        return self.url_for("v1")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that carries the API key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """How a client trusts this server: by its own certificate when it has one."""
+        return ssl.create_default_context(cafile=str(self.cert)) if self.cert else True
+
+    def get_client(self, **kw: Any) -> openai.OpenAI:
+        """The OpenAI SDK client for this server: its key, no retries, 300 s timeout,
+        trusting its certificate; keyword arguments override any of these."""
+        if self.cert and "http_client" not in kw:
+            kw["http_client"] = openai.DefaultHttpxClient(verify=self.verify)
+        opts = {"base_url": self.base_url, "api_key": self.api_key, "max_retries": 0}
+        return openai.OpenAI(**{**opts, "timeout": 300, **kw})
+
+    def get_async_client(self, **kw: Any) -> openai.AsyncOpenAI:
+        """`get_client`, for asyncio."""
+        if self.cert and "http_client" not in kw:
+            kw["http_client"] = openai.DefaultAsyncHttpxClient(verify=self.verify)
+        opts = {"base_url": self.base_url, "api_key": self.api_key, "max_retries": 0}
+        return openai.AsyncOpenAI(**{**opts, "timeout": 300, **kw})
+
+    def get_http_client(self, *, auth: bool = True, **kw: Any) -> httpx.Client:
+        """An httpx client on the root URL (probes, /invocations, raw bodies), sending the
+        key unless `auth=False`; keyword arguments go to httpx.Client."""
+        opts: dict[str, Any] = {"headers": self.auth if auth else {}, "timeout": 120}
+        return httpx.Client(base_url=self.root_url, verify=self.verify, **{**opts, **kw})
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a `python -m clients` or `python -m benchmarks` subprocess aimed
+        at this server: MEDGEMMA_BASE_URL and MEDGEMMA_API_KEY, no other MEDGEMMA_ setting."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDGEMMA_")}
+        return {
+            **env,
+            "MEDGEMMA_BASE_URL": self.base_url,
+            "MEDGEMMA_API_KEY": self.api_key,
+            **extra,
+        }
+
+    def running(self) -> bool:
+        """True while the process this run started (launcher or server) has not exited."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        """True if GET /health answers 200 now."""
+        try:
+            return (
+                httpx.get(self.url_for("health"), verify=self.verify, timeout=5).status_code == 200
+            )
+        except httpx.HTTPError:
+            return False
 
     def files(self) -> list[Path]:
-        return [self.stdout, self.stderr, self.server_log]
+        """Every log file the run writes: the launcher's output, then the server's log."""
+        return [*self.launcher_logs, *([self.log_path] if self.log_path else [])]
 
     def text(self) -> str:
+        """All of those files' text."""
         return "\n".join(p.read_text(errors="replace") for p in self.files() if p.exists())
 
-    def stop(self, timeout_s: float = 90) -> int:
-        """SIGTERM, as a service manager would; the launcher drains and stops the server."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=30)
+
+def wait_until(
+    check: Callable[[], T], timeout_s: float, what: str | Callable[[], str], interval_s: float = 0.5
+) -> T:
+    """Call `check` every `interval_s` until it returns something truthy, and return that.
+    After `timeout_s`, raise TimeoutError with `what` (a callable is called then, so the
+    message can carry the latest evidence)."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what() if callable(what) else what} (waited {timeout_s:.0f} s)")
+        time.sleep(interval_s)
+    return result
 
 
-def launch(workdir: Path, *overrides: str, timeout_s: float = 900) -> Launched:
-    """Start `python -m serve --config configs/deployments/cpu-tiny.yaml` on a free port with an API
-    key, `--set` overrides, and its files under `workdir`; return once it prints its URL."""
+def text_after(path: Path, offset: int) -> str:
+    """What was appended to a file after its first `offset` bytes."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+@contextmanager
+def serving(
+    cfg: DeploymentConfig, log_path: Path, environ: Mapping[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """The vLLM OpenAI server for `cfg`, its output in `log_path`; ready on entry, stopped on
+    exit. With no API key in `environ` the server takes any key (clients send "EMPTY")."""
+    environ = dict(os.environ if environ is None else environ)
+    with ServerProcess(cfg, log_path, environ=environ) as srv:
+        yield LiveServer(
+            srv.root_url, srv.api_key or "EMPTY", cfg.model_name, log_path, proc=srv.proc
+        )
+
+
+@contextmanager
+def launched(
+    workdir: Path, *overrides: str, tls: tuple[Path, Path] | None = None, timeout_s: float = 900
+) -> Iterator[LiveServer]:
+    """`python -m serve --config configs/deployments/cpu-tiny.yaml` on a free port with an API
+    key, `--set` overrides and, with `tls` (certificate, key), HTTPS; its files under
+    `workdir`. Ready once the launcher prints its URL; stopped on exit with SIGTERM, as a
+    service manager stops it."""
+    if tls is not None:
+        overrides = (*overrides, f"ssl_certfile={tls[0]}", f"ssl_keyfile={tls[1]}")
+    model = load_config(CONFIGS / "cpu-tiny.yaml", list(overrides)).model_name
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    sets = [arg for o in overrides for arg in ("--set", o)]
     cmd = [sys.executable, "-m", "serve", "--config", "configs/deployments/cpu-tiny.yaml"]
-    cmd += ["--port", str(port), "--log-file", str(workdir / "server.log"), *sets]
+    cmd += ["--port", str(free_port()), "--log-file", str(workdir / "server.log")]
+    cmd += [arg for o in overrides for arg in ("--set", o)]
     out, err = workdir / "launcher.out", workdir / "launcher.err"
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen(
@@ -80,19 +183,37 @@ def launch(workdir: Path, *overrides: str, timeout_s: float = 900) -> Launched:
             stdin=subprocess.DEVNULL,
             env={**os.environ, "MEDGEMMA_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"},
         )
-    run = Launched(proc, port, out, err, workdir / "server.log")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    cert = tls[0] if tls else None
+    run = LiveServer("", API_KEY, model, workdir / "server.log", (out, err), cert, proc)
+
+    def printed_url() -> str | None:
         found = re.search(r"^base URL: (\S+)/v1$", out.read_text(), re.M)
-        if found:
-            run.root_url = found[1]
-            return run
-        if proc.poll() is not None:
-            raise RuntimeError(
+        if found is None and proc.poll() is not None:
+            raise LaunchError(
                 f"python -m serve exited with {proc.returncode}:\n{run.text()[-3000:]}"
             )
-        time.sleep(1)
-    run.stop()
-    raise RuntimeError(
-        f"python -m serve was not ready after {timeout_s:.0f} s:\n{run.text()[-3000:]}"
-    )
+        return found and found[1]
+
+    try:
+        try:
+            root_url = wait_until(
+                printed_url,
+                timeout_s,
+                lambda: f"python -m serve was not ready:\n{run.text()[-3000:]}",
+            )
+        except TimeoutError as exc:
+            raise LaunchError(str(exc)) from None
+        yield replace(run, root_url=root_url)
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 90) -> int:
+    """SIGTERM (the launcher drains and stops its server), then SIGKILL after `timeout_s`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=30)

@@ -17,21 +17,20 @@ import httpx
 import pytest
 
 from serve.guard.middleware import OPEN_PATHS
-from tests.conftest import LiveServer
+from tests.e2e.launcher import LiveServer
 
 METHODS = ("get", "post", "put", "patch", "delete")
-BAD_AUTH = ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "test-key-not-a-secret"})
 
 
 @pytest.fixture(scope="module")
 def http(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.root_url, timeout=60) as client:
+    with server.get_http_client(auth=False) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def routes(http: httpx.Client, server: LiveServer) -> list[tuple[str, str]]:
-    spec = http.get("/openapi.json", headers={"Authorization": f"Bearer {server.api_key}"})
+    spec = http.get("/openapi.json", headers=server.auth)
     assert spec.status_code == 200, (spec.status_code, spec.text[:300])
     found = sorted(
         (method.upper(), path)
@@ -50,6 +49,11 @@ def concrete(path: str, server: LiveServer) -> str:
     return re.sub(r"\{[^}]+\}", lambda m: server.model if "model" in m[0] else "x", path)
 
 
+def bad_auth(server: LiveServer) -> list[dict[str, str]]:
+    """No key, a wrong key, and the right key without its "Bearer" scheme."""
+    return [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": server.api_key}]
+
+
 def call(http: httpx.Client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body = {} if method in ("POST", "PUT", "PATCH") else None
     return http.request(method, path, json=body, headers=headers)
@@ -62,7 +66,7 @@ def test_every_v1_route_refuses_requests_without_the_key(
     let_in = [
         (method, path, headers, r.status_code, r.text[:120])
         for method, path in v1
-        for headers in BAD_AUTH
+        for headers in bad_auth(server)
         if (r := call(http, method, concrete(path, server), headers)).status_code != 401
     ]
     assert not let_in, let_in
@@ -85,7 +89,7 @@ def test_every_other_route_but_the_probes_refuses_requests_without_the_key(
 def test_every_route_accepts_the_key(
     http: httpx.Client, routes: list[tuple[str, str]], server: LiveServer
 ) -> None:
-    auth = {"Authorization": f"Bearer {server.api_key}"}
+    auth = server.auth
     refused = [
         (method, path, r.text[:120])
         for method, path in routes
@@ -102,7 +106,7 @@ def test_invocations_with_the_key_serves_a_chat(http: httpx.Client, server: Live
         "messages": [{"role": "user", "content": "Describe this X-ray"}],
         "max_tokens": 2,
     }
-    r = http.post("/invocations", json=body, headers={"Authorization": f"Bearer {server.api_key}"})
+    r = http.post("/invocations", json=body, headers=server.auth)
     assert r.status_code == 200, (r.status_code, r.text[:300])
     assert r.json()["usage"]["completion_tokens"] >= 1, r.json()
 

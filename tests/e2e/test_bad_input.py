@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
+from tests.e2e.launcher import LiveServer
 from tests.images import chest_like_png, data_url
 
 TEXT = {"type": "text", "text": "Describe this X-ray"}
@@ -143,8 +143,7 @@ def bad_request(case: Case, server: LiveServer) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def http(server: LiveServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    with httpx.Client(base_url=server.root_url, headers=headers, timeout=120) as client:
+    with server.get_http_client() as client:
         yield client
 
 

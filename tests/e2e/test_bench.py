@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,14 @@ import pytest
 
 from benchmarks.runner.records import read_records
 from benchmarks.runner.report import PLOTS
-from tests.conftest import REPO, LiveServer
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer
 
 SMOKE = REPO / "configs" / "scenarios" / "bench-smoke.yaml"
 
 
 def bench_cli(server: LiveServer, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEDGEMMA_API_KEY": server.api_key}
+    env = server.client_env()
     cmd = [sys.executable, "-m", "benchmarks", "run", "--scenario", str(SMOKE),
            "--base-url", server.base_url, "--out", str(out), *args]  # fmt: skip
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)

@@ -9,20 +9,20 @@ recorded. The full run (64 users, 3 minutes) is `make`-free:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.launcher import REPO, Launched
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer
 
 pytestmark = pytest.mark.slow
 
 
 def test_overload_ends_every_request_in_a_completion_or_an_explicit_503(
-    supervised: Launched, tmp_path: Path
+    supervised: LiveServer, tmp_path: Path
 ) -> None:
     cmd = [
         sys.executable,
@@ -42,7 +42,7 @@ def test_overload_ends_every_request_in_a_completion_or_an_explicit_503(
         "request_timeout_s=60",
     ):
         cmd += ["--set", override]
-    env = {**os.environ, "MEDGEMMA_API_KEY": supervised.api_key}
+    env = supervised.client_env()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     (overload_json,) = tmp_path.glob("*/overload.json")

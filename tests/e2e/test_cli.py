@@ -8,7 +8,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -16,21 +15,16 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from clients.batch import read_batch_records
-from tests.conftest import REPO, LiveServer
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer, wait_until
 from tests.images import chest_like_png
-
-
-def env_for(server: LiveServer, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDGEMMA_")}
-    env.update({"MEDGEMMA_BASE_URL": server.base_url, "MEDGEMMA_API_KEY": server.api_key, **extra})
-    return env
 
 
 def cli(server: LiveServer, *args: str, timeout: float = 300, **env: str):
     return subprocess.run(
         [sys.executable, "-m", "clients", *args],
         cwd=REPO,
-        env=env_for(server, **env),
+        env=server.client_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -139,16 +133,20 @@ def test_batch_killed_mid_run_then_rerun_has_every_study_exactly_once(
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
-        env=env_for(server),
+        env=server.client_env(),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 240
-    while len(read_batch_records(out)) < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    try:
+        wait_until(
+            lambda: len(read_batch_records(out)) >= 4 or proc.poll() is not None,
+            240,
+            f"the batch wrote fewer than 4 records to {out}",
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
     before = {r["id"]: r for r in read_batch_records(out)}
     assert 4 <= len(before) < len(ids), (
         f"kill should land mid-run: {len(before)} of {len(ids)} done"

@@ -13,7 +13,7 @@ from clients.chat import ChatResult, MedGemmaClient
 from clients.errors import ImageError, SchemaError
 from clients.messages import RADIOLOGIST, assistant_turn, build_messages, user_turn
 from clients.tasks import ConsistencyCheck
-from tests.conftest import LiveServer
+from tests.e2e.launcher import LiveServer
 from tests.images import chest_like_png
 
 CT = get_testdata_file("CT_small.dcm", download=False)

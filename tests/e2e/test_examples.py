@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from tests.conftest import REPO, LiveServer
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer
 from tests.images import chest_like_png
 
 CT = str(get_testdata_file("CT_small.dcm", download=False))
@@ -24,9 +24,9 @@ def png(tmp_path_factory) -> str:
 
 
 def run(server: LiveServer, *cmd: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDGEMMA_")}
-    env.update({"MEDGEMMA_BASE_URL": server.base_url, "MEDGEMMA_API_KEY": server.api_key})
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cmd, cwd=REPO, env=server.client_env(), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, f"{cmd} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r
 

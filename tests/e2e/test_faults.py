@@ -3,14 +3,13 @@ policy; the launcher restarts the server, clients that retry finish every reques
 batch client resumes with nothing lost or duplicated. Then SIGTERM: in-flight requests
 finish within the drain timeout.
 
-The server is the session's `supervised` launcher (tests/e2e/conftest.py): one restart
-here, and the drain test, last, stops it.
+The server is the `supervised` launcher (tests/e2e/conftest.py): the kill test uses its one
+restart; the drain test stops it, and a test after it gets a fresh one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -24,16 +23,16 @@ import openai
 import psutil
 import pytest
 
-from tests.e2e.launcher import REPO, Launched
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer, wait_until
 from tests.images import chest_like_png
 
 pytestmark = pytest.mark.slow
-MODEL = "tiny-medgemma-random-weights"
 N_REQUESTS = 24
 N_STUDIES = 24
 
 
-def engine_core(launcher_pid: int) -> psutil.Process:
+def engine_core(launcher_pid: int) -> psutil.Process | None:
     """The EngineCore process under the launcher (vLLM names it via setproctitle)."""
     for child in psutil.Process(launcher_pid).children(recursive=True):
         try:
@@ -41,10 +40,10 @@ def engine_core(launcher_pid: int) -> psutil.Process:
                 return child
         except psutil.NoSuchProcess:
             continue
-    raise AssertionError(f"no EngineCore process under the launcher {launcher_pid}")
+    return None
 
 
-def chat_with_retries(client: openai.OpenAI, i: int, deadline: float) -> dict:
+def chat_with_retries(client: openai.OpenAI, model: str, i: int, deadline: float) -> dict:
     """One request, retried on connection errors and 5xx until `deadline`: what a client
     of a supervised deployment does. Returns what it took."""
     attempts, errors = 0, []
@@ -52,7 +51,7 @@ def chat_with_retries(client: openai.OpenAI, i: int, deadline: float) -> dict:
         attempts += 1
         try:
             r = client.chat.completions.create(
-                model=MODEL,
+                model=model,
                 messages=[{"role": "user", "content": f"Study {i}: describe this X-ray"}],
                 max_tokens=16,
                 temperature=0,
@@ -67,7 +66,7 @@ def chat_with_retries(client: openai.OpenAI, i: int, deadline: float) -> dict:
             errors.append(type(exc).__name__)
             if time.monotonic() > deadline:
                 raise
-            time.sleep(1)
+            time.sleep(1)  # a client's back-off between retries
 
 
 def make_studies(folder: Path) -> Path:
@@ -77,13 +76,13 @@ def make_studies(folder: Path) -> Path:
     return folder
 
 
-def batch(run: Launched, studies: Path, out: Path) -> subprocess.Popen[str]:
+def batch(run: LiveServer, studies: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "clients", "batch", str(studies), "--task", "findings"]
         + ["--out", str(out), "--concurrency", "2", "--max-tokens", "64", "--no-progress"]
-        + ["--base-url", run.base_url, "--model", MODEL],
+        + ["--base-url", run.base_url, "--model", run.model],
         cwd=REPO,
-        env={**os.environ, "MEDGEMMA_API_KEY": run.api_key},
+        env=run.client_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -95,22 +94,28 @@ def records(out: Path) -> list[dict]:
 
 
 def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
-    supervised: Launched, tmp_path: Path
+    supervised: LiveServer, tmp_path: Path
 ) -> None:
     run = supervised
-    client = openai.OpenAI(base_url=run.base_url, api_key=run.api_key, max_retries=0, timeout=60)
+    assert run.proc is not None
+    client = run.get_client(timeout=60)
     studies, out = make_studies(tmp_path / "studies"), tmp_path / "results.jsonl"
     victim = engine_core(run.proc.pid)
+    assert victim is not None, f"no EngineCore process under the launcher {run.proc.pid}"
     done = threading.Semaphore(0)
     deadline = time.monotonic() + 900
 
     def one(i: int) -> dict:
-        result = chat_with_retries(client, i, deadline)
+        result = chat_with_retries(client, run.model, i, deadline)
         done.release()
         return result
 
     first_batch = batch(run, studies, out)
-    wait_for_lines(out, 2, timeout_s=300)  # the batch is under way
+    wait_until(  # the batch is under way
+        lambda: out.exists() and len(out.read_text().splitlines()) >= 2,
+        300,
+        f"the batch wrote fewer than 2 lines to {out}",
+    )
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(one, i) for i in range(N_REQUESTS)]
         for _ in range(4):  # mid-load: some requests done, most still to come
@@ -122,12 +127,18 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
 
     # The launcher noticed, restarted, and said how long it took.
     assert run.proc.poll() is None, run.text()[-3000:]
-    said = wait_for_text(run, r"restart 1: the server is ready again after ([\d.]+) s down", 900)
+    restarted = r"restart 1: the server is ready again after ([\d.]+) s down"
+    said = wait_until(
+        lambda: re.search(restarted, run.text()),
+        900,
+        lambda: f"{restarted!r} not in the launcher's output:\n{run.text()[-3000:]}",
+    )
     print(
         f"\nrestart time: {float(said[1]):.1f} s (launcher), "
         f"{time.monotonic() - killed_at:.1f} s from the kill to the last request"
     )
-    assert engine_core(run.proc.pid).pid != victim.pid
+    new_engine = engine_core(run.proc.pid)
+    assert new_engine is not None and new_engine.pid != victim.pid, run.text()[-3000:]
 
     # Every request finished, once each, some of them only thanks to retries.
     assert sorted(r["i"] for r in results) == list(range(N_REQUESTS)), results
@@ -155,17 +166,18 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
     )
 
 
-def test_sigterm_drains_in_flight_requests(supervised: Launched) -> None:
+def test_sigterm_drains_in_flight_requests(supervised: LiveServer) -> None:
     """SIGTERM to the launcher while four long streamed answers are being generated: each
     finishes in full (all its tokens, finish_reason length), and the launcher exits 0."""
     run = supervised
-    client = openai.OpenAI(base_url=run.base_url, api_key=run.api_key, max_retries=0, timeout=300)
+    assert run.proc is not None and run.log_path is not None
+    client = run.get_client()
     max_tokens = 1000
     started = threading.Barrier(5)
 
     def long_stream(i: int) -> tuple[int, str | None]:
         stream = client.chat.completions.create(
-            model=MODEL,
+            model=run.model,
             messages=[{"role": "user", "content": f"Study {i}: describe this X-ray"}],
             max_tokens=max_tokens,
             temperature=0,
@@ -193,27 +205,8 @@ def test_sigterm_drains_in_flight_requests(supervised: Launched) -> None:
         code = run.proc.wait(timeout=120)
     assert done == [(max_tokens, "length")] * 4, (done, run.text()[-3000:])
     assert code == 0, run.text()[-3000:]
-    assert "mode=drain timeout=60s" in run.server_log.read_text(), run.text()[-3000:]
+    assert "mode=drain timeout=60s" in run.log_path.read_text(), run.text()[-3000:]
     print(
         f"\ndrain: 4 x {max_tokens} tokens finished; the launcher exited "
         f"{time.monotonic() - t0:.1f} s after SIGTERM"
     )
-
-
-def wait_for_text(run: Launched, pattern: str, timeout_s: float) -> re.Match[str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(pattern, run.text())
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{pattern!r} not in the launcher's output:\n{run.text()[-3000:]}")
-
-
-def wait_for_lines(path: Path, n: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{path} had fewer than {n} lines after {timeout_s} s")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 300):

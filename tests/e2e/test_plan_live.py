@@ -8,7 +8,9 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
 
 from serve.config.deployment import load_config
@@ -16,7 +18,8 @@ from serve.launch.argv import for_host
 from serve.launch.cpu import host_cpu
 from serve.plan.cli import RequestShape, make_plan
 from serve.plan.shapes import shape_for_config
-from tests.conftest import CONFIGS, REPO, LiveServer
+from tests.conftest import CONFIGS, REPO
+from tests.e2e.launcher import LiveServer
 
 # e.g. "CPU KV cache size: 1,959,382 tokens, Maximum concurrency for 4,096 tokens per
 # request: 478.36x"
@@ -39,10 +42,12 @@ def within(planned: float, measured: float, tolerance: float = 0.10) -> bool:
     return abs(planned - measured) <= tolerance * measured
 
 
-def test_planner_agrees_with_the_servers_start_up_log(server: LiveServer) -> None:
+def test_planner_agrees_with_the_servers_start_up_log(
+    server: LiveServer, tiny_model_dir: Path
+) -> None:
     tokens, max_len, concurrency = vllm_reported(server)
     cfg = for_host(
-        load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)}),
+        load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(tiny_model_dir)}),
         host_cpu()["flags"],
     )
     plan = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
@@ -56,7 +61,7 @@ def test_planner_agrees_with_the_servers_start_up_log(server: LiveServer) -> Non
     assert within(plan.vllm_max_concurrency, concurrency), evidence
 
 
-def test_plan_cli_prints_the_same_figures(server: LiveServer) -> None:
+def test_plan_cli_prints_the_same_figures(server: LiveServer, tiny_model_dir: Path) -> None:
     tokens, _max_len, concurrency = vllm_reported(server)
     out = subprocess.run(
         [
@@ -67,7 +72,7 @@ def test_plan_cli_prints_the_same_figures(server: LiveServer) -> None:
             "--config",
             str(CONFIGS / "cpu-tiny.yaml"),
             "--set",
-            f"model={server.model_dir}",
+            f"model={tiny_model_dir}",
             "--json",
         ],
         cwd=REPO,
@@ -82,17 +87,15 @@ def test_plan_cli_prints_the_same_figures(server: LiveServer) -> None:
     assert within(data["vllm_max_concurrency"], concurrency), (data, concurrency)
 
 
-def test_planner_agrees_with_the_servers_metrics(server: LiveServer) -> None:
+def test_planner_agrees_with_the_servers_metrics(server: LiveServer, tiny_model_dir: Path) -> None:
     """vLLM also publishes its cache sizing as labels of vllm:cache_config_info on /metrics
     (this works against an external server too)."""
-    import httpx
-
-    text = httpx.get(f"{server.root_url}/metrics", timeout=30).text
+    text = httpx.get(server.url_for("metrics"), timeout=30).text
     line = next((ln for ln in text.splitlines() if ln.startswith("vllm:cache_config_info{")), "")
     labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
     assert "num_gpu_blocks" in labels, f"no cache_config_info labels in /metrics: {line!r}"
     cfg = for_host(
-        load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(server.model_dir)}),
+        load_config(CONFIGS / "cpu-tiny.yaml", {"model": str(tiny_model_dir)}),
         host_cpu()["flags"],
     )
     plan = make_plan(cfg, shape_for_config(cfg), None, RequestShape())

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import LiveServer
+from tests.e2e.launcher import LiveServer
 from tests.images import chest_like_png, data_url
 
 SYSTEM = {"role": "system", "content": "You are an expert radiologist."}
@@ -21,6 +21,11 @@ def user(text: str, n_images: int = 0) -> dict:
         for i in range(n_images)
     ]
     return {"role": "user", "content": parts}
+
+
+@pytest.fixture(scope="module")
+def openai_client(server: LiveServer) -> openai.OpenAI:
+    return server.get_client()
 
 
 def chat(client: openai.OpenAI, server: LiveServer, messages: list[dict], **kw):
@@ -91,10 +96,7 @@ def test_over_the_image_limit_is_refused_with_4xx(openai_client, server: LiveSer
 
 def test_32_concurrent_requests_all_succeed(server: LiveServer) -> None:
     async def run() -> list:
-        client = openai.AsyncOpenAI(
-            base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=300
-        )
-        async with client:
+        async with server.get_async_client() as client:
             return await asyncio.gather(
                 *[
                     client.chat.completions.create(
@@ -117,7 +119,7 @@ def test_32_concurrent_requests_all_succeed(server: LiveServer) -> None:
 @pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions"])
 def test_api_key_is_enforced(server: LiveServer, path: str) -> None:
     body = {"model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-    with httpx.Client(base_url=server.root_url, timeout=60) as http:
+    with server.get_http_client(auth=False) as http:
 
         def call(headers: dict) -> httpx.Response:
             if path.endswith("completions"):
@@ -126,12 +128,11 @@ def test_api_key_is_enforced(server: LiveServer, path: str) -> None:
 
         assert call({}).status_code == 401
         assert call({"Authorization": "Bearer wrong"}).status_code == 401
-        ok = call({"Authorization": f"Bearer {server.api_key}"})
+        ok = call(server.auth)
         assert ok.status_code == 200, ok.text
         assert http.get("/health").status_code == 200  # probes need no key
 
 
 def test_sdk_without_key_gets_authentication_error(server: LiveServer) -> None:
-    client = openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
-        client.models.list()
+        server.get_client(api_key="wrong").models.list()

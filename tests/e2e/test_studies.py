@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, LiveServer
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer
 
 SMOKE = REPO / "configs" / "scenarios" / "bench-smoke.yaml"
 
 
 def bench(server: LiveServer | None, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEDGEMMA_API_KEY": server.api_key if server else ""}
+    env = server.client_env() if server else {**os.environ, "MEDGEMMA_API_KEY": ""}
     cmd = [sys.executable, "-m", "benchmarks", *args, "--out", str(out)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 

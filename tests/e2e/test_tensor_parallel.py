@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import openai
 import pytest
 
 from serve.config.deployment import load_config
-from serve.launch.process import ServerProcess, free_port
+from serve.launch.process import free_port
 from tests.conftest import CONFIGS, LOG_DIR
+from tests.e2e.launcher import serving
 from tests.images import data_url
 
 
@@ -21,11 +21,9 @@ def test_tp2_config_serves_image_and_text(tiny_model_dir: Path) -> None:
     )
     assert cfg.tensor_parallel_size == 2
     environ = {k: v for k, v in os.environ.items() if k != cfg.api_key_env}
-    LOG_DIR.mkdir(exist_ok=True)
-    with ServerProcess(cfg, LOG_DIR / f"pytest-tp2-{cfg.port}.log", environ=environ) as srv:
-        client = openai.OpenAI(base_url=srv.base_url, api_key="EMPTY", max_retries=0)
-        reply = client.chat.completions.create(
-            model=cfg.model_name,
+    with serving(cfg, LOG_DIR / f"pytest-tp2-{cfg.port}.log", environ) as srv:
+        reply = srv.get_client().chat.completions.create(
+            model=srv.model,
             messages=[
                 {"role": "system", "content": "You are an expert radiologist."},
                 {
@@ -41,5 +39,5 @@ def test_tp2_config_serves_image_and_text(tiny_model_dir: Path) -> None:
         )
         assert reply.usage is not None and reply.usage.prompt_tokens > 256, reply.usage
         assert reply.usage.completion_tokens == 8, reply.usage
-        log = srv.log_path.read_text()
+        log = srv.text()
         assert "world_size=2" in log or "tensor_parallel_size=2" in log, "TP=2 not in the log"
