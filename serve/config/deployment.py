@@ -104,6 +104,15 @@ class DeploymentConfig(BaseModel):
         description="Gemma 3 image processor options, e.g. {do_pan_and_scan: true} to tile "
         "large images into extra 896 px crops.",
     )
+    mm_processor_cache_gb: float = Field(
+        0,
+        ge=0,
+        description="vLLM's cache of processed images in the API server (GiB). 0 (the default) "
+        "turns it off: with it on, a request that vLLM rejects after processing its image "
+        "(e.g. max_tokens: -5, or a prompt too long once the image is expanded) leaves the API "
+        "server believing the engine holds that image, and the corrected request with the same "
+        "image gets 500. Off costs re-processing each image (no effect on prefix caching).",
+    )
     enable_prefix_caching: bool | None = Field(
         None,
         description="Reuse KV cache across requests that share a prefix (vLLM default if unset).",

@@ -65,6 +65,7 @@ def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[s
     if cfg.limit_mm_per_prompt:
         argv += flag("limit_mm_per_prompt", cfg.limit_mm_per_prompt)
     argv += flag("mm_processor_kwargs", cfg.mm_processor_kwargs)
+    argv += flag("mm_processor_cache_gb", f"{cfg.mm_processor_cache_gb:g}")
     argv += flag("enable_prefix_caching", cfg.enable_prefix_caching)
     if cfg.enable_log_requests:
         argv += ["--enable-log-requests"]

@@ -44,6 +44,13 @@ def test_cpu_default_argv() -> None:
     assert o["--dtype"] == "auto"  # resolved per host by for_host (server_command)
     assert "--tensor-parallel-size" not in o
     assert "--enable-log-requests" not in o  # prompts are patient data
+    # the processed-image cache drifts after a rejected request (500 on the resend): off
+    assert o["--mm-processor-cache-gb"] == "0"
+
+
+def test_processed_image_cache_size_can_be_set() -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["mm_processor_cache_gb=1.5"])
+    assert opts(to_vllm_argv(cfg, "/m"))["--mm-processor-cache-gb"] == "1.5"
 
 
 def test_gpu_argv_parallel_and_booleans() -> None:
