@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve.config.cluster import KubernetesSettings, RaySettings
+from serve.config.replicas import ReplicaSettings, RouterSettings
 from serve.config.yaml_file import ConfigError, FileKind, load_model
 
 Device = Literal["cpu", "cuda"]
@@ -199,6 +200,16 @@ class DeploymentConfig(BaseModel):
         default_factory=RestartPolicy,
         description="Supervision of the server after start-up.",
     )
+    replicas: ReplicaSettings | None = Field(
+        None,
+        description="Run several vLLM servers of this config behind vllm-router on `port` "
+        "(see `router`). Unset: one server on `port`.",
+    )
+    router: RouterSettings = Field(
+        default_factory=RouterSettings,
+        description="The router in front of `replicas` (policy, retries, circuit breaker, "
+        "health checks, queue).",
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the server process."
     )
@@ -280,6 +291,50 @@ class DeploymentConfig(BaseModel):
                 f"nodes: {self.nodes} nodes cannot share the {self.world_size} devices of "
                 "tensor_parallel_size x pipeline_parallel_size x data_parallel_size evenly"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_fit(self) -> DeploymentConfig:
+        r = self.replicas
+        if r is None:
+            if "router" in self.model_fields_set:
+                raise ValueError("router: applies only with `replicas:` (set replicas.count)")
+            return self
+        if self.nodes > 1:
+            raise ValueError("replicas: cannot be combined with nodes > 1")
+        if self.data_parallel_size > 1:
+            raise ValueError(
+                "data_parallel_size: replicas are the data parallelism here; set "
+                "data_parallel_size: 1 with `replicas:`"
+            )
+        if "replicas" in self.kubernetes.model_fields_set:
+            raise ValueError("kubernetes.replicas: with `replicas:` the count is replicas.count")
+        ranks = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.device == "cpu":
+            if r.gpus is not None:
+                raise ValueError("replicas.gpus: applies to device: cuda only (use replicas.cpus)")
+            if self.cpu_omp_threads_bind is not None:
+                raise ValueError(
+                    "cpu_omp_threads_bind: with `replicas:` each replica's cores are replicas.cpus"
+                )
+            listed, what = r.cpus, "core group"
+            per = [len(spec.split("|")) for spec in r.cpus or []]
+        else:
+            if r.cpus is not None:
+                raise ValueError("replicas.cpus: applies to device: cpu only (use replicas.gpus)")
+            listed, what = r.gpus, "GPU"
+            per = [len(spec.split(",")) for spec in r.gpus or []]
+        field = "replicas.cpus" if self.device == "cpu" else "replicas.gpus"
+        if listed is not None and len(listed) != r.count:
+            raise ValueError(
+                f"{field}: {len(listed)} entries for replicas.count {r.count}; give one per replica"
+            )
+        for i, n in enumerate(per):
+            if n != ranks:
+                raise ValueError(
+                    f"{field}: replica {i} has {n} {what}(s), but tensor_parallel_size x "
+                    f"pipeline_parallel_size is {ranks}"
+                )
         return self
 
     @property

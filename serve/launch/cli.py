@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override any config field (repeatable; dotted keys, YAML values): "
         "--set max_num_seqs=64 --set 'limit_mm_per_prompt={image: 2}'",
     )
-    p.add_argument("--log-file", type=Path, help="server log (default logs/serve-PORT.log)")
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        help="server log (default logs/serve-PORT.log); with `replicas:` its folder holds "
+        "serve-PORT-replicaI.log and router-PORT.log",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="print the command and environment, start nothing"
     )
@@ -62,6 +67,10 @@ def dry_run(cfg: DeploymentConfig) -> str:
         from serve.standin.location import standin_dir
 
         model_path = str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))
+    if cfg.replicas is not None:
+        from serve.launch import fleet
+
+        return fleet.dry_run(cfg, str(model_path))
     env = to_server_env(cfg, os.environ)
     return render_shell(server_command(cfg, model_path), env)
 
@@ -136,5 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(dry_run(cfg))
         return 0
+    if cfg.replicas is not None:
+        from serve.launch import fleet
+
+        log_dir = args.log_file.parent if args.log_file else DEFAULT_LOG_DIR
+        return fleet.run(cfg, log_dir)
     log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
     return run(cfg, log_file)

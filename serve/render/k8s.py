@@ -2,7 +2,8 @@
 
 One node per replica renders a Deployment; `nodes > 1` renders a LeaderWorkerSet
 (leaderworkerset.x-k8s.io/v1, a CRD) whose leader starts the Ray head and vLLM with the
-Ray backend and whose workers join it (the commands of `serve.render.ray`). Beside it: a
+Ray backend and whose workers join it (the commands of `serve.render.ray`). A `replicas:`
+config adds vllm-router in front of the replica pods (serve.render.k8s_router). Beside it: a
 Namespace, the model-cache PersistentVolumeClaim, a Service, a PodDisruptionBudget and a
 HorizontalPodAutoscaler (autoscaling/v2) on vLLM's waiting-requests gauge served through
 the custom-metrics API (prometheus-adapter). Secrets (HF token, API key) are referenced
@@ -25,6 +26,7 @@ from serve.render.k8s_pod import (
     server_args,
     vllm_container,
 )
+from serve.render.k8s_router import router_labels, router_manifests
 from serve.render.ray import (
     RenderError,
     check_multi_node,
@@ -45,7 +47,7 @@ def deployment(cfg: DeploymentConfig) -> Manifest:
         "kind": "Deployment",
         "metadata": meta(cfg),
         "spec": {
-            "replicas": cfg.kubernetes.replicas,
+            "replicas": replica_count(cfg),
             "selector": {"matchLabels": {**labels(cfg), "medgemma-serve/role": "server"}},
             "strategy": {
                 "type": "RollingUpdate",
@@ -54,6 +56,11 @@ def deployment(cfg: DeploymentConfig) -> Manifest:
             "template": pod_template(cfg, container, "server"),
         },
     }
+
+
+def replica_count(cfg: DeploymentConfig) -> int:
+    """Serving pods at start: replicas.count behind the router, else kubernetes.replicas."""
+    return cfg.replicas.count if cfg.replicas is not None else cfg.kubernetes.replicas
 
 
 def leader_worker_set(cfg: DeploymentConfig) -> Manifest:
@@ -125,13 +132,19 @@ def serving_role(cfg: DeploymentConfig) -> str:
 
 
 def service(cfg: DeploymentConfig) -> Manifest:
+    """The clients' entry point: the router pods with `replicas:`, else the vLLM pods."""
+    selector = (
+        router_labels(cfg)
+        if cfg.replicas is not None
+        else {**labels(cfg), "medgemma-serve/role": serving_role(cfg)}
+    )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta(cfg),
         "spec": {
             "type": cfg.kubernetes.service_type,
-            "selector": {**labels(cfg), "medgemma-serve/role": serving_role(cfg)},
+            "selector": selector,
             "ports": [{"name": "http", "port": cfg.port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -163,7 +176,7 @@ def autoscaler(cfg: DeploymentConfig) -> Manifest:
         "metadata": meta(cfg),
         "spec": {
             "scaleTargetRef": {**target, "name": object_name(cfg)},
-            "minReplicas": k.replicas,
+            "minReplicas": replica_count(cfg),
             "maxReplicas": k.max_replicas,
             "metrics": [
                 {
@@ -190,16 +203,19 @@ def render_k8s(cfg: DeploymentConfig) -> list[Manifest]:
             "stand_in: the random-weight stand-in is built on this machine and cannot be "
             "served by a Kubernetes pod; set `model` to a hub id (or a path on the image)"
         )
-    if cfg.kubernetes.max_replicas < cfg.kubernetes.replicas:
+    if cfg.kubernetes.max_replicas < replica_count(cfg):
+        field = "replicas.count" if cfg.replicas is not None else "kubernetes.replicas"
         raise RenderError(
             f"kubernetes.max_replicas: {cfg.kubernetes.max_replicas} is below "
-            f"kubernetes.replicas ({cfg.kubernetes.replicas})"
+            f"{field} ({replica_count(cfg)})"
         )
     check_multi_node(cfg)
     workload = leader_worker_set(cfg) if cfg.nodes > 1 else deployment(cfg)
+    router = router_manifests(cfg) if cfg.replicas is not None else []
     return [
         namespace(cfg),
         model_cache_claim(cfg),
+        *router,
         workload,
         service(cfg),
         disruption_budget(cfg),

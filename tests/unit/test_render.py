@@ -14,6 +14,7 @@ import yaml
 
 from serve.config.deployment import load_config
 from serve.launch.argv import check_vllm_argv
+from serve.launch.replicas import check_router_argv
 from serve.render.k8s import render_k8s
 from serve.render.ray import RenderError, env_assignments, render_ray, to_script
 
@@ -36,7 +37,12 @@ def run_render(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {m["kind"]: m for m in manifests}
+    """The manifests by kind, leaving out vllm-router's (serve.render.k8s_router)."""
+    return {m["kind"]: m for m in manifests if not is_router(m)}
+
+
+def is_router(manifest: dict[str, Any]) -> bool:
+    return manifest["metadata"]["labels"].get("medgemma-serve/role") == "router"
 
 
 def validate_strict(manifest: dict[str, Any], version: str) -> None:
@@ -184,9 +190,15 @@ def test_k8s_pod_has_what_a_gpu_server_needs(path: Path) -> None:
     assert hpa["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting", hpa
     assert hpa["scaleTargetRef"]["kind"] == ("LeaderWorkerSet" if cfg.nodes > 1 else "Deployment")
     service_sel = kinds["Service"]["spec"]["selector"]
-    pod_labels = (
-        templates["leaderTemplate"] if cfg.nodes > 1 else kinds["Deployment"]["spec"]["template"]
-    )["metadata"]["labels"]
+    if cfg.replicas is not None:  # clients reach the router, which reaches the replicas
+        router = next(m for m in render_k8s(cfg) if is_router(m) and m["kind"] == "Deployment")
+        pod_labels = router["spec"]["template"]["metadata"]["labels"]
+    else:
+        pod_labels = (
+            templates["leaderTemplate"]
+            if cfg.nodes > 1
+            else kinds["Deployment"]["spec"]["template"]
+        )["metadata"]["labels"]
     assert service_sel.items() <= pod_labels.items(), (service_sel, pod_labels)
 
 
@@ -351,3 +363,52 @@ def test_the_local_launcher_refuses_a_multi_node_config() -> None:
 def test_stand_in_needs_a_folder_to_render_for_ray() -> None:
     with pytest.raises(RenderError, match="stand_in"):
         render_ray(load_config(CONFIGS / "cpu-tiny.yaml"))
+
+
+# --- vllm-router in front of replica pods --------------------------------------------------
+
+
+def test_k8s_replicas_behind_the_router_find_them_by_label() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it-4replicas.yaml")
+    manifests = render_k8s(cfg)
+    for m in manifests:
+        for version in K8S_VERSIONS:
+            validate_strict(m, version)
+    router = {m["kind"]: m for m in manifests if is_router(m)}
+    assert set(router) == {"ServiceAccount", "Role", "RoleBinding", "Deployment"}, set(router)
+    kinds = [m["kind"] for m in manifests]
+    assert kinds.index("RoleBinding") < kinds.index("Deployment"), kinds  # RBAC before pods
+    replicas = by_kind(manifests)["Deployment"]
+    assert replicas["spec"]["replicas"] == 4, replicas["spec"]
+    (vllm,) = replicas["spec"]["template"]["spec"]["containers"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1, vllm["resources"]
+    assert "CUDA_VISIBLE_DEVICES" not in {e["name"] for e in vllm["env"]}, "the device plugin"
+    pod = router["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == router["ServiceAccount"]["metadata"]["name"]
+    binding = router["RoleBinding"]
+    assert binding["roleRef"]["name"] == router["Role"]["metadata"]["name"], binding
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"], binding
+    (rule,) = router["Role"]["rules"]
+    assert rule["resources"] == ["pods"] and set(rule["verbs"]) == {"get", "list", "watch"}
+    (c,) = pod["containers"]
+    args = c["args"]
+    assert c["command"] == ["vllm-router"] and "--service-discovery" in args, args
+    assert check_router_argv(args) is None, check_router_argv(args)
+    # The selector the router watches picks exactly the replica pods' labels.
+    sel_end = next(i for i in range(args.index("--selector") + 1, len(args)) if args[i][:2] == "--")
+    selector = dict(a.split("=", 1) for a in args[args.index("--selector") + 1 : sel_end])
+    replica_labels = replicas["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= replica_labels.items(), (selector, replica_labels)
+    assert not selector.items() <= pod_labels_of(router["Deployment"]).items(), selector
+    value = args[args.index("--service-discovery-namespace") + 1]
+    assert value == cfg.kubernetes.namespace == router["Role"]["metadata"]["namespace"]
+    assert args[args.index("--service-discovery-port") + 1] == str(
+        vllm["ports"][0]["containerPort"]
+    )
+    assert args[args.index("--policy") + 1] == "cache_aware", args
+    hpa = by_kind(manifests)["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["minReplicas"] == 4 and hpa["scaleTargetRef"]["name"] == replicas["metadata"]["name"]
+
+
+def pod_labels_of(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"]["labels"]
