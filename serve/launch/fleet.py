@@ -187,9 +187,9 @@ def run(cfg: DeploymentConfig, log_dir: Path) -> int:
         stopping.set()
         print(f"\nstopping ({signal.Signals(signum).name})...", file=sys.stderr, flush=True)
         if not ready.is_set():  # still starting: end the start-up waits now
-            for s in servers:
-                if s.proc is not None and s.proc.poll() is None:
-                    s.proc.send_signal(signal.SIGTERM)
+            for proc in [s.proc for s in servers] + [router.proc]:
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

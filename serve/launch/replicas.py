@@ -6,8 +6,9 @@ listens on the config's host and port and sends each request to one replica.
 
 API key: vllm-router 0.1.17 does not check clients' keys itself; it forwards the client's
 `Authorization` header unchanged to the replica it picks, whose key check (vLLM's on /v1,
-serve.guard's elsewhere) answers 401, which the router relays without retrying and without
-counting it against the replica's circuit breaker (checked by tests/e2e/test_replicas.py).
+serve.guard's elsewhere) answers 401, which the router relays (tests/e2e/test_replicas.py).
+Seen with 0.1.17 against stub workers (2026-11-30): a 401 is not retried and does not
+count against the replica's circuit breaker.
 Its health checks GET /health, which needs no key. Its `--api-key` flag, which sends one key
 to the workers, is not used: it would put the key on the router's command line.
 """
