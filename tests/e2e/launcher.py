@@ -73,17 +73,17 @@ class LiveServer:
     def get_client(self, **kw: Any) -> openai.OpenAI:
         """The OpenAI SDK client for this server: its key, no retries, 300 s timeout,
         trusting its certificate; keyword arguments override any of these."""
-        if self.cert and "http_client" not in kw:
-            kw["http_client"] = openai.DefaultHttpxClient(verify=self.verify)
-        opts = {"base_url": self.base_url, "api_key": self.api_key, "max_retries": 0}
-        return openai.OpenAI(**{**opts, "timeout": 300, **kw})
+        return openai.OpenAI(**self._sdk_options(openai.DefaultHttpxClient, kw))
 
     def get_async_client(self, **kw: Any) -> openai.AsyncOpenAI:
         """`get_client`, for asyncio."""
-        if self.cert and "http_client" not in kw:
-            kw["http_client"] = openai.DefaultAsyncHttpxClient(verify=self.verify)
+        return openai.AsyncOpenAI(**self._sdk_options(openai.DefaultAsyncHttpxClient, kw))
+
+    def _sdk_options(self, http_client: Callable[..., Any], kw: dict[str, Any]) -> dict[str, Any]:
         opts = {"base_url": self.base_url, "api_key": self.api_key, "max_retries": 0}
-        return openai.AsyncOpenAI(**{**opts, "timeout": 300, **kw})
+        if self.cert and "http_client" not in kw:
+            opts["http_client"] = http_client(verify=self.verify)
+        return {**opts, "timeout": 300, **kw}
 
     def get_http_client(self, *, auth: bool = True, **kw: Any) -> httpx.Client:
         """An httpx client on the root URL (probes, /invocations, raw bodies), sending the
