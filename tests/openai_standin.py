@@ -21,6 +21,10 @@ class StandIn(BaseHTTPRequestHandler):
     """/v1/models lists `models`; a chat completion answers `content` with `finish_reason`
     (streamed: the fake endpoint's vLLM-format stream). Requests are kept in `seen`."""
 
+    # HTTP/1.1 keeps the connection open as the streamed reply's `Connection: keep-alive`
+    # promises; under HTTP/1.0 the server closed it and the client's next request on it
+    # could fail with "Server disconnected without sending a response".
+    protocol_version = "HTTP/1.1"
     models: list[str] = ["medgemma"]
     content = "an answer"
     finish_reason = "stop"
