@@ -16,6 +16,10 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DELEGATED = {
     "overload": ("benchmarks.studies.overload", "twice the server's queue: shed, not lost"),
     "client-cost": ("benchmarks.studies.client_cost", "client-side ms to prepare a request"),
+    "affinity": (
+        "benchmarks.studies.affinity",
+        "follow-up TTFT and prefix-cache hits per vllm-router policy",
+    ),
     "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
 }
 
