@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 POLICIES = ("round_robin", "cache_aware", "consistent_hash")
 REFERENCE = "round_robin"  # the policy the others are compared with, round by round
 SESSION_HEADER = "X-Session-ID"
+WARM_UP = "warmup"  # the session ids of the warm-up conversations start with it
 # Synthetic questions of a clinician about one image (no patient data).
 QUESTIONS = (
     "What do you see on this chest X-ray?",
@@ -219,6 +220,8 @@ def round_figures(result: RoundResult) -> dict[str, Any]:
         "hit_rate": [rounded(c.hit_rate, 4) for c in result.replicas],
         "hit_rate_all": rounded(total(result.replicas).hit_rate, 4),
         "replica_requests": [int(c.requests) for c in result.replicas],
+        "replica_hit_tokens": [int(c.hits) for c in result.replicas],
+        "replica_queried_tokens": [int(c.queries) for c in result.replicas],
         "loadavg_1m": result.machine.get("loadavg", [None])[0],
     }
 
@@ -251,6 +254,8 @@ def summarise(results: Sequence[RoundResult], reference: str = REFERENCE) -> dic
             "hit_rate": [rounded(c.hit_rate, 4) for c in per_replica],
             "hit_rate_all": rounded(total(per_replica).hit_rate, 4),
             "replica_requests": [int(c.requests) for c in per_replica],
+            "replica_hit_tokens": [int(c.hits) for c in per_replica],
+            "replica_queried_tokens": [int(c.queries) for c in per_replica],
         }
     return out
 
@@ -566,11 +571,12 @@ def run_affinity(
 
     def run(policy: str, rnd: int, n: int, base_url: str) -> list[TurnRecord]:
         images = new_images(scenario, n, (rnd, policies.index(policy)))
+        prefix = f"{scenario.seed}-{policy}-{rnd}" if rnd else f"{WARM_UP}-{policy}"
         return asyncio.run(
             conversations(
                 base_url, api_key, model, images, params, in_flight=in_flight,
                 timeout_s=scenario.request_timeout_s, label=(policy, rnd),
-                session_prefix=f"{scenario.seed}-{policy}-{rnd}",
+                session_prefix=prefix,
             )
         )  # fmt: skip
 
@@ -601,7 +607,8 @@ def run_affinity(
                     flush=True,
                 )
         if "consistent_hash" in routers:
-            sessions = session_workers(routers["consistent_hash"].log_path.read_text("utf-8"))
+            log = routers["consistent_hash"].log_path.read_text("utf-8")
+            sessions = {k: v for k, v in session_workers(log).items() if not k.startswith(WARM_UP)}
     summary = summarise(results)
     note = (
         f"{cpu_note('http://127.0.0.1')}; {len(servers)} replicas, {in_flight} conversations "

@@ -140,6 +140,7 @@ def test_summary_takes_medians_of_rounds_and_ratios_within_each_round() -> None:
     # hit rates over all the policy's rounds: (80+90+70)/300, (40+50+60)/300
     assert ch["hit_rate"] == [0.8, 0.5] and ch["hit_rate_all"] == 0.65
     assert ch["replica_requests"] == [6, 6]
+    assert (ch["replica_hit_tokens"], ch["replica_queried_tokens"]) == ([240, 150], [300, 300])
     assert s["round_robin"]["followup_p50_vs_round_robin"]["median"] == 1.0
     cells = summary_cells("consistent_hash", ch)
     assert cells[1] == "300 (100-400)" and cells[4] == "0.50x (0.25-0.60)"
