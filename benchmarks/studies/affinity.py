@@ -357,7 +357,9 @@ def deployment(scenario: Scenario) -> DeploymentConfig:
     return cfg
 
 
-def policy_config(cfg: DeploymentConfig, policy: str, port: int, metrics_port: int) -> Any:
+def policy_config(
+    cfg: DeploymentConfig, policy: str, port: int, metrics_port: int
+) -> DeploymentConfig:
     """The deployment config for one more router: only its policy and ports differ."""
     router = cfg.router.model_copy(update={"policy": policy, "metrics_port": metrics_port})
     return cfg.model_copy(update={"port": port, "router": router})
@@ -382,8 +384,9 @@ def fleet(
     urls = [replica_url(r) for r in replicas]
     routers: dict[str, Router] = {}
     try:
+        kind = "cores" if cfg.device == "cpu" else "GPUs"
         for i, s in enumerate(servers):
-            print(f"starting replica {i} on port {s.cfg.port} (cores {devices[i]}) ...", flush=True)
+            print(f"starting replica {i} on port {s.cfg.port} ({kind} {devices[i]})", flush=True)
         t0 = time.perf_counter()
         model_to_load(cfg)  # build the stand-in once, not in each replica's thread
         failed = start_all(servers)
