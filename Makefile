@@ -24,9 +24,12 @@ help:
 	@echo "make profile   where the server's CPU goes, at one user and at saturation (py-spy)"
 	@echo "make lint      ruff + mypy"
 
+# --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
+# each of the three processes of a vLLM server compiled vLLM and torch from source at
+# every start (docs/operations.md, "Start-up time").
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked --extra $(EXTRA) --extra ray
+	$(UV) sync --locked --compile-bytecode --extra $(EXTRA) --extra ray
 
 serve: install
 	$(PY) -m serve --config $(CONFIG) $(ARGS)

@@ -60,7 +60,7 @@ def dry_run(cfg: DeploymentConfig) -> str:
     """The exact command and environment, without building or starting anything."""
     import os
 
-    from serve.launch.argv import render_shell, server_command, to_server_env
+    from serve.launch.argv import local_server_env, render_shell, server_command
 
     model_path = cfg.model
     if cfg.stand_in is not None:
@@ -71,7 +71,7 @@ def dry_run(cfg: DeploymentConfig) -> str:
         from serve.launch import fleet
 
         return fleet.dry_run(cfg, str(model_path))
-    env = to_server_env(cfg, os.environ)
+    env = local_server_env(cfg, os.environ)
     return render_shell(server_command(cfg, model_path), env)
 
 
@@ -149,6 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         from serve.launch import fleet
 
         log_dir = args.log_file.parent if args.log_file else DEFAULT_LOG_DIR
-        return fleet.run(cfg, log_dir)
+        return fleet.run(cfg, log_dir, reload=lambda: config_from_args(args))
     log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
     return run(cfg, log_file)

@@ -24,7 +24,7 @@ from types import TracebackType
 import httpx
 
 from serve.config.deployment import DeploymentConfig
-from serve.launch.argv import server_command, to_server_env
+from serve.launch.argv import local_server_env, server_command
 
 
 class LaunchError(RuntimeError):
@@ -164,7 +164,7 @@ class ServerProcess:
         return self.environ.get(self.cfg.api_key_env) or None
 
     def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
-        return server_command(self.cfg, model_path), to_server_env(self.cfg, self.environ)
+        return server_command(self.cfg, model_path), local_server_env(self.cfg, self.environ)
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it is ready. Raises LaunchError."""

@@ -9,7 +9,9 @@ import pytest
 from serve.config.deployment import load_config
 from serve.launch.argv import (
     check_vllm_argv,
+    compile_cache_env,
     for_host,
+    local_server_env,
     render_shell,
     server_command,
     to_server_env,
@@ -88,6 +90,29 @@ def test_hub_model_keeps_hub_reachable_and_no_key_without_env() -> None:
     env = to_server_env(cfg, {})
     assert "HF_HUB_OFFLINE" not in env and "VLLM_API_KEY" not in env
     assert not any(k.startswith("VLLM_CPU_") for k in env)
+
+
+def test_cpu_servers_compile_without_aot_gpu_servers_keep_it() -> None:
+    cpu = to_server_env(load_config(CONFIGS / "cpu-tiny.yaml"), {})
+    assert cpu["VLLM_USE_AOT_COMPILE"] == "0"
+    assert "VLLM_USE_AOT_COMPILE" not in to_server_env(
+        load_config(CONFIGS / "medgemma-4b-it.yaml"), {}
+    )
+
+
+def test_compile_caches_go_under_the_cache_folder_unless_the_environment_names_them() -> None:
+    env = compile_cache_env(Path("/c"), {})
+    assert env == {"VLLM_CACHE_ROOT": "/c/vllm", "TORCHINDUCTOR_CACHE_DIR": "/c/torchinductor"}
+    assert compile_cache_env(Path("/c"), {"VLLM_CACHE_ROOT": "/mine"}) == {
+        "TORCHINDUCTOR_CACHE_DIR": "/c/torchinductor"
+    }
+    local = local_server_env(load_config(CONFIGS / "cpu-tiny.yaml"), {"MEDGEMMA_CACHE": "/mc"})
+    assert local["VLLM_CACHE_ROOT"] == "/mc/vllm" and local["VLLM_USE_AOT_COMPILE"] == "0"
+
+
+def test_rendered_environment_names_no_local_cache_folder() -> None:
+    env = to_server_env(load_config(CONFIGS / "medgemma-4b-it.yaml"), {})
+    assert "VLLM_CACHE_ROOT" not in env and "TORCHINDUCTOR_CACHE_DIR" not in env
 
 
 @pytest.fixture(scope="module")
