@@ -5,6 +5,12 @@ side by side (each a ServerProcess with its own log), starts the router once all
 ready, supervises each replica with the config's restart policy (a restart of one leaves
 the others and the router running; the router's health checks take it out and back in),
 and on SIGTERM/SIGINT stops the router first, then lets the replicas drain.
+
+SIGHUP is a rolling restart (as gunicorn's): the config is read again with the same
+command-line overrides, and each replica in turn is taken out of the router, drained,
+started with the new config and put back once ready, the next only after that. A config
+that does not load, or that changes what a rolling restart cannot (serve.launch.replicas.
+rollout_blockers), is refused with one `error:` line and nothing is touched.
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from serve.config.deployment import DeploymentConfig
+import httpx
+
+from serve.config.deployment import ConfigError, DeploymentConfig
 from serve.launch.argv import render_shell, server_command, to_server_env
 from serve.launch.process import (
     LaunchError,
@@ -31,12 +40,14 @@ from serve.launch.process import (
     wait_until_ready,
 )
 from serve.launch.replicas import (
+    WORKER_STARTUP_TIMEOUT_S,
     PlacementError,
     cpu_placement,
     gpu_placement,
     ports,
     replica_configs,
     replica_url,
+    rollout_blockers,
     router_argv,
     router_command,
 )
@@ -139,6 +150,32 @@ class Router:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def remove_worker(self, url: str) -> None:
+        """Take a replica out (POST /remove_worker): no new request goes to it; the ones it
+        has keep running. Raises LaunchError."""
+        self._admin("remove_worker", url, timeout_s=10)
+
+    def add_worker(self, url: str) -> None:
+        """Put a replica back (POST /add_worker; vllm-router first waits up to
+        WORKER_STARTUP_TIMEOUT_S for its /health). Raises LaunchError."""
+        self._admin("add_worker", url, timeout_s=WORKER_STARTUP_TIMEOUT_S + 10)
+
+    def worker_urls(self) -> list[str]:
+        """The replicas the router sends requests to (GET /list_workers)."""
+        r = httpx.get(f"{self.root_url}/list_workers", timeout=10)
+        r.raise_for_status()
+        return list(r.json()["urls"])
+
+    def _admin(self, route: str, url: str, timeout_s: float) -> None:
+        try:
+            r = httpx.post(f"{self.root_url}/{route}", params={"url": url}, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise LaunchError(f"vllm-router did not answer POST /{route}: {exc}") from None
+        if r.status_code != 200 and "already exists" not in r.text:  # added twice is added
+            raise LaunchError(
+                f"vllm-router answered POST /{route}?url={url} with {r.status_code}: {r.text[:200]}"
+            )
+
 
 def start_all(servers: list[ServerProcess]) -> list[tuple[int, LaunchError]]:
     """Start every replica side by side; the failures, by replica index."""
@@ -161,8 +198,192 @@ def stop_all(servers: list[ServerProcess]) -> None:
         list(pool.map(lambda s: s.stop(), servers))
 
 
-def run(cfg: DeploymentConfig, log_dir: Path) -> int:
-    """Start replicas and router, print the ready lines, supervise, stop on a signal."""
+def one_line(message: str) -> str:
+    """A message of several lines (a ConfigError's: the file, then a line per field) as
+    one line: `first: second; third`."""
+    first, *rest = [ln.strip() for ln in message.splitlines() if ln.strip()] or [""]
+    return f"{first}: {'; '.join(rest)}" if rest else first
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class Fleet:
+    """The running replicas and router: supervision, rolling restarts, shutdown.
+
+    Replica i's `locks[i]` is held by whoever restarts it: its supervisor (a crash) or the
+    rolling restart (a planned one); see serve.launch.supervise."""
+
+    def __init__(
+        self,
+        cfg: DeploymentConfig,
+        devices: list[str],
+        servers: list[ServerProcess],
+        router: Router,
+        stopping: threading.Event,
+    ) -> None:
+        self.cfg, self.devices, self.servers, self.router = cfg, devices, servers, router
+        self.stopping = stopping
+        self.locks = [threading.Lock() for _ in servers]
+        self.watchers: list[threading.Thread | None] = [None] * len(servers)
+        self.exits: dict[int, int] = {}  # replica -> status, once its supervisor gave up
+        self.rollout: threading.Thread | None = None
+
+    def watch(self, i: int) -> None:
+        """Supervise replica i in a thread of its own (again, if its supervisor gave up)."""
+        if (w := self.watchers[i]) is not None and w.is_alive():
+            return
+        self.exits.pop(i, None)
+
+        def run() -> None:
+            code, _ = supervise(
+                self.servers[i],
+                self.stopping.is_set,
+                lambda line: say(f"replica {i}: {line}"),
+                restart_lock=self.locks[i],
+            )
+            self.exits[i] = code
+
+        thread = threading.Thread(target=run, name=f"supervise-{i}", daemon=True)
+        self.watchers[i] = thread
+        thread.start()
+
+    def rolling(self) -> bool:
+        return self.rollout is not None and self.rollout.is_alive()
+
+    def plan_rollout(self, new: DeploymentConfig) -> list[DeploymentConfig] | str:
+        """Each replica's config under `new`, or why `new` cannot be rolled out."""
+        blockers = rollout_blockers(self.cfg, new)
+        if blockers:
+            return (
+                f"a rolling restart cannot change {', '.join(blockers)}; these stay as the "
+                "launcher started them (replica count, ports, router, device): stop and "
+                "start the launcher to change them"
+            )
+        return replica_configs(new, self.devices)
+
+    def start_rollout(self, load: Callable[[], DeploymentConfig]) -> None:
+        """Re-read the config and, if it can be rolled out, restart the replicas one at a
+        time in a thread; else one `error:` line and nothing changes."""
+        try:
+            new = load()
+            plan = self.plan_rollout(new)
+            if not isinstance(plan, str):
+                model_to_load(new)  # a new stand-in is built before anything stops
+        except (ConfigError, OSError) as exc:  # a bad file; a stand-in that cannot be built
+            plan = one_line(str(exc))
+        if isinstance(plan, str):
+            say(f"error: SIGHUP: {plan}; still serving with the running config")
+            return
+        say(
+            f"SIGHUP: rolling restart of {len(plan)} replicas with the re-read config, "
+            "one at a time"
+        )
+        self.rollout = threading.Thread(target=self.roll, args=(new, plan), name="rollout")
+        self.rollout.start()
+
+    def roll(self, new: DeploymentConfig, plan: list[DeploymentConfig]) -> None:
+        t0 = time.perf_counter()
+        for i, replica in enumerate(plan):
+            if self.stopping.is_set():
+                return
+            if not self.restart_replica(i, replica):
+                if not self.stopping.is_set():
+                    say(
+                        f"rolling restart stopped at replica {i} after "
+                        f"{time.perf_counter() - t0:.0f} s: replicas before it run the new "
+                        "config, the others the previous one"
+                    )
+                return
+        self.cfg = new
+        say(
+            f"rolling restart done: {len(plan)} replicas restarted one at a time in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+
+    def restart_replica(self, i: int, replica: DeploymentConfig) -> bool:
+        """Out of the router, drain, start with `replica`, ready, back in. On a failed
+        start, back to the previous config. True if it runs the new config."""
+        server, url = self.servers[i], replica_url(self.servers[i].cfg)
+        with self.locks[i]:
+            if self.stopping.is_set():
+                return False
+            old_pid = server.proc.pid if server.proc else None
+            t0 = time.perf_counter()
+            try:
+                self.router.remove_worker(url)
+            except LaunchError as exc:
+                say(f"error: replica {i}: {exc}; left running as it was")
+                return False
+            server.stop()
+            drained = time.perf_counter() - t0
+            if self.stopping.is_set():
+                return False
+            previous, server.cfg = server.cfg, replica
+            try:
+                server.start()
+            except LaunchError as exc:
+                if self.stopping.is_set():
+                    return False
+                say(
+                    f"error: replica {i} did not become healthy with the new config: "
+                    f"{str(exc).splitlines()[0]}; see its log {server.log_path}; starting it "
+                    "again with the running config"
+                )
+                server.cfg = previous
+                if self.start_again(i):
+                    self.put_back(i, url)
+                return False
+            ready = time.perf_counter() - t0 - drained
+            if not self.put_back(i, url):
+                return False
+        new_pid = server.proc.pid if server.proc else None
+        say(
+            f"replica {i}: restarted (pid {old_pid} -> {new_pid}): drained in {drained:.1f} s, "
+            f"ready after {ready:.1f} s, back in the router"
+        )
+        self.watch(i)
+        return True
+
+    def start_again(self, i: int) -> bool:
+        try:
+            self.servers[i].start()
+        except LaunchError as exc:
+            if not self.stopping.is_set():
+                say(
+                    f"error: replica {i} did not come back with the running config either: "
+                    f"{str(exc).splitlines()[0]}; it is out of the router (SIGHUP tries again)"
+                )
+            return False
+        return True
+
+    def put_back(self, i: int, url: str) -> bool:
+        try:
+            self.router.add_worker(url)
+        except LaunchError as exc:
+            if not self.stopping.is_set():
+                say(f"error: replica {i} is running but not back in the router: {exc}")
+            return False
+        return True
+
+    def stop(self, timeout_s: float = 300) -> None:
+        """Router first, then every replica (draining); then again for any replica that a
+        restart (supervisor or rollout) started meanwhile, until those threads are done."""
+        self.stopping.set()
+        self.router.stop()
+        stop_all(self.servers)
+        threads = [t for t in [*self.watchers, self.rollout] if t is not None]
+        deadline = time.monotonic() + timeout_s
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            for t in threads:
+                t.join(timeout=1)
+            stop_all(self.servers)
+
+
+def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentConfig]) -> int:
+    """Start replicas and router, print the ready lines, supervise; SIGHUP rolls out the
+    config `reload` returns; SIGTERM/SIGINT stop everything."""
     try:
         devices = placement(cfg)
     except PlacementError as exc:
@@ -179,7 +400,8 @@ def run(cfg: DeploymentConfig, log_dir: Path) -> int:
         for i, rep in enumerate(replicas)
     ]
     router = Router(cfg, [replica_url(r) for r in replicas], log_dir / f"router-{cfg.port}.log")
-    stopping, ready = threading.Event(), threading.Event()
+    stopping, ready, hup = threading.Event(), threading.Event(), threading.Event()
+    fleet = Fleet(cfg, devices, servers, router, stopping)
 
     def on_signal(signum: int, _frame: object) -> None:
         if stopping.is_set():
@@ -191,8 +413,15 @@ def run(cfg: DeploymentConfig, log_dir: Path) -> int:
                 if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
 
+    def on_hup(_signum: int, _frame: object) -> None:
+        if ready.is_set():
+            hup.set()  # the main loop acts on it
+        elif not stopping.is_set():
+            os.write(2, b"SIGHUP during start-up: ignored\n")  # unbuffered: safe in a handler
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     for i, s in enumerate(servers):
         print(
             f"starting replica {i} of {cfg.model_name} on port {s.cfg.port} "
@@ -236,22 +465,19 @@ def run(cfg: DeploymentConfig, log_dir: Path) -> int:
         print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
     if servers[0].api_key:
         print(f"auth:     API key required (from ${cfg.api_key_env})")
+    print("rollout:  SIGHUP restarts the replicas one at a time with the re-read config")
     sys.stdout.flush()
 
-    results: dict[int, int] = {}
-
-    def watch(i: int) -> None:
-        def report(line: str) -> None:
-            print(f"replica {i}: {line}", file=sys.stderr, flush=True)
-
-        code, _ = supervise(servers[i], stopping.is_set, report)
-        results[i] = code
-
-    watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(len(servers))]
-    for w in watchers:
-        w.start()
+    for i in range(len(servers)):
+        fleet.watch(i)
     code = 0
     while not stopping.is_set():
+        if hup.is_set():
+            hup.clear()
+            if fleet.rolling():
+                say("SIGHUP: a rolling restart is in progress; ignored (send it again when done)")
+            else:
+                fleet.start_rollout(reload)
         if router.proc is not None and router.proc.poll() is not None:
             print(
                 f"error: vllm-router exited with status {router.proc.returncode}; "
@@ -260,14 +486,10 @@ def run(cfg: DeploymentConfig, log_dir: Path) -> int:
             )
             code = 1
             break
-        if len(results) == len(servers):
+        if len(fleet.exits) == len(servers) and not fleet.rolling():
             print("error: every replica is down; stopping the router", file=sys.stderr)
-            code = max(results.values()) or 1
+            code = max(fleet.exits.values()) or 1
             break
         time.sleep(0.5)
-    stopping.set()
-    router.stop()
-    stop_all(servers)
-    for w in watchers:
-        w.join(timeout=5)
+    fleet.stop()
     return code

@@ -11,19 +11,38 @@ Seen with 0.1.17 against stub workers (2026-11-30): a 401 is not retried and doe
 count against the replica's circuit breaker.
 Its health checks GET /health, which needs no key. Its `--api-key` flag, which sends one key
 to the workers, is not used: it would put the key on the router's command line.
+
+A rolling restart (SIGHUP to the launcher) restarts the replicas with a re-read config;
+`rollout_blockers` names the changes it cannot apply, the ones that shape the router's
+command line, the replicas' ports and URLs, or each replica's cores or GPUs.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from serve.config.deployment import DeploymentConfig
 from serve.config.replicas import ReplicaSettings, core_ids
 from serve.launch.argv import flag
 
 REPLICA_HOST = "127.0.0.1"
+# How long vllm-router waits for a replica's /health, at start and on POST /add_worker.
+WORKER_STARTUP_TIMEOUT_S = 60
+# Fields a rolling restart keeps as the launcher started them: the router's command line
+# (host, port, router), the replicas' ports (replicas.first_port, replicas.count) and each
+# replica's cores or GPUs (device, replicas.cpus/gpus, the ranks per replica).
+FIXED_IN_ROLLOUT = (
+    "device",
+    "host",
+    "port",
+    "replicas",
+    "router",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+)
 
 
 class PlacementError(ValueError):
@@ -164,7 +183,8 @@ def router_argv(cfg: DeploymentConfig, worker_urls: Sequence[str]) -> list[str]:
     argv += policy_flags(cfg)
     argv += flag("prometheus_host", cfg.host) + flag("prometheus_port", p.metrics)
     # The replicas are healthy before the router starts; do not wait long for them.
-    argv += flag("worker_startup_timeout_secs", 60) + flag("worker_startup_check_interval", 1)
+    argv += flag("worker_startup_timeout_secs", WORKER_STARTUP_TIMEOUT_S)
+    argv += flag("worker_startup_check_interval", 1)
     return argv
 
 
@@ -189,3 +209,29 @@ def check_router_argv(argv: Sequence[str]) -> str | None:
             lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
             return lines[-1] if lines else f"vllm-router's parser exited with status {exc.code}"
     return None
+
+
+def changed_leaves(
+    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, old value, new value) of every leaf that differs between two nested
+    mappings (pure); a section present in one and absent (None) in the other is one leaf."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            yield from changed_leaves(a, b, f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix}{key}", a, b
+
+
+def rollout_blockers(old: DeploymentConfig, new: DeploymentConfig) -> list[str]:
+    """The changes from `old` to `new` that a rolling restart cannot apply, each as
+    `field (old -> new)`; empty when the replicas can be restarted one at a time with
+    `new` (pure)."""
+    fixed = set(FIXED_IN_ROLLOUT)
+    before = old.model_dump(mode="json", include=fixed)
+    after = new.model_dump(mode="json", include=fixed)
+    out = [f"{name} ({a!r} -> {b!r})" for name, a, b in changed_leaves(before, after)]
+    if (old.ssl_certfile is None) != (new.ssl_certfile is None):
+        out.append("ssl_certfile (TLS on or off: the replicas' URLs in the router)")
+    return out
