@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,18 +29,22 @@ from serve.launch.replicas import replica_configs, replica_url, rollout_blockers
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "deployments" / "cpu-tiny-2replicas.yaml"
 REFUSED_MAX_NUM_SEQS = 13  # a config the stand-in replica refuses to start with
+SLOW_MAX_NUM_SEQS = 14  # a config it starts with, but never becomes ready
 
 
 @dataclass
 class StaticServer(ServerProcess):
     """A ServerProcess whose server is http.server over `root` (exits at once, status 3,
-    when max_num_seqs is REFUSED_MAX_NUM_SEQS: a config vLLM would refuse)."""
+    when max_num_seqs is REFUSED_MAX_NUM_SEQS: a config vLLM would refuse; never answers
+    when it is SLOW_MAX_NUM_SEQS)."""
 
     root: Path = Path()
 
     def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
         if self.cfg.max_num_seqs == REFUSED_MAX_NUM_SEQS:
             return [sys.executable, "-c", "raise SystemExit(3)"], {}
+        if self.cfg.max_num_seqs == SLOW_MAX_NUM_SEQS:
+            return [sys.executable, "-c", "import time; time.sleep(600)"], {}
         port, root = str(self.cfg.port), str(self.root)
         return [sys.executable, "-m", "http.server", port, "-b", "127.0.0.1", "-d", root], {}
 
@@ -80,11 +85,9 @@ def config(port: int, model: Path, *overrides: str) -> DeploymentConfig:
     )
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    """Two stand-in replicas behind vllm-router, supervised; shared by this module's tests
-    (each leaves both replicas serving)."""
-    tmp_path = tmp_path_factory.mktemp("rollout")
+@contextmanager
+def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
+    """Two stand-in replicas behind vllm-router, supervised; all stopped on exit."""
     www, model = tmp_path / "www", tmp_path / "model"
     (www / "v1").mkdir(parents=True)
     (www / "health").write_text("ok")
@@ -109,6 +112,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         fleet.stop(timeout_s=30)
     assert not any(server.alive() for server in servers)
     assert router.proc is not None and router.proc.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """The stand-in fleet shared by this module's tests (each leaves both replicas serving)."""
+    with stand_in_fleet(tmp_path_factory.mktemp("rollout")) as s:
+        yield s
 
 
 def in_router_while(fleet: Fleet, work: threading.Thread) -> list[list[str]]:
@@ -212,3 +222,22 @@ def test_rollout_blockers_name_only_what_a_rolling_restart_cannot_apply() -> Non
         "replicas.cpus (['0', '1'] -> ['0|1', '2|3'])",
         "tensor_parallel_size (1 -> 2)",
     ]
+
+
+def test_stopping_during_a_rollout_stops_everything(tmp_path: Path) -> None:
+    """SIGTERM while a replica is starting with the new config: the rollout ends and no
+    replica outlives the fleet (the one the rollout was starting included)."""
+    with stand_in_fleet(tmp_path) as setup:
+        fleet = setup.fleet
+        setup.load = (f"max_num_seqs={SLOW_MAX_NUM_SEQS}",)
+        fleet.start_rollout(setup.reload)
+        starting = fleet.servers[0]
+        deadline = time.monotonic() + 30
+        while starting.cfg.max_num_seqs != SLOW_MAX_NUM_SEQS or not starting.alive():
+            assert time.monotonic() < deadline, "the rollout did not start replica 0 again"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        fleet.stop(timeout_s=60)
+        assert time.monotonic() - t0 < 30, "stopping waited for the start-up to time out"
+        assert fleet.rollout is not None and not fleet.rollout.is_alive()
+        assert not any(s.alive() for s in fleet.servers)
