@@ -2,10 +2,10 @@
 
 Two ways to start a server, both context managers that always stop what they started:
 `serving(cfg, log_path)` runs the vLLM OpenAI server through `ServerProcess` (the session's
-server, tensor parallel, Ray); `launched(workdir, *overrides)` runs `python -m serve` as a
-subprocess, the way an operator runs it (TLS, restart supervision, drain on SIGTERM, the
-launcher's own output). Output goes to files (pipes would fill and block); a start-up
-failure raises LaunchError with the log's last lines.
+server, tensor parallel, Ray); `launched(workdir, *overrides, config=...)` runs `python -m
+serve` as a subprocess, the way an operator runs it (TLS, restart supervision, drain on
+SIGTERM, replicas behind the router, the launcher's own output). Output goes to files (pipes
+would fill and block); a start-up failure raises LaunchError with the log's last lines.
 
 A `LiveServer` builds URLs (`url_for("v1", "models")`), hands out configured clients
 (`get_client`, `get_async_client`, `get_http_client`) and lists every log file its run
@@ -31,7 +31,7 @@ import httpx
 import openai
 
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.process import LaunchError, ServerProcess, free_port
+from serve.launch.process import LaunchError, ServerProcess, free_port, port_in_use
 from tests.conftest import CONFIGS, REPO
 
 API_KEY = "test-key-not-a-secret"
@@ -158,20 +158,35 @@ def serving(
         )
 
 
+def free_ports(n: int) -> int:
+    """The first of `n` consecutive TCP ports nothing listens on right now (a replicas
+    config listens on its port and the n - 1 after it)."""
+    while True:
+        p = free_port()
+        if p + n <= 65536 and not any(port_in_use("127.0.0.1", p + k) for k in range(n)):
+            return p
+
+
 @contextmanager
 def launched(
-    workdir: Path, *overrides: str, tls: tuple[Path, Path] | None = None, timeout_s: float = 900
+    workdir: Path,
+    *overrides: str,
+    config: Path = CONFIGS / "cpu-tiny.yaml",
+    port: int | None = None,
+    tls: tuple[Path, Path] | None = None,
+    timeout_s: float = 900,
 ) -> Iterator[LiveServer]:
-    """`python -m serve --config configs/deployments/cpu-tiny.yaml` on a free port with an API
-    key, `--set` overrides and, with `tls` (certificate, key), HTTPS; its files under
-    `workdir`. Ready once the launcher prints its URL; stopped on exit with SIGTERM, as a
-    service manager stops it."""
+    """`python -m serve --config CONFIG` (configs/deployments/cpu-tiny.yaml unless given) on
+    `port` (default: a free one) with an API key, `--set` overrides and, with `tls`
+    (certificate, key), HTTPS; its files under `workdir` (the server's log, or a replicas
+    config's logs, beside the launcher's output). Ready once the launcher prints its URL;
+    stopped on exit with SIGTERM, as a service manager stops it."""
     if tls is not None:
         overrides = (*overrides, f"ssl_certfile={tls[0]}", f"ssl_keyfile={tls[1]}")
-    model = load_config(CONFIGS / "cpu-tiny.yaml", list(overrides)).model_name
+    model = load_config(config, list(overrides)).model_name
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "serve", "--config", "configs/deployments/cpu-tiny.yaml"]
-    cmd += ["--port", str(free_port()), "--log-file", str(workdir / "server.log")]
+    cmd = [sys.executable, "-m", "serve", "--config", str(config)]
+    cmd += ["--port", str(port or free_port()), "--log-file", str(workdir / "server.log")]
     cmd += [arg for o in overrides for arg in ("--set", o)]
     out, err = workdir / "launcher.out", workdir / "launcher.err"
     with open(out, "wb") as o, open(err, "wb") as e:

@@ -1,20 +1,30 @@
 """Two CPU replicas behind vllm-router, started the way an operator starts them:
 `python -m serve --config configs/deployments/cpu-tiny-2replicas.yaml` as a subprocess.
 
-One scenario, in order (each step needs the one before): image+text chat through the
-router, requests spread over both replicas (each replica's own request counter), the API
-key refused without a key at the router and at a replica, and SIGTERM stopping the router
+One scenario on one fleet, in order (each step needs the one before; CI starts it once):
+image+text chat through the router, requests spread over both replicas (each replica's own
+request counter), the API key refused without a key at the router and at a replica; then,
+under load from clients that never retry, a replica's engine process SIGKILLed (no request
+fails: the router retries elsewhere; the replica restarts and serves again) and SIGHUP (a
+rolling restart with the edited config file: both replicas restarted one at a time, no
+request fails), a second SIGHUP during the rollout ignored, and a config edited into an
+invalid one refused with one line while serving goes on; last, SIGTERM stopping the router
 and both replicas with no process left. Plus the one-line error of a replica that never
-becomes healthy.
+becomes healthy, and what this relies on in vllm-router itself (which failures it retries,
+its worker routes), checked against stub replicas.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
+import signal
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,38 +33,23 @@ import pytest
 from PIL import Image
 
 from clients.messages import user_turn
-from serve.launch.process import free_port, port_in_use
-from tests.conftest import REPO
-from tests.e2e.launcher import API_KEY, stop, wait_until
+from serve.config.deployment import load_config
+from serve.launch.fleet import Router
+from serve.launch.process import LaunchError, port_in_use
+from tests.conftest import CONFIGS
+from tests.e2e.launcher import (
+    LiveServer,
+    free_ports,
+    launched,
+    stop,
+    text_after,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-CONFIG = "configs/deployments/cpu-tiny-2replicas.yaml"
+CONFIG = CONFIGS / "cpu-tiny-2replicas.yaml"
 MODEL = "tiny-medgemma-random-weights"
-
-
-def free_block(n: int) -> int:
-    """A port p with p .. p+n-1 all free (the router, each replica, the router's metrics)."""
-    while True:
-        p = free_port()
-        if p + n < 65536 and not any(port_in_use("127.0.0.1", p + k) for k in range(n)):
-            return p
-
-
-def launch(workdir: Path, port: int, *sets: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    out, err = workdir / "launcher.out", workdir / "launcher.err"
-    cmd = [sys.executable, "-m", "serve", "--config", CONFIG, "--port", str(port)]
-    cmd += ["--log-file", str(workdir / "serve.log"), *[a for s in sets for a in ("--set", s)]]
-    with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            stdout=o,
-            stderr=e,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "MEDGEMMA_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"},
-        )
-    return proc, out, err
+LOAD_THREADS = 4
 
 
 def request_count(metrics: str) -> float:
@@ -67,7 +62,7 @@ def request_count(metrics: str) -> float:
 
 
 def chat_body(i: int) -> dict[str, object]:
-    grey = Image.new("L", (512, 512), 40 * i)
+    grey = Image.new("L", (512, 512), (40 * i) % 256)
     return {
         "model": MODEL,
         "messages": [user_turn(f"Describe this X-ray ({i}).", [grey])],
@@ -76,33 +71,151 @@ def chat_body(i: int) -> dict[str, object]:
     }
 
 
+def replica_server(launcher_pid: int, port: int) -> psutil.Process | None:
+    """The vLLM API server listening on `port` among the launcher's processes."""
+    for p in psutil.Process(launcher_pid).children():
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if "vllm.entrypoints.openai.api_server" in cmd and cmd[cmd.index("--port") + 1] == str(
+            port
+        ):
+            return p
+    return None
+
+
+def engine_core(server: psutil.Process) -> psutil.Process | None:
+    """The server's EngineCore process (vLLM names it via setproctitle)."""
+    for child in server.children(recursive=True):
+        try:
+            if "EngineCore" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request of the load: its HTTP status (None: no answer) and, if it failed, why."""
+
+    status: int | None
+    error: str | None
+
+
+class Load:
+    """Clients that do not retry: LOAD_THREADS threads, each sending non-streaming image+text
+    chat requests through the router one after another until the block ends. Every request
+    becomes one Outcome; none is retried."""
+
+    def __init__(self, run: LiveServer) -> None:
+        self.run, self.outcomes = run, list[Outcome]()
+        self.done, self.lock, self.counter = threading.Event(), threading.Lock(), 0
+
+    def one(self, http: httpx.Client) -> Outcome:
+        with self.lock:
+            self.counter += 1
+            i = self.counter
+        try:
+            r = http.post("/v1/chat/completions", json=chat_body(i))
+        except httpx.HTTPError as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}")
+        if r.status_code != 200:
+            return Outcome(r.status_code, r.text[:300])
+        choice = r.json()["choices"][0]
+        if choice["finish_reason"] not in ("stop", "length"):
+            return Outcome(r.status_code, f"finish_reason {choice['finish_reason']}")
+        return Outcome(200, None)
+
+    def loop(self) -> None:
+        with self.run.get_http_client(timeout=300) as http:
+            while not self.done.is_set():
+                outcome = self.one(http)
+                with self.lock:
+                    self.outcomes.append(outcome)
+
+    @property
+    def completed(self) -> int:
+        return sum(o.error is None for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+    def summary(self) -> str:
+        kinds = Counter(o.error.split(":")[0] for o in self.failed if o.error)
+        return (
+            f"sent {len(self.outcomes)}, completed {self.completed}, failed {len(self.failed)}"
+            + (f" ({dict(kinds)}; first: {self.failed[0]})" if self.failed else "")
+        )
+
+    def more(self, n: int, timeout_s: float = 600) -> None:
+        """Wait until `n` more requests have completed."""
+        target = self.completed + n
+        wait_until(lambda: self.completed >= target, timeout_s, lambda: self.summary())
+
+
+@contextmanager
+def load(run: LiveServer) -> Iterator[Load]:
+    """A running Load; stopped (every request answered) when the block ends."""
+    gen = Load(run)
+    threads = [threading.Thread(target=gen.loop, daemon=True) for _ in range(LOAD_THREADS)]
+    for t in threads:
+        t.start()
+    try:
+        yield gen
+    finally:
+        gen.done.set()
+        for t in threads:
+            t.join(timeout=600)
+
+
+@contextmanager
+def router_workers(router_url: str) -> Iterator[list[list[str]]]:
+    """The router's replica list (GET /list_workers), sampled every 0.2 s in the block."""
+    seen: list[list[str]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not done.is_set():
+                seen.append(sorted(http.get(f"{router_url}/list_workers").json()["urls"]))
+                done.wait(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        t.join(timeout=30)
+
+
 def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
-    port = free_block(4)
-    proc, out, err = launch(tmp_path, port)
+    config = tmp_path / "fleet.yaml"  # a copy: the rollout edits it
+    config.write_text(CONFIG.read_text())
+    port = free_ports(4)
+    work = tmp_path / "run"
     router, replicas = f"http://127.0.0.1:{port}", [port + 1, port + 2]
+    err = work / "launcher.err"
 
     def logs() -> str:
-        files = [out, err, *sorted(tmp_path.glob("*.log"))]
+        files = sorted(work.glob("launcher.*")) + sorted(work.glob("*.log"))
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in files)
 
-    try:
-        t0 = time.perf_counter()
-
-        def printed_url() -> str | None:
-            if proc.poll() is not None:
-                pytest.fail(f"python -m serve exited with {proc.returncode}:\n{logs()}")
-            found = re.search(r"^base URL: (\S+)$", out.read_text(), re.M)
-            return found and found[1]
-
-        base = wait_until(printed_url, 900, lambda: f"not ready:\n{logs()}", interval_s=1)
-        print(f"two replicas + router ready in {time.perf_counter() - t0:.0f} s")
-        assert base == f"{router}/v1", out.read_text()
-        assert "model:    tiny-medgemma-random-weights" in out.read_text()
-        auth = {"Authorization": f"Bearer {API_KEY}"}
-        with httpx.Client(timeout=300) as http:
+    t0 = time.perf_counter()
+    with launched(work, config=config, port=port) as run:
+        assert run.proc is not None
+        launcher = run.proc.pid
+        print(f"\ntwo replicas + router ready in {time.perf_counter() - t0:.0f} s")
+        out = (work / "launcher.out").read_text()
+        assert run.base_url == f"{router}/v1", out
+        assert "model:    tiny-medgemma-random-weights" in out, out
+        with run.get_http_client(timeout=300) as http:
             # Image + text through the router, spread over both replicas.
             for i in range(4):
-                r = http.post(f"{base}/chat/completions", json=chat_body(i), headers=auth)
+                r = http.post("/v1/chat/completions", json=chat_body(i))
                 assert r.status_code == 200, (r.status_code, r.text[:500])
                 choice = r.json()["choices"][0]
                 assert choice["finish_reason"] in ("stop", "length"), choice
@@ -113,45 +226,254 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
             assert all(c >= 1 for c in counts), f"requests per replica: {counts}"
             assert sum(counts) >= 4, counts
 
-            # The key: refused without it at the router (the replica's 401, relayed) and at
-            # each replica; the router's probe needs none.
-            for url in (f"{base}/models", f"http://127.0.0.1:{replicas[1]}/v1/models"):
-                r = http.get(url)
+        # The key: refused without it at the router (the replica's 401, relayed) and at
+        # each replica; the router's probe needs none.
+        with httpx.Client(timeout=60) as anon:
+            for url in (f"{router}/v1/models", f"http://127.0.0.1:{replicas[1]}/v1/models"):
+                r = anon.get(url)
                 assert r.status_code == 401, (url, r.status_code, r.text[:200])
-            r = http.post(f"{base}/chat/completions", json=chat_body(0))
+            r = anon.post(f"{router}/v1/chat/completions", json=chat_body(0))
             assert r.status_code == 401, (r.status_code, r.text[:200])
-            r = http.get(f"{base}/models", headers={"Authorization": "Bearer wrong"})
+            r = anon.get(f"{router}/v1/models", headers={"Authorization": "Bearer wrong"})
             assert r.status_code == 401, (r.status_code, r.text[:200])
-            assert http.get(f"{base}/models", headers=auth).status_code == 200
-            assert http.get(f"{router}/health").status_code == 200
+            assert anon.get(f"{router}/v1/models", headers=run.auth).status_code == 200
+            assert anon.get(f"{router}/health").status_code == 200
+
+        # SIGKILL of replica 0's engine under load: its API server exits, the router retries
+        # the failed requests on replica 1, the launcher restarts replica 0, and the router
+        # sends it requests again once its health checks pass.
+        victim = replica_server(launcher, replicas[0])
+        assert victim is not None, logs()
+        core = engine_core(victim)
+        assert core is not None, f"no EngineCore under {victim.cmdline()}"
+        offset = err.stat().st_size
+        with load(run) as kill_load:
+            kill_load.more(8)
+            killed_at = time.monotonic()
+            core.send_signal(signal.SIGKILL)
+
+            def serving_again() -> bool:
+                server = replica_server(launcher, replicas[0])
+                if server is None or server.pid == victim.pid:
+                    return False
+                try:
+                    metrics = httpx.get(f"http://127.0.0.1:{replicas[0]}/metrics", timeout=5)
+                except httpx.HTTPError:
+                    return False
+                return metrics.status_code == 200 and request_count(metrics.text) >= 1
+
+            wait_until(serving_again, 900, lambda: f"replica 0 did not serve again:\n{logs()}")
+            rejoin_s = time.monotonic() - killed_at
+            kill_load.more(4)
+        said = text_after(err, offset)
+        restarted = re.search(
+            r"replica 0: restart 1: the server is ready again after ([\d.]+) s", said
+        )
+        assert restarted, said
+        retries = counter(
+            httpx.get(f"http://127.0.0.1:{port + 3}/metrics").text, "vllm_router_retries_total"
+        )
+        print(
+            f"kill (SIGKILL of replica 0's EngineCore, {LOAD_THREADS} clients without retries): "
+            f"{kill_load.summary()}; replica 0 ready again {float(restarted[1]):.0f} s after "
+            f"its exit (launcher), serving through the router {rejoin_s:.0f} s after the kill; "
+            f"router retries so far: {retries:.0f}"
+        )
+        assert not kill_load.failed, kill_load.summary()
+
+        # SIGHUP with an edited config: each replica in turn out of the router, drained,
+        # restarted with the new config, back in; never both out; a second SIGHUP during the
+        # rollout is ignored; no request fails.
+        config.write_text(config.read_text().replace("max_num_seqs: 64", "max_num_seqs: 32"))
+        before = [replica_server(launcher, p) for p in replicas]
+        assert all(before), logs()
+        offset = err.stat().st_size
+        with load(run) as roll_load, router_workers(router) as seen:
+            roll_load.more(4)
+            rolled_at = time.monotonic()
+            run.proc.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda: "SIGHUP: rolling restart of 2 replicas" in text_after(err, offset),
+                60,
+                lambda: f"no rollout started:\n{logs()}",
+            )
+            run.proc.send_signal(signal.SIGHUP)
+            done = wait_until(
+                lambda: re.search(r"rolling restart done: .* in (\d+) s", text_after(err, offset)),
+                1800,
+                lambda: f"the rollout did not finish:\n{logs()}",
+            )
+            rollout_s = time.monotonic() - rolled_at
+            roll_load.more(4)
+        said = text_after(err, offset)
+        assert "SIGHUP: a rolling restart is in progress; ignored" in said, said
+        lines = [ln for ln in said.splitlines() if re.match(r"replica \d: restarted", ln)]
+        assert [ln[:20] for ln in lines] == ["replica 0: restarted", "replica 1: restarted"], said
+        assert "exited with status" not in said and "error" not in said, said
+        after = [replica_server(launcher, p) for p in replicas]
+        for old, new in zip(before, after, strict=True):
+            assert old is not None and new is not None and new.pid != old.pid, (before, after)
+            assert f"(pid {old.pid} -> {new.pid})" in said, said
+            cmd = new.cmdline()
+            assert cmd[cmd.index("--max-num-seqs") + 1] == "32", cmd
+        urls = [f"http://127.0.0.1:{p}" for p in replicas]
+        assert seen and all(len(u) >= 1 for u in seen), f"the router had no replica: {seen}"
+        assert [urls[1]] in seen and [urls[0]] in seen, f"a replica never left the router: {seen}"
+        assert seen[-1] == sorted(urls), seen[-1]
+        print(
+            f"rollout (SIGHUP, max_num_seqs 64 -> 32, {LOAD_THREADS} clients without retries): "
+            f"{roll_load.summary()}; {done[1]} s (launcher), {rollout_s:.0f} s from the signal"
+        )
+        assert not roll_load.failed, roll_load.summary()
+
+        # A config edited into an invalid one: one error line naming the field, nothing
+        # restarted, still serving.
+        config.write_text(config.read_text().replace("max_num_seqs: 32", "max_num_seqs: 0"))
+        offset = err.stat().st_size
+        run.proc.send_signal(signal.SIGHUP)
+        said = wait_until(
+            lambda: text_after(err, offset).strip(), 60, lambda: f"no answer to SIGHUP:\n{logs()}"
+        )
+        assert len(said.splitlines()) == 1, said
+        assert said.startswith("error: SIGHUP: ") and "max_num_seqs: Input should be" in said, said
+        assert said.endswith("still serving with the running config"), said
+        assert [replica_server(launcher, p) for p in replicas] == after
+        with run.get_http_client(timeout=300) as http:
+            r = http.post("/v1/chat/completions", json=chat_body(1))
+            assert r.status_code == 200, (r.status_code, r.text[:500])
 
         # SIGTERM: the router and both replicas (with their engine processes) go away.
-        tree = psutil.Process(proc.pid).children(recursive=True)
+        tree = psutil.Process(launcher).children(recursive=True)
         names = [" ".join(p.cmdline()[:3]) for p in tree]
         # vllm-router renames its process (setproctitle) to vllm::router.
         assert sum("vllm_router" in n or "vllm::router" in n for n in names) == 1, names
         assert sum("vllm.entrypoints.openai.api_server" in n for n in names) == 2, names
         t1 = time.perf_counter()
-        code = stop(proc)
+        code = stop(run.proc)
         print(f"stopped in {time.perf_counter() - t1:.1f} s")
         assert code == 0, (code, logs())
         left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, [p.cmdline() for p in left]
         assert not any(port_in_use("127.0.0.1", port + k) for k in range(4)), "a port is held"
-    finally:
-        if proc.poll() is None:
-            stop(proc)
+
+
+def counter(metrics: str, name: str) -> float:
+    """The sum of a Prometheus counter's series in a /metrics text."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 def test_a_replica_that_never_becomes_healthy_is_named_with_its_log(tmp_path: Path) -> None:
-    port = free_block(4)
-    proc, out, err = launch(tmp_path, port, "startup_timeout_s=3")
-    code = proc.wait(timeout=300)
-    text = err.read_text()
-    assert code == 1, (code, text[-2000:])
+    port = free_ports(4)
+    with (
+        pytest.raises(LaunchError),
+        launched(tmp_path, "startup_timeout_s=3", config=CONFIG, port=port),
+    ):
+        pass
+    text = (tmp_path / "launcher.err").read_text()
     error = [ln for ln in text.splitlines() if ln.startswith("error:")]
     assert len(error) == 1, text[-2000:]
     assert re.search(r"replica \d \(port \d+\) did not become healthy", error[0]), error
     assert "was not ready after 3 s" in error[0], error
     assert re.search(r"see its log \S+serve-\d+-replica\d\.log$", error[0]), error
     assert not any(port_in_use("127.0.0.1", port + k) for k in range(4)), "a port is held"
+
+
+class StubReplica(BaseHTTPRequestHandler):
+    """A replica as the router sees it: GET answers 200 (/health, /v1/models); POST answers
+    what the server's `mode` says: "ok" (a chat completion), an HTTP status, or "drop"
+    (the connection closed with no answer, as when an API server dies mid-request)."""
+
+    protocol_version = "HTTP/1.1"
+    server: StubServer
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.answer(200, b'{"data": []}')
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.posts += 1
+        mode = self.server.mode
+        if mode == "drop":
+            self.close_connection = True
+            return
+        status = 200 if mode == "ok" else int(mode)
+        self.answer(status, b'{"choices": [{"finish_reason": "stop"}]}')
+
+
+class StubServer(ThreadingHTTPServer):
+    mode = "ok"
+    posts = 0
+
+
+@contextmanager
+def stub_replica(port: int) -> Iterator[StubServer]:
+    server = StubServer(("127.0.0.1", port), StubReplica)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_what_vllm_router_retries_and_its_worker_routes(tmp_path: Path) -> None:
+    """What the kill and the rollout rely on, checked against the installed vllm-router
+    with stub replicas A (failing in turn each way a dying vLLM server fails) and B:
+    a request A fails is retried on B (5xx, a dropped connection, a refused one), a 4xx is
+    not; /remove_worker takes A out, /add_worker puts it back."""
+    port = free_ports(4)
+    cfg = load_config(CONFIG, [f"port={port}", "router.circuit_breaker.enabled=false"])
+    a, b = f"http://127.0.0.1:{port + 1}", f"http://127.0.0.1:{port + 2}"
+    router = Router(cfg, [a, b], tmp_path / "router.log")
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        stub_replica(port + 1) as stub_a,
+        stub_replica(port + 2) as stub_b,
+        httpx.Client(timeout=30) as http,
+    ):
+
+        def statuses() -> list[int]:
+            """Four requests through the router, each answered."""
+            url = f"{router.root_url}/v1/chat/completions"
+            return [http.post(url, json=body).status_code for _ in range(4)]
+
+        router.start(None)
+        try:
+            for failure in ("500", "502", "503", "504", "drop"):
+                stub_a.mode, stub_a.posts, stub_b.posts = failure, 0, 0
+                assert statuses() == [200] * 4, failure
+                assert stub_a.posts >= 1 and stub_b.posts == 4, (failure, stub_a.posts)
+            stub_a.mode = "400"
+            assert 400 in statuses(), "a 400 was retried"
+            stub_a.mode = "ok"
+
+            router.remove_worker(a)
+            assert router.worker_urls() == [b]
+            stub_a.posts = 0
+            assert statuses() == [200] * 4 and stub_a.posts == 0, stub_a.posts
+            router.add_worker(a)
+            assert sorted(router.worker_urls()) == [a, b]
+            assert statuses() == [200] * 4 and stub_a.posts >= 1, stub_a.posts
+
+            stub_a.mode = "drop"  # as a dead process: open connections dropped,
+            stub_a.shutdown()  # new ones refused
+            stub_a.server_close()
+            stub_b.posts = 0
+            assert statuses() == [200] * 4 and stub_b.posts == 4, stub_b.posts
+        finally:
+            router.stop()
