@@ -431,49 +431,93 @@ def stub_replica(port: int) -> Iterator[StubServer]:
         server.server_close()
 
 
+@dataclass
+class StubFleet:
+    """vllm-router (as the launcher runs it) in front of stub replicas A and B."""
+
+    router: Router
+    a: StubServer
+    b: StubServer
+    http: httpx.Client
+
+    def statuses(self, n: int = 4, session: str = "") -> list[int]:
+        """`n` chat requests through the router, each answered; with `session`, sent with
+        the X-Session-ID header that consistent_hash keys on."""
+        url = f"{self.router.root_url}/v1/chat/completions"
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"X-Session-ID": session} if session else {}
+        return [self.http.post(url, json=body, headers=headers).status_code for _ in range(n)]
+
+
+@contextmanager
+def stub_fleet(workdir: Path, *overrides: str) -> Iterator[StubFleet]:
+    port = free_ports(4)
+    cfg = load_config(CONFIG, [f"port={port}", *overrides])
+    urls = [f"http://127.0.0.1:{port + 1}", f"http://127.0.0.1:{port + 2}"]
+    router = Router(cfg, urls, workdir / "router.log")
+    with (
+        stub_replica(port + 1) as a,
+        stub_replica(port + 2) as b,
+        httpx.Client(timeout=30) as http,
+    ):
+        router.start(None)
+        try:
+            yield StubFleet(router, a, b, http)
+        finally:
+            router.stop()
+
+
 def test_what_vllm_router_retries_and_its_worker_routes(tmp_path: Path) -> None:
     """What the kill and the rollout rely on, checked against the installed vllm-router
     with stub replicas A (failing in turn each way a dying vLLM server fails) and B:
     a request A fails is retried on B (5xx, a dropped connection, a refused one), a 4xx is
     not; /remove_worker takes A out, /add_worker puts it back."""
-    port = free_ports(4)
-    cfg = load_config(CONFIG, [f"port={port}", "router.circuit_breaker.enabled=false"])
-    a, b = f"http://127.0.0.1:{port + 1}", f"http://127.0.0.1:{port + 2}"
-    router = Router(cfg, [a, b], tmp_path / "router.log")
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    with (
-        stub_replica(port + 1) as stub_a,
-        stub_replica(port + 2) as stub_b,
-        httpx.Client(timeout=30) as http,
-    ):
+    with stub_fleet(tmp_path, "router.circuit_breaker.enabled=false") as f:
+        for failure in ("500", "502", "503", "504", "drop"):
+            f.a.mode, f.a.posts, f.b.posts = failure, 0, 0
+            assert f.statuses() == [200] * 4, failure
+            assert f.a.posts >= 1 and f.b.posts == 4, (failure, f.a.posts)
+        f.a.mode = "400"
+        assert 400 in f.statuses(), "a 400 was retried"
+        f.a.mode = "ok"
 
-        def statuses() -> list[int]:
-            """Four requests through the router, each answered."""
-            url = f"{router.root_url}/v1/chat/completions"
-            return [http.post(url, json=body).status_code for _ in range(4)]
+        a, b = sorted(f.router.worker_urls())
+        f.router.remove_worker(a)
+        assert f.router.worker_urls() == [b]
+        f.a.posts = 0
+        assert f.statuses() == [200] * 4 and f.a.posts == 0, f.a.posts
+        f.router.add_worker(a)
+        assert sorted(f.router.worker_urls()) == [a, b]
+        assert f.statuses() == [200] * 4 and f.a.posts >= 1, f.a.posts
 
-        router.start(None)
-        try:
-            for failure in ("500", "502", "503", "504", "drop"):
-                stub_a.mode, stub_a.posts, stub_b.posts = failure, 0, 0
-                assert statuses() == [200] * 4, failure
-                assert stub_a.posts >= 1 and stub_b.posts == 4, (failure, stub_a.posts)
-            stub_a.mode = "400"
-            assert 400 in statuses(), "a 400 was retried"
-            stub_a.mode = "ok"
+        f.a.mode = "drop"  # as a dead process: open connections dropped, new ones refused
+        f.a.shutdown()
+        f.a.server_close()
+        f.b.posts = 0
+        assert f.statuses() == [200] * 4 and f.b.posts == 4, f.b.posts
 
-            router.remove_worker(a)
-            assert router.worker_urls() == [b]
-            stub_a.posts = 0
-            assert statuses() == [200] * 4 and stub_a.posts == 0, stub_a.posts
-            router.add_worker(a)
-            assert sorted(router.worker_urls()) == [a, b]
-            assert statuses() == [200] * 4 and stub_a.posts >= 1, stub_a.posts
 
-            stub_a.mode = "drop"  # as a dead process: open connections dropped,
-            stub_a.shutdown()  # new ones refused
-            stub_a.server_close()
-            stub_b.posts = 0
-            assert statuses() == [200] * 4 and stub_b.posts == 4, stub_b.posts
-        finally:
-            router.stop()
+@pytest.mark.parametrize(("threshold", "ok"), [(None, True), (10, False)])
+def test_consistent_hash_retries_reach_another_replica_once_the_breaker_opens(
+    tmp_path: Path, threshold: int | None, ok: bool
+) -> None:
+    """consistent_hash sends every attempt of a session to the same replica. With the
+    config's circuit_breaker.failure_threshold (below retries.max_retries) A's breaker opens
+    within one request's attempts and the last ones go to B; with vllm-router's default of
+    10, all five attempts fail on A and the client gets A's 500."""
+    sets = ["router.policy=consistent_hash"]
+    sets += [f"router.circuit_breaker.failure_threshold={threshold}"] if threshold else []
+    cfg = load_config(CONFIG, sets)
+    assert (cfg.router.circuit_breaker.failure_threshold < cfg.router.retries.max_retries) == ok
+    with stub_fleet(tmp_path, *sets) as f:
+        on_a = next(s for s in (f"session-{i}" for i in range(50)) if stays_on_a(f, s))
+        f.a.mode, f.a.posts, f.b.posts = "500", 0, 0
+        assert f.statuses(1, on_a) == ([200] if ok else [500]), (f.a.posts, f.b.posts)
+        assert f.a.posts == min(cfg.router.circuit_breaker.failure_threshold, 5), f.a.posts
+
+
+def stays_on_a(f: StubFleet, session: str) -> bool:
+    """True if consistent_hash sends `session` to stub A."""
+    before = f.a.posts
+    f.statuses(1, session)
+    return f.a.posts > before
