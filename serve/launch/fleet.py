@@ -252,30 +252,27 @@ class Fleet:
     def rolling(self) -> bool:
         return self.rollout is not None and self.rollout.is_alive()
 
-    def plan_rollout(self, new: DeploymentConfig) -> list[DeploymentConfig] | str:
-        """Each replica's config under `new`, or why `new` cannot be rolled out."""
-        blockers = rollout_blockers(self.cfg, new)
+    def start_rollout(self, load: Callable[[], DeploymentConfig]) -> None:
+        """Re-read the config and, if it can be rolled out, restart the replicas one at a
+        time in a thread; else one `error:` line and nothing changes."""
+
+        def refuse(why: str) -> None:
+            say(f"error: SIGHUP: {why}; still serving with the running config")
+
+        try:
+            new = load()
+            blockers = rollout_blockers(self.cfg, new)
+            if not blockers:
+                model_to_load(new)  # a new stand-in is built before anything stops
+        except (ConfigError, OSError) as exc:  # a bad file; a stand-in that cannot be built
+            return refuse(one_line(str(exc)))
         if blockers:
-            return (
+            return refuse(
                 f"a rolling restart cannot change {', '.join(blockers)}; these stay as the "
                 "launcher started them (replica count, ports, router, device): stop and "
                 "start the launcher to change them"
             )
-        return replica_configs(new, self.devices)
-
-    def start_rollout(self, load: Callable[[], DeploymentConfig]) -> None:
-        """Re-read the config and, if it can be rolled out, restart the replicas one at a
-        time in a thread; else one `error:` line and nothing changes."""
-        try:
-            new = load()
-            plan = self.plan_rollout(new)
-            if not isinstance(plan, str):
-                model_to_load(new)  # a new stand-in is built before anything stops
-        except (ConfigError, OSError) as exc:  # a bad file; a stand-in that cannot be built
-            plan = one_line(str(exc))
-        if isinstance(plan, str):
-            say(f"error: SIGHUP: {plan}; still serving with the running config")
-            return
+        plan = replica_configs(new, self.devices)
         say(
             f"SIGHUP: rolling restart of {len(plan)} replicas with the re-read config, "
             "one at a time"
