@@ -313,6 +313,7 @@ class Fleet:
             except LaunchError as exc:
                 say(f"error: replica {i}: {exc}; left running as it was")
                 return False
+            self.wait_idle(server)
             server.stop()
             drained = time.perf_counter() - t0
             if self.stopping.is_set():
@@ -342,6 +343,19 @@ class Fleet:
         )
         self.watch(i)
         return True
+
+    def wait_idle(self, server: ServerProcess, poll_s: float = 0.2) -> None:
+        """Wait, up to the replica's drain_timeout_s, until its API server handles no
+        request (GET /load, see replica_configs) or no longer answers."""
+        deadline = time.monotonic() + server.cfg.drain_timeout_s
+        with httpx.Client(timeout=5, verify=server.verify) as http:
+            while time.monotonic() < deadline and not self.stopping.is_set():
+                try:
+                    if int(http.get(f"{server.root_url}/load").json()["server_load"]) <= 0:
+                        return
+                except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                    return  # no count to wait on: vLLM's own drain is what is left
+                time.sleep(poll_s)
 
     def start_again(self, i: int) -> bool:
         try:

@@ -125,10 +125,18 @@ def gpu_placement(cfg: DeploymentConfig, gpu_count: int) -> list[str]:
 
 
 def replica_configs(cfg: DeploymentConfig, placement: Sequence[str]) -> list[DeploymentConfig]:
-    """One single-server config per replica: its port on 127.0.0.1 and its devices."""
+    """One single-server config per replica: its port on 127.0.0.1, its devices, and
+    vLLM's count of the requests its API server is handling on GET /load (a rolling restart
+    waits for 0 before stopping it: vLLM's own drain covers only requests its engine holds,
+    and aborts those still being preprocessed, e.g. their images)."""
     out = []
     for port, devices in zip(ports(cfg).replicas, placement, strict=True):
-        update: dict[str, object] = {"host": REPLICA_HOST, "port": port, "replicas": None}
+        update: dict[str, object] = {
+            "host": REPLICA_HOST,
+            "port": port,
+            "replicas": None,
+            "extra_args": {**cfg.extra_args, "enable_server_load_tracking": True},
+        }
         if cfg.device == "cpu":
             update["cpu_omp_threads_bind"] = devices
         else:

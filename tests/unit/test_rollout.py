@@ -64,6 +64,7 @@ class Setup:
     fleet: Fleet
     port: int
     model: Path
+    www: Path  # what the stand-ins serve: health, v1/models, load
     load: tuple[str, ...] = ()
 
     def reload(self) -> DeploymentConfig:
@@ -92,6 +93,7 @@ def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
     (www / "v1").mkdir(parents=True)
     (www / "health").write_text("ok")
     (www / "v1" / "models").write_text('{"data": []}')
+    (www / "load").write_text('{"server_load": 0}')  # vLLM's count of requests in flight
     model.mkdir()
     (model / "config.json").write_text("{}")
     port, devices = free_block(4), ["0", "1"]
@@ -107,7 +109,7 @@ def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
         router.start(None)
         for i in range(len(servers)):
             fleet.watch(i)
-        yield Setup(fleet, port, model)
+        yield Setup(fleet, port, model, www)
     finally:
         fleet.stop(timeout_s=30)
     assert not any(server.alive() for server in servers)
@@ -241,3 +243,20 @@ def test_stopping_during_a_rollout_stops_everything(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 30, "stopping waited for the start-up to time out"
         assert fleet.rollout is not None and not fleet.rollout.is_alive()
         assert not any(s.alive() for s in fleet.servers)
+
+
+def test_a_replica_is_stopped_once_it_handles_no_request(setup: Setup) -> None:
+    """wait_idle returns when the replica's /load says 0, and gives up after drain_timeout_s
+    while it says more."""
+    running = setup.fleet.servers[0]
+    probe = ServerProcess(running.cfg.model_copy(update={"drain_timeout_s": 1}), Path("unused"))
+    t0 = time.monotonic()
+    setup.fleet.wait_idle(probe)
+    assert time.monotonic() - t0 < 0.5
+    (setup.www / "load").write_text('{"server_load": 2}')
+    try:
+        t0 = time.monotonic()
+        setup.fleet.wait_idle(probe)
+        assert 1 <= time.monotonic() - t0 < 5
+    finally:
+        (setup.www / "load").write_text('{"server_load": 0}')
