@@ -10,8 +10,9 @@ rolling restart with the edited config file: both replicas restarted one at a ti
 request fails), a second SIGHUP during the rollout ignored, and a config edited into an
 invalid one refused with one line while serving goes on; last, SIGTERM stopping the router
 and both replicas with no process left. Plus the one-line error of a replica that never
-becomes healthy, and what this relies on in vllm-router itself (which failures it retries,
-its worker routes), checked against stub replicas.
+becomes healthy, and what this relies on in vllm-router itself, checked against stub
+replicas: which failures it retries, its worker routes, and the breaker threshold that lets
+consistent_hash's retries reach another replica.
 """
 
 from __future__ import annotations
