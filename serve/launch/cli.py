@@ -90,8 +90,19 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
         print(f"\nstopping the server ({signal.Signals(signum).name})...", file=sys.stderr)
         server.stop()
 
+    def on_hup(_signum: int, _frame: object) -> None:
+        # SIGHUP's default would end the launcher and leave vLLM (its own session) running.
+        print(
+            "SIGHUP ignored: one server cannot restart without downtime; a config with "
+            "`replicas:` restarts them one at a time on SIGHUP (docs/operations.md). "
+            "Stop and start to apply a config change.",
+            file=sys.stderr,
+            flush=True,
+        )
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     print(f"starting vLLM for {cfg.model_name} (log: {log_file})", file=sys.stderr)
     try:
         server.start()

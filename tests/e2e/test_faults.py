@@ -166,6 +166,26 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
     )
 
 
+def test_sighup_to_one_server_is_refused_and_it_keeps_serving(supervised: LiveServer) -> None:
+    """SIGHUP restarts replicas one at a time; one server has no second to serve meanwhile,
+    so the launcher says so and goes on (SIGHUP's default would end it and orphan vLLM)."""
+    run = supervised
+    assert run.proc is not None
+    before = run.text().count("SIGHUP ignored")
+    run.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: run.text().count("SIGHUP ignored") > before,
+        30,
+        lambda: f"no 'SIGHUP ignored' line:\n{run.text()[-2000:]}",
+        interval_s=0.2,
+    )
+    assert run.running(), run.text()[-2000:]
+    answer = run.get_client().chat.completions.create(
+        model=run.model, messages=[{"role": "user", "content": "Still there?"}], max_tokens=4
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length"), answer
+
+
 def test_sigterm_drains_in_flight_requests(supervised: LiveServer) -> None:
     """SIGTERM to the launcher while four long streamed answers are being generated: each
     finishes in full (all its tokens, finish_reason length), and the launcher exits 0."""
