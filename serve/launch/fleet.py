@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from serve.config.deployment import ConfigError, DeploymentConfig
-from serve.launch.argv import render_shell, server_command, to_server_env
+from serve.launch.argv import local_server_env, render_shell, server_command
 from serve.launch.process import (
     LaunchError,
     ServerProcess,
@@ -95,7 +95,9 @@ def dry_run(cfg: DeploymentConfig, model_path: str) -> str:
         replicas = replica_configs(cfg, [str(i) for i in range(n)])
     for i, rep in enumerate(replicas):
         lines.append(f"# replica {i}")
-        lines.append(render_shell(server_command(rep, model_path), to_server_env(rep, os.environ)))
+        lines.append(
+            render_shell(server_command(rep, model_path), local_server_env(rep, os.environ))
+        )
     lines.append("# router")
     argv = router_argv(cfg, [replica_url(r) for r in replicas])
     lines.append(render_shell(router_command(argv), {}))
