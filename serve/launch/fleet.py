@@ -231,6 +231,7 @@ class Fleet:
         self.watchers: list[threading.Thread | None] = [None] * len(servers)
         self.exits: dict[int, int] = {}  # replica -> status, once its supervisor gave up
         self.rollout: threading.Thread | None = None
+        self.router_restarts = 0
 
     def watch(self, i: int) -> None:
         """Supervise replica i in a thread of its own (again, if its supervisor gave up)."""
@@ -253,6 +254,35 @@ class Fleet:
 
     def rolling(self) -> bool:
         return self.rollout is not None and self.rollout.is_alive()
+
+    def keep_router(self, api_key: str | None) -> int | None:
+        """If vllm-router has exited, start it again (over every replica, under the config's
+        `restart` policy, as a replica would be) and return None; return its exit status
+        when it may not be restarted or does not come back. The replicas keep running."""
+        proc = self.router.proc
+        if proc is None or proc.poll() is None or self.stopping.is_set():
+            return None
+        code, policy = proc.returncode, self.cfg.restart
+        where = f"see {self.router.log_path}"
+        if not policy.enabled or self.router_restarts >= policy.max_restarts:
+            why = "restart.enabled is off" if not policy.enabled else "restart.max_restarts"
+            say(f"error: vllm-router exited with status {code} ({why}); {where}")
+            return code or 1
+        self.router_restarts += 1
+        say(
+            f"vllm-router exited with status {code}; restart {self.router_restarts}/"
+            f"{policy.max_restarts}"
+        )
+        t0 = time.perf_counter()
+        self.router.stop()  # reap what is left of its process group
+        try:
+            self.router.start(api_key)
+        except LaunchError as exc:
+            if not self.stopping.is_set():
+                say(f"error: vllm-router did not come back: {str(exc).splitlines()[0]}; {where}")
+            return 1
+        say(f"vllm-router restarted: answering again after {time.perf_counter() - t0:.1f} s")
+        return None
 
     def start_rollout(self, load: Callable[[], DeploymentConfig]) -> None:
         """Re-read the config and, if it can be rolled out, restart the replicas one at a
@@ -491,13 +521,9 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
                 say("SIGHUP: a rolling restart is in progress; ignored (send it again when done)")
             else:
                 fleet.start_rollout(reload)
-        if router.proc is not None and router.proc.poll() is not None:
-            print(
-                f"error: vllm-router exited with status {router.proc.returncode}; "
-                f"see {router.log_path}",
-                file=sys.stderr,
-            )
-            code = 1
+        router_code = fleet.keep_router(servers[0].api_key)
+        if router_code is not None:
+            code = router_code
             break
         if len(fleet.exits) == len(servers) and not fleet.rolling():
             print("error: every replica is down; stopping the router", file=sys.stderr)

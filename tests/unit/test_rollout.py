@@ -260,3 +260,37 @@ def test_a_replica_is_stopped_once_it_handles_no_request(setup: Setup) -> None:
         assert 1 <= time.monotonic() - t0 < 5
     finally:
         (setup.www / "load").write_text('{"server_load": 0}')
+
+
+def test_a_router_that_dies_is_restarted_over_both_replicas(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = setup.fleet
+    urls = sorted(replica_url(s.cfg) for s in fleet.servers)
+    assert fleet.keep_router(None) is None  # running: nothing to do
+    old = fleet.router.proc
+    assert old is not None
+    old.kill()
+    old.wait(timeout=10)
+    before = fleet.router_restarts
+    assert fleet.keep_router(None) is None, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"vllm-router exited with status -9; restart {before + 1}/3" in err, err
+    assert "vllm-router restarted: answering again after" in err, err
+    assert fleet.router.proc is not None and fleet.router.proc.pid != old.pid
+    assert sorted(fleet.router.worker_urls()) == urls
+
+
+def test_a_router_past_its_restarts_ends_the_fleet_with_its_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with stand_in_fleet(tmp_path) as s:
+        s.fleet.router_restarts = s.fleet.cfg.restart.max_restarts
+        proc = s.fleet.router.proc
+        assert proc is not None
+        proc.kill()
+        proc.wait(timeout=10)
+        assert s.fleet.keep_router(None) == -9
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: vllm-router exited with status -9 (restart.max_restarts)")
+        assert all(server.alive() for server in s.fleet.servers)
