@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.runner.errors import BenchError
+from benchmarks.runner.errors import BenchError, report
 from benchmarks.runner.scenario import Scenario, ScenarioError, load_scenario
 from serve.config.yaml_file import describe_fields
 
@@ -182,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
     except (ScenarioError, BenchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ScenarioError) else 1
+        return report(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -60,7 +60,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.runner import preflight
-from benchmarks.runner.errors import BenchError
+from benchmarks.runner.errors import BenchError, report
 from benchmarks.runner.machine import machine_state
 from benchmarks.runner.metrics import percentile, spread
 from benchmarks.runner.records import RequestRecord
@@ -685,8 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
         )
     except (ScenarioError, BenchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ScenarioError) else 1
+        return report(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

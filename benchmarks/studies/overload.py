@@ -31,7 +31,7 @@ import httpx
 import psutil
 
 from benchmarks.runner import preflight
-from benchmarks.runner.errors import BenchError
+from benchmarks.runner.errors import BenchError, report
 from benchmarks.runner.metrics import percentile
 from benchmarks.runner.records import RequestRecord, read_records
 from benchmarks.runner.run import RESULTS, RunResult, run_benchmark
@@ -228,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
         )
     except (ScenarioError, BenchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ScenarioError) else 1
+        return report(exc)
     print(json.dumps(numbers, indent=2))
     print(f"results folder: {result.folder}")
     return 0
