@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
+import psutil
 
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.launch.process import LaunchError, ServerProcess, free_port, port_in_use
@@ -165,6 +166,19 @@ def free_ports(n: int) -> int:
         p = free_port()
         if p + n <= 65536 and not any(port_in_use("127.0.0.1", p + k) for k in range(n)):
             return p
+
+
+def engine_core(root: psutil.Process | int) -> psutil.Process | None:
+    """The vLLM EngineCore process under `root` (a launcher or an API server, or its pid);
+    vLLM names it via setproctitle."""
+    parent = root if isinstance(root, psutil.Process) else psutil.Process(root)
+    for child in parent.children(recursive=True):
+        try:
+            if "EngineCore" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
 
 
 @contextmanager

@@ -20,27 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
-import psutil
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.launcher import LiveServer, wait_until
+from tests.e2e.launcher import LiveServer, engine_core, wait_until
 from tests.images import chest_like_png
 
 pytestmark = pytest.mark.slow
 N_REQUESTS = 24
 N_STUDIES = 24
-
-
-def engine_core(launcher_pid: int) -> psutil.Process | None:
-    """The EngineCore process under the launcher (vLLM names it via setproctitle)."""
-    for child in psutil.Process(launcher_pid).children(recursive=True):
-        try:
-            if "EngineCore" in " ".join(child.cmdline()):
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    return None
 
 
 def chat_with_retries(client: openai.OpenAI, model: str, i: int, deadline: float) -> dict:

@@ -40,6 +40,7 @@ from serve.launch.process import LaunchError, port_in_use
 from tests.conftest import CONFIGS
 from tests.e2e.launcher import (
     LiveServer,
+    engine_core,
     free_ports,
     launched,
     stop,
@@ -83,17 +84,6 @@ def replica_server(launcher_pid: int, port: int) -> psutil.Process | None:
             port
         ):
             return p
-    return None
-
-
-def engine_core(server: psutil.Process) -> psutil.Process | None:
-    """The server's EngineCore process (vLLM names it via setproctitle)."""
-    for child in server.children(recursive=True):
-        try:
-            if "EngineCore" in " ".join(child.cmdline()):
-                return child
-        except psutil.Error:
-            continue
     return None
 
 

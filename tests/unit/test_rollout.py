@@ -23,8 +23,9 @@ import pytest
 
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.launch.fleet import Fleet, Router, start_all
-from serve.launch.process import ServerProcess, free_port, port_in_use
+from serve.launch.process import ServerProcess
 from serve.launch.replicas import replica_configs, replica_url, rollout_blockers
+from tests.e2e.launcher import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "deployments" / "cpu-tiny-2replicas.yaml"
@@ -47,13 +48,6 @@ class StaticServer(ServerProcess):
             return [sys.executable, "-c", "import time; time.sleep(600)"], {}
         port, root = str(self.cfg.port), str(self.root)
         return [sys.executable, "-m", "http.server", port, "-b", "127.0.0.1", "-d", root], {}
-
-
-def free_block(n: int) -> int:
-    while True:
-        p = free_port()
-        if p + n < 65536 and not any(port_in_use("127.0.0.1", p + k) for k in range(n)):
-            return p
 
 
 @dataclass
@@ -96,7 +90,7 @@ def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
     (www / "load").write_text('{"server_load": 0}')  # vLLM's count of requests in flight
     model.mkdir()
     (model / "config.json").write_text("{}")
-    port, devices = free_block(4), ["0", "1"]
+    port, devices = free_ports(4), ["0", "1"]
     cfg = config(port, model)
     servers: list[ServerProcess] = [
         StaticServer(rep, tmp_path / f"replica{i}.log", root=www)
