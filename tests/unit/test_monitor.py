@@ -4,6 +4,7 @@ the real `prometheus` binary scraping a stand-in /metrics page."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import http.server
 import importlib.util
 import os
@@ -130,8 +131,10 @@ vllm:num_requests_running{model_name="m"} 3.0
 
 
 class MetricsHandler(http.server.BaseHTTPRequestHandler):
+    page = METRICS_PAGE
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = METRICS_PAGE if self.path == "/metrics" else b"not found\n"
+        body = self.page if self.path == "/metrics" else b"not found\n"
         self.send_response(200 if self.path == "/metrics" else 404)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
@@ -142,14 +145,33 @@ class MetricsHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def metrics_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MetricsHandler)
+@contextlib.contextmanager
+def metrics_page(port: int = 0, page: bytes = METRICS_PAGE) -> Iterator[int]:
+    """A stand-in /metrics endpoint on 127.0.0.1:port (0: any free port), in a thread."""
+    handler = type("Handler", (MetricsHandler,), {"page": page})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def metrics_port() -> Iterator[int]:
+    with metrics_page() as port:
+        yield port
+
+
+def consecutive_free_ports(n: int) -> int:
+    """The first of n consecutive ports nothing listens on."""
+    for _ in range(50):
+        first = free_port()
+        if all(not port_in_use("127.0.0.1", first + i) for i in range(n)):
+            return first
+    raise AssertionError(f"no {n} consecutive free ports found")
 
 
 def poll(url: str, until: Any, timeout_s: float = 60) -> Any:
@@ -187,6 +209,53 @@ def test_real_prometheus_scrapes_a_metrics_page(tmp_path: Path, metrics_port: in
     assert not port_in_use("127.0.0.1", port)
 
 
+ROUTER_PAGE = b"""# TYPE vllm_router_requests_total counter
+vllm_router_requests_total 7
+"""
+
+
+@needs_prometheus
+def test_real_prometheus_scrapes_every_replica_and_the_router(tmp_path: Path) -> None:
+    first = consecutive_free_ports(3)
+    cfg = load_config(
+        DEPLOYMENTS / "cpu-tiny-2replicas.yaml",
+        [f"replicas.first_port={first}", f"router.metrics_port={first + 2}"],
+    )
+    with (
+        metrics_page(first),
+        metrics_page(first + 1),
+        metrics_page(first + 2, ROUTER_PAGE),
+        Prometheus(to_yaml(scrape_config(cfg, interval_s=1)), free_port(), root=tmp_path) as prom,
+    ):
+        up = poll(
+            f"{prom.url}/api/v1/targets",
+            lambda b: (
+                [t for t in b["data"]["activeTargets"] if t["health"] == "up"]
+                if all(t["health"] == "up" for t in b["data"]["activeTargets"])
+                else None
+            ),
+        )
+        seen = {(t["labels"]["job"], t["labels"]["replica"], t["labels"]["role"]) for t in up}
+        assert seen == {
+            ("vllm", "0", "replica"),
+            ("vllm", "1", "replica"),
+            ("vllm-router", "router", "router"),
+        }, up
+        running = poll(
+            f"{prom.url}/api/v1/query?query=sum by (replica) (vllm:num_requests_running)",
+            lambda b: b["data"]["result"] if len(b["data"]["result"]) == 2 else None,
+        )
+        assert {r["metric"]["replica"]: r["value"][1] for r in running} == {
+            "0": "3",
+            "1": "3",
+        }, running
+        routed = poll(
+            f"{prom.url}/api/v1/query?query=vllm_router_requests_total",
+            lambda b: b["data"]["result"],
+        )
+        assert routed[0]["value"][1] == "7" and routed[0]["metric"]["role"] == "router", routed
+
+
 def test_missing_binary_is_one_line_with_the_install_command(tmp_path: Path) -> None:
     with pytest.raises(MonitorError) as err:
         find_binary({"PATH": str(tmp_path)})
@@ -215,3 +284,14 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     message = str(err.value)
     assert "\n" not in message and f"port {port}" in message and "in use" in message, message
     assert not (tmp_path / "prometheus").exists()
+
+
+@needs_prometheus
+def test_a_configuration_prometheus_refuses_fails_fast_with_its_log(tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(MonitorError) as err:
+        Prometheus("scrape_configs: [{job_name: 3, bogus: 1}]\n", port, root=tmp_path).start()
+    first, _, rest = str(err.value).partition("\n")
+    assert first.startswith("prometheus exited with status"), err.value
+    assert "bogus" in rest, err.value
+    assert not port_in_use("127.0.0.1", port)
