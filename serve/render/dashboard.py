@@ -1,8 +1,10 @@
 """A Grafana dashboard for one deployment, built with grafanalib (pure).
 
 `panels(cfg)` is the dashboard as data: each panel's title, unit and PromQL queries, one
-series per replica (the `replica` label the scrape configuration puts on every target)
-and one for the whole deployment. `render_dashboard(cfg)` turns them into Grafana's JSON
+series per replica and one for the whole deployment. Replicas are told apart by the
+`replica` label serve.monitor.scrape puts on every target ("0", "1", ... and "router"
+for vllm-router, whose own series are named vllm_router_* and so drop out of every query
+here but `up`). `render_dashboard(cfg)` turns them into Grafana's JSON
 model; `panel_queries(cfg)` lists every (panel title, expression) so a test can evaluate
 each against a real Prometheus.
 
