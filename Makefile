@@ -11,13 +11,13 @@ CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/deployments/medgemma-4b-it.yaml,
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: help install serve dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
+.PHONY: help install prometheus serve dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
 	@echo "make test-fast the same without the slow tests (extra servers: TP=2, Ray)"
-	@echo "make install   set up .venv/ with the $(EXTRA) extra (idempotent)"
+	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus when root (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
 	@echo "make baseline  deployment vs transformers generate, 3 alternating rounds (~25 min on 2 cores)"
@@ -30,6 +30,18 @@ help:
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --compile-bytecode --extra $(EXTRA) --extra ray
+	@$(MAKE) --no-print-directory prometheus
+
+# Debian's prometheus (for serve --monitor and its tests): installed when missing and root;
+# otherwise a note with the command. Never fails the install.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) \
+	      || echo "note: apt-get install prometheus failed; serve --monitor needs it"; \
+	  else \
+	    echo "note: prometheus is not installed and you are not root; for serve --monitor run: sudo apt-get install prometheus"; \
+	  fi; }
 
 serve: install
 	$(PY) -m serve --config $(CONFIG) $(ARGS)

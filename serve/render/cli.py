@@ -1,17 +1,23 @@
-"""`python -m serve render`: the same config, rendered for a multi-node engine.
+"""`python -m serve render`: the same config, rendered for a multi-node engine or a monitor.
 
     python -m serve render ray --config X [--set key=value] [--model PATH]
     python -m serve render k8s --config X [--set key=value] [--out DIR]
+    python -m serve render dashboard --config X [--set key=value]
+    python -m serve render alerts --config X [--scenario S | --ttft-slo-ms MS]
 
 `ray` prints a shell script: `ray start` on the head and on each worker node, then the
 vLLM server with `--distributed-executor-backend ray`. `k8s` prints the manifests as one
-multi-document YAML (or writes one file each into DIR). The rendering is pure
-(`serve.render.ray`, `serve.render.k8s`); this module only loads, checks and prints.
+multi-document YAML (or writes one file each into DIR). `dashboard` prints a Grafana
+dashboard (JSON), `alerts` Prometheus alerting rules (YAML) whose TTFT objective is the
+scenario's `slo.ttft_ms`, else --ttft-slo-ms, else 10 s. The rendering is pure
+(`serve.render.ray`, `serve.render.k8s`, `serve.render.dashboard`, `serve.render.alerts`);
+this module only loads, checks and prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +26,8 @@ import yaml
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
 from serve.plan.capacity import parallel_problems
 from serve.plan.shapes import ShapeError, shape_for_config
+from serve.render.alerts import AlertThresholds, render_alerts
+from serve.render.dashboard import render_dashboard
 from serve.render.k8s import render_k8s
 from serve.render.ray import RenderError, render_ray, to_script
 
@@ -27,14 +35,39 @@ from serve.render.ray import RenderError, render_ray, to_script
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serve render",
-        description="Render a deployment config for vLLM on Ray or for Kubernetes.",
+        description="Render a deployment config for vLLM on Ray or for Kubernetes, or its "
+        "Grafana dashboard or Prometheus alerting rules.",
     )
-    p.add_argument("target", choices=["ray", "k8s"], help="what to render for")
+    p.add_argument("target", choices=["ray", "k8s", "dashboard", "alerts"], help="what to render")
     p.add_argument("--config", type=Path, required=True, help="deployment YAML")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--model", help="ray: model path or hub id to put in the command")
     p.add_argument("--out", type=Path, help="k8s: write one file per manifest into DIR")
+    slo = p.add_mutually_exclusive_group()
+    slo.add_argument(
+        "--scenario", type=Path, help="alerts: the TTFT objective is this scenario's slo.ttft_ms"
+    )
+    slo.add_argument("--ttft-slo-ms", type=float, help="alerts: the TTFT p99 objective (ms)")
     return p
+
+
+def alert_thresholds(scenario: Path | None, ttft_slo_ms: float | None) -> AlertThresholds:
+    """The alerts' thresholds, the TTFT objective from --ttft-slo-ms or the scenario."""
+    if ttft_slo_ms is not None:
+        if ttft_slo_ms <= 0:
+            raise RenderError(f"--ttft-slo-ms: must be above 0, got {ttft_slo_ms:g}")
+        return AlertThresholds(ttft_slo_ms=ttft_slo_ms)
+    if scenario is None:
+        return AlertThresholds()
+    from benchmarks.runner.scenario import ScenarioError, load_scenario
+
+    try:
+        slo_ms = load_scenario(scenario).slo.ttft_ms
+    except ScenarioError as exc:
+        raise RenderError(f"--scenario: {exc}") from None
+    if slo_ms is None:
+        raise RenderError(f"--scenario: {scenario} sets no slo.ttft_ms")
+    return AlertThresholds(ttft_slo_ms=slo_ms)
 
 
 def check_parallel(cfg: DeploymentConfig) -> None:
@@ -74,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
+        if args.target == "dashboard":
+            print(json.dumps(render_dashboard(cfg), indent=2))
+            return 0
+        if args.target == "alerts":
+            thresholds = alert_thresholds(args.scenario, args.ttft_slo_ms)
+            print(yaml.safe_dump(render_alerts(cfg, thresholds), sort_keys=False), end="")
+            return 0
         check_parallel(cfg)
         if args.target == "ray":
             print(to_script(render_ray(cfg, ray_model_path(cfg, args.model)), cfg), end="")

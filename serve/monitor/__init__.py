@@ -1,0 +1,1 @@
+"""Monitoring a deployment: Prometheus' scrape configuration (pure) and the process."""

@@ -1,0 +1,157 @@
+"""Run Debian's `prometheus` with a deployment's scrape configuration; wait; stop it.
+
+`Prometheus(config_text, port).start()` writes the configuration into its storage folder
+(the project's cache folder, `prometheus/<port>/`), starts the binary listening on
+127.0.0.1:<port>, logging to `prometheus.log` there, and waits until `/-/ready` answers.
+`stop()` sends SIGTERM (Prometheus flushes its head block and exits), then SIGKILL if it
+has not exited in time. Bad input raises MonitorError with one line: the binary missing
+(with the install command) or the port in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from serve.launch.process import LaunchError, port_in_use, wait_until_ready
+from serve.standin.location import cache_dir
+
+DEFAULT_PORT = 9090
+HOST = "127.0.0.1"
+BINARY = "prometheus"
+INSTALL = "sudo apt-get install prometheus"
+
+
+class MonitorError(RuntimeError):
+    """Prometheus cannot be started; the message is one line naming the problem."""
+
+
+def install_hint(euid: int) -> str:
+    """The command that installs Debian's prometheus, for this user (pure)."""
+    if euid == 0:
+        return "apt-get install prometheus (or make install)"
+    return f"{INSTALL} (installing needs root; you are not root)"
+
+
+def find_binary(environ: Mapping[str, str] | None = None) -> str:
+    """The prometheus binary on PATH. Raises MonitorError with the install command."""
+    path = (os.environ if environ is None else environ).get("PATH", "")
+    found = shutil.which(BINARY, path=path)
+    if found is None:
+        raise MonitorError(
+            f"prometheus is not installed (not on PATH); install it with: "
+            f"{install_hint(os.geteuid())}"
+        )
+    return found
+
+
+def storage_dir(port: int, root: Path | None = None) -> Path:
+    """Where the Prometheus on `port` keeps its configuration, data and log."""
+    return (root or cache_dir()) / "prometheus" / str(port)
+
+
+class Prometheus:
+    """A Prometheus child process in its own process group. Use as a context manager."""
+
+    def __init__(
+        self,
+        config_text: str,
+        port: int = DEFAULT_PORT,
+        *,
+        root: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        startup_timeout_s: float = 60,
+    ) -> None:
+        self.config_text, self.port = config_text, port
+        self.folder = storage_dir(port, root)
+        self.environ = dict(os.environ if environ is None else environ)
+        self.startup_timeout_s = startup_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "prometheus.yml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "prometheus.log"
+
+    def command(self, binary: str) -> list[str]:
+        return [
+            binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--web.listen-address={HOST}:{self.port}",
+        ]
+
+    def start(self) -> Prometheus:
+        """Start Prometheus and wait until it is ready. Raises MonitorError."""
+        binary = find_binary(self.environ)
+        if port_in_use(HOST, self.port):
+            raise MonitorError(
+                f"monitor port {self.port} on {HOST} is already in use: stop what listens "
+                "there or choose another (--monitor-port N)"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(binary),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environ,
+                start_new_session=True,
+            )
+        try:
+            wait_until_ready(
+                self.proc,
+                [f"{self.url}/-/ready"],
+                timeout_s=self.startup_timeout_s,
+                log_path=self.log_path,
+                name="prometheus",
+                interval_s=0.2,
+            )
+        except LaunchError as exc:
+            self.stop()
+            raise MonitorError(str(exc)) from None
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        """SIGTERM, wait, then SIGKILL the group. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def __enter__(self) -> Prometheus:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
