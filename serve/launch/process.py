@@ -205,6 +205,15 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def healthy(self, timeout_s: float = 10) -> bool:
+        """Whether GET /health answers 200 within `timeout_s` (no key: it is outside
+        vLLM's key check and the guard's)."""
+        try:
+            r = httpx.get(f"{self.root_url}/health", timeout=timeout_s, verify=self.verify)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
     def signal(self, sig: int) -> None:
         """Send a signal to the server's whole process group."""
         if self.proc is not None and self.proc.poll() is None:
