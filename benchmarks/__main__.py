@@ -20,6 +20,7 @@ DELEGATED = {
         "benchmarks.studies.affinity",
         "follow-up TTFT and prefix-cache hits per vllm-router policy",
     ),
+    "compare": ("benchmarks.runner.compare", "two results folders, level by level (B against A)"),
     "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
 }
 
