@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from benchmarks.runner.run import LevelResult
 
-PLOTS = ("throughput.png", "latency_percentiles.png", "ttft_distribution.png")
+PLOTS = ("throughput.png", "latency_percentiles.png", "ttft_distribution.png", "tradeoff.png")
 
 
 def x_label(mode: str) -> str:
@@ -19,7 +19,8 @@ def x_label(mode: str) -> str:
 
 
 def write_plots(folder: Path, mode: str, levels: Sequence[LevelResult], note: str) -> list[Path]:
-    """Throughput and latency percentiles vs level, and the TTFT distribution per level."""
+    """Throughput and latency percentiles vs level, the TTFT distribution per level, and
+    the throughput against TTFT trade-off."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +89,35 @@ def write_plots(folder: Path, mode: str, levels: Sequence[LevelResult], note: st
     fig.savefig(folder / PLOTS[2], dpi=100)
     plt.close(fig)
     out.append(folder / PLOTS[2])
+    out.append(write_tradeoff(folder / PLOTS[3], mode, sums, note))
     return out
+
+
+def write_tradeoff(path: Path, mode: str, sums: Sequence[dict[str, Any]], note: str) -> Path:
+    """Output tok/s against TTFT p50 and p99: one point per level, labelled with it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [s["output_throughput"] for s in sums]
+    for p, style in (("p50", "o-"), ("p99", "^:")):
+        ys = [s["ttft_ms"][p] if s["ttft_ms"][p] is not None else float("nan") for s in sums]
+        ax.plot(xs, ys, style, label=f"TTFT {p}")
+        for s, x, y in zip(sums, xs, ys, strict=True):
+            ax.annotate(f"{s['level']:g}", (x, y), xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("output tokens / s")
+    ax.set_ylabel("time to first token (ms)")
+    ax.set_title(
+        f"Throughput against latency, points labelled by {x_label(mode)}\n({note})", fontsize=9
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def style_axis(ax: Any, xs: Sequence[float], mode: str) -> None:

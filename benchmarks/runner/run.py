@@ -9,9 +9,10 @@ and HTML report exactly as a person running the printed command would get them.
 
 The folder `results/<scenario>-<UTC time>/` holds: scenario.yaml (resolved), command.txt,
 server.json (/v1/models, /version), metrics-before.txt / metrics-after.txt (vLLM's
-/metrics), records.jsonl (every request of every level), summary.json, the plots, and per
-level: records.jsonl, window.json, locust_stats*.csv, locust_failures.csv, locust.html,
-locust.log.
+/metrics), server_series.csv (its /metrics sampled during the levels) and client_series.csv
+on one time axis, records.jsonl (every request of every level, in its window), summary.json,
+the plots, and per level: records.jsonl, window.json, locust_stats*.csv,
+locust_failures.csv, locust.html, locust.log.
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from benchmarks.runner import preflight, report
+from benchmarks.runner import preflight, report, server_metrics, timeline
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.metrics import best_level, in_window, summarise
 from benchmarks.runner.prepared import write_workload
 from benchmarks.runner.records import RequestRecord, read_records, write_records
 from benchmarks.runner.scenario import Scenario, to_yaml
+from benchmarks.runner.server_metrics import Sampler
 from benchmarks.runner.workload import prepare
+
+if TYPE_CHECKING:
+    from serve.config.deployment import DeploymentConfig
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LevelHook = Callable[[float, Path], AbstractContextManager[Any]]
@@ -187,7 +192,7 @@ def run_benchmark(
     scenario = with_seed(scenario)
     model = served_model(scenario)
     api_key = os.environ.get(scenario.api_key_env) or None
-    with preflight.server_for(scenario, base_url, start_server):
+    with preflight.server_for(scenario, base_url, start_server) as server:
         models = preflight.check_server(base_url, api_key, model)
         t0 = time.perf_counter()
         requests = prepare(scenario, model)
@@ -199,10 +204,15 @@ def run_benchmark(
         write_identity(folder, scenario, base_url, models, api_key, command)
         levels = []
         index = 1  # the probe sent request 0
-        with tempfile.TemporaryDirectory(prefix="bench-workload-") as tmp:
+        root = preflight.root_url(base_url)
+        urls = server_metrics.targets(root, None if server else replicas_config(scenario))
+        sampler = Sampler(urls, scenario.metrics_interval_s)
+        origin = time.time()  # t = 0 of the server and client series
+        with tempfile.TemporaryDirectory(prefix="bench-workload-") as tmp, sampler:
             workload = Path(tmp) / "workload.jsonl"
             write_workload(workload, requests)
             for level in scenario.load.levels:
+                sampler.level = level
                 say(f"level {level_name(scenario, level)}: {scenario.load.duration_s} s ...")
                 name = level_name(scenario, level)
                 hook = level_hook(level, folder / name) if level_hook else contextlib.nullcontext()
@@ -210,21 +220,76 @@ def run_benchmark(
                     result = run_level(scenario, level, base_url, workload, folder / name, index)
                 levels.append(result)
                 index = max(result.next_index, index)
+                sampler.level = None
         if index > len(requests):
             say(
                 f"warning: {index} requests sent but only {len(requests)} distinct "
                 "(images.distinct): repeats may hit vLLM's image and prefix caches"
             )
-        root = preflight.root_url(base_url)
         (folder / "metrics-after.txt").write_text(preflight.snapshot(f"{root}/metrics") or "")
     summary = overall_summary(scenario, base_url, model, levels, prep_s)
     summary["requests_sent"], summary["distinct_requests"] = index, len(requests)
+    summary["series_origin_unix_s"] = round(origin, 3)
+    summary["server_metrics"] = sampler.report()
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_records(folder / "records.jsonl", [r for lv in levels for r in lv.records])
     report.write_plots(folder, scenario.load.mode, levels, summary["note"])
+    write_series(folder, scenario, levels, sampler, origin, summary["note"])
     if not quiet:
         report.print_table(summary, folder)
+        if sampler.failures:
+            failed = sum(sampler.failures.values())
+            print(
+                f"warning: {failed} of {sampler.scrapes} /metrics scrapes failed (last: "
+                f"{sampler.last_error}); server_series.csv holds the {len(sampler.samples)} "
+                "samples taken"
+            )
     return RunResult(folder, summary, levels)
+
+
+def replicas_config(scenario: Scenario) -> DeploymentConfig | None:
+    """The scenario's deployment config, if it loads and has `replicas:` (its replicas'
+    /metrics are sampled when the base URL is its router); else None."""
+    from serve.config.deployment import ConfigError, load_config
+    from serve.config.yaml_file import override_strings
+
+    try:
+        cfg = load_config(scenario.deployment, override_strings(scenario.deployment_set))
+    except ConfigError:
+        return None
+    return cfg if cfg.replicas is not None else None
+
+
+def write_series(
+    folder: Path,
+    scenario: Scenario,
+    levels: list[LevelResult],
+    sampler: Sampler,
+    origin: float,
+    note: str,
+) -> None:
+    """server_series.csv, client_series.csv and timeline.png: every request each level sent
+    (warm-up included) and every /metrics sample, in seconds since `origin`."""
+    spans, records = [], []
+    for lv in levels:
+        window = json.loads((lv.folder / "window.json").read_text())
+        spans.append(
+            timeline.Span(
+                level_name(scenario, lv.level),
+                lv.level,
+                window["start"],
+                window["warmup_end"],
+                window["stop"],
+            )
+        )
+        records.extend(read_records(lv.folder / "records.jsonl"))
+    server = server_metrics.series_rows(sampler.samples, origin)
+    server_metrics.write_series(folder / server_metrics.SERIES_FILE, server)
+    client = timeline.client_rows(records, spans, origin)
+    timeline.write_client_series(folder / timeline.CLIENT_FILE, client)
+    timeline.write_timeline(
+        folder / timeline.TIMELINE, client, server, records, spans, origin, note
+    )
 
 
 def write_identity(

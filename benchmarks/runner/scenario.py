@@ -190,6 +190,14 @@ class Scenario(BaseModel):
     request_timeout_s: float = Field(
         600, gt=0, description="Seconds a request may wait between bytes before it fails."
     )
+    metrics_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Seconds between samples of the server's /metrics during the run (every "
+        "replica's for a replicas deployment reached at its router): server_series.csv and "
+        "timeline.png. 0: no sampling.",
+    )
     baseline_requests: int = Field(
         8, ge=1, description="Requests the seed baseline (transformers generate) sends in turn."
     )
