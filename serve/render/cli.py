@@ -1,15 +1,16 @@
 """`python -m serve render`: the same config, rendered for a multi-node engine or a monitor.
 
     python -m serve render ray --config X [--set key=value] [--model PATH]
-    python -m serve render k8s --config X [--set key=value] [--out DIR]
+    python -m serve render k8s --config X [--set key=value] [--out DIR] [--scenario S | ...]
     python -m serve render dashboard --config X [--set key=value]
     python -m serve render alerts --config X [--scenario S | --ttft-slo-ms MS]
 
 `ray` prints a shell script: `ray start` on the head and on each worker node, then the
 vLLM server with `--distributed-executor-backend ray`. `k8s` prints the manifests as one
-multi-document YAML (or writes one file each into DIR). `dashboard` prints a Grafana
-dashboard (JSON), `alerts` Prometheus alerting rules (YAML) whose TTFT objective is the
-scenario's `slo.ttft_ms`, else --ttft-slo-ms, else 10 s. The rendering is pure
+multi-document YAML (or writes one file each into DIR), the dashboard and the alerting
+rules among them (serve.render.k8s_monitor). `dashboard` prints a Grafana dashboard (JSON),
+`alerts` Prometheus alerting rules (YAML) whose TTFT objective is the scenario's
+`slo.ttft_ms`, else --ttft-slo-ms, else 10 s (for `k8s` too). The rendering is pure
 (`serve.render.ray`, `serve.render.k8s`, `serve.render.dashboard`, `serve.render.alerts`);
 this module only loads, checks and prints.
 """
@@ -45,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="k8s: write one file per manifest into DIR")
     slo = p.add_mutually_exclusive_group()
     slo.add_argument(
-        "--scenario", type=Path, help="alerts: the TTFT objective is this scenario's slo.ttft_ms"
+        "--scenario",
+        type=Path,
+        help="alerts, k8s: the TTFT objective is this scenario's slo.ttft_ms",
     )
-    slo.add_argument("--ttft-slo-ms", type=float, help="alerts: the TTFT p99 objective (ms)")
+    slo.add_argument("--ttft-slo-ms", type=float, help="alerts, k8s: the TTFT p99 objective (ms)")
     return p
 
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "ray":
             print(to_script(render_ray(cfg, ray_model_path(cfg, args.model)), cfg), end="")
             return 0
-        manifests = render_k8s(cfg)
+        manifests = render_k8s(cfg, alert_thresholds(args.scenario, args.ttft_slo_ms))
     except (ConfigError, RenderError) as exc:
         print("error: " + str(exc).replace("\n", "\n  "), file=sys.stderr)
         return 2

@@ -6,8 +6,9 @@ Ray backend and whose workers join it (the commands of `serve.render.ray`). A `r
 config adds vllm-router in front of the replica pods (serve.render.k8s_router). Beside it: a
 Namespace, the model-cache PersistentVolumeClaim, a Service, a PodDisruptionBudget and a
 HorizontalPodAutoscaler (autoscaling/v2) on vLLM's waiting-requests gauge served through
-the custom-metrics API (prometheus-adapter). Secrets (HF token, API key) are referenced
-by name, never written.
+the custom-metrics API (prometheus-adapter); last the monitoring (serve.render.k8s_monitor:
+PodMonitors, a PrometheusRule, the Grafana dashboard as a ConfigMap). Secrets (HF token,
+API key) are referenced by name, never written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from serve.config.deployment import DeploymentConfig
 from serve.launch.argv import SERVER_MODULE
+from serve.render.alerts import AlertThresholds
+from serve.render.k8s_monitor import monitoring_manifests
 from serve.render.k8s_pod import (
     health_probes,
     labels,
@@ -24,6 +27,7 @@ from serve.render.k8s_pod import (
     object_name,
     pod_template,
     server_args,
+    serving_role,
     vllm_container,
 )
 from serve.render.k8s_router import router_labels, router_manifests
@@ -127,10 +131,6 @@ def model_cache_claim(cfg: DeploymentConfig) -> Manifest:
     }
 
 
-def serving_role(cfg: DeploymentConfig) -> str:
-    return "leader" if cfg.nodes > 1 else "server"
-
-
 def service(cfg: DeploymentConfig) -> Manifest:
     """The clients' entry point: the router pods with `replicas:`, else the vLLM pods."""
     selector = (
@@ -196,8 +196,9 @@ def autoscaler(cfg: DeploymentConfig) -> Manifest:
     }
 
 
-def render_k8s(cfg: DeploymentConfig) -> list[Manifest]:
-    """Every manifest of the deployment, in apply order. Raises RenderError."""
+def render_k8s(cfg: DeploymentConfig, thresholds: AlertThresholds | None = None) -> list[Manifest]:
+    """Every manifest of the deployment, in apply order; `thresholds` are the alerts'.
+    Raises RenderError."""
     if cfg.stand_in is not None:
         raise RenderError(
             "stand_in: the random-weight stand-in is built on this machine and cannot be "
@@ -220,4 +221,5 @@ def render_k8s(cfg: DeploymentConfig) -> list[Manifest]:
         service(cfg),
         disruption_budget(cfg),
         autoscaler(cfg),
+        *monitoring_manifests(cfg, thresholds),
     ]

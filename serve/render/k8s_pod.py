@@ -31,6 +31,11 @@ def labels(cfg: DeploymentConfig) -> dict[str, str]:
     }
 
 
+def serving_role(cfg: DeploymentConfig) -> str:
+    """The role label of the pods that serve HTTP: a LeaderWorkerSet's leaders, else all."""
+    return "leader" if cfg.nodes > 1 else "server"
+
+
 def meta(cfg: DeploymentConfig, suffix: str = "") -> dict[str, Any]:
     return {
         "name": object_name(cfg) + suffix,

@@ -16,7 +16,9 @@ from serve.config.deployment import load_config
 from serve.launch.argv import check_vllm_argv
 from serve.launch.replicas import check_router_argv
 from serve.render.k8s import render_k8s
+from serve.render.k8s_monitor import MONITORING_API
 from serve.render.ray import RenderError, env_assignments, render_ray, to_script
+from tests.unit.test_k8s_monitor import validate_crd
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "deployments"
@@ -46,8 +48,12 @@ def is_router(manifest: dict[str, Any]) -> bool:
 
 
 def validate_strict(manifest: dict[str, Any], version: str) -> None:
-    """Built-in kinds against their schema; the LeaderWorkerSet CRD (no schema shipped)
-    through its two embedded pod templates, each as a core/v1 PodTemplate."""
+    """Built-in kinds against their schema; the Prometheus Operator's CRDs against theirs
+    (tests/unit/test_k8s_monitor.py); the LeaderWorkerSet CRD (no schema shipped) through
+    its two embedded pod templates, each as a core/v1 PodTemplate."""
+    if manifest["apiVersion"] == MONITORING_API:
+        validate_crd(manifest)
+        return
     if manifest["kind"] != "LeaderWorkerSet":
         kubernetes_validate.validate(manifest, version, strict=True)
         return
@@ -375,7 +381,8 @@ def test_k8s_replicas_behind_the_router_find_them_by_label() -> None:
         for version in K8S_VERSIONS:
             validate_strict(m, version)
     router = {m["kind"]: m for m in manifests if is_router(m)}
-    assert set(router) == {"ServiceAccount", "Role", "RoleBinding", "Deployment"}, set(router)
+    router_kinds = {"ServiceAccount", "Role", "RoleBinding", "Deployment", "PodMonitor"}
+    assert set(router) == router_kinds, set(router)
     kinds = [m["kind"] for m in manifests]
     assert kinds.index("RoleBinding") < kinds.index("Deployment"), kinds  # RBAC before pods
     replicas = by_kind(manifests)["Deployment"]
