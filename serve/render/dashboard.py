@@ -116,9 +116,11 @@ def error_ratio(status: str = "5xx", window: str = RATE_WINDOW, by: str = "") ->
 
 
 def panels(cfg: DeploymentConfig) -> list[Panel]:
-    """Every panel of the deployment's dashboard, in display order (pure)."""
+    """Every panel of the deployment's dashboard, in display order (pure). The multimodal
+    cache panel only with `mm_processor_cache_gb` above 0: with the cache off (the default)
+    its series never move and the panel would stay empty."""
     m = model_selector(cfg)
-    return [
+    shown = [
         Panel(
             "Finished requests",
             "reqps",
@@ -204,16 +206,6 @@ def panels(cfg: DeploymentConfig) -> list[Panel]:
             ),
         ),
         Panel(
-            "Multimodal cache hit rate",
-            "percentunit",
-            "Images whose processed inputs were in the multimodal processor cache over "
-            "images looked up (no lookups: no value).",
-            ratio(
-                rate("vllm:mm_cache_hits_total", m),
-                rate("vllm:mm_cache_queries_total", m),
-            ),
-        ),
-        Panel(
             "Preemptions",
             "short",
             "Requests preempted per second for lack of KV cache (vllm:num_preemptions_total).",
@@ -239,6 +231,21 @@ def panels(cfg: DeploymentConfig) -> list[Panel]:
             (Query("{{replica}}", 'up{replica!=""}'),),
         ),
     ]
+    if cfg.mm_processor_cache_gb > 0:  # off, vLLM exports no lookups: the panel stays empty
+        shown.insert(
+            [p.title for p in shown].index("Prefix cache hit rate") + 1,
+            Panel(
+                "Multimodal cache hit rate",
+                "percentunit",
+                "Images whose processed inputs were in the multimodal processor cache over "
+                "images looked up (no lookups: no value).",
+                ratio(
+                    rate("vllm:mm_cache_hits_total", m),
+                    rate("vllm:mm_cache_queries_total", m),
+                ),
+            ),
+        )
+    return shown
 
 
 def panel_queries(cfg: DeploymentConfig) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from grafanalib.core import Dashboard
 
-from serve.config.deployment import load_config
+from serve.config.deployment import DeploymentConfig, load_config
 from serve.render.alerts import AlertThresholds, alert_rules, render_alerts
 from serve.render.dashboard import build_dashboard, panel_queries, panels, render_dashboard
 
@@ -42,6 +42,13 @@ PANELS = [
     "Tokens per second",
     "Targets up",
 ]
+MM_PANEL = "Multimodal cache hit rate"  # only with the multimodal processor cache on
+
+
+def expected_panels(cfg: DeploymentConfig) -> list[str]:
+    return [t for t in PANELS if t != MM_PANEL or cfg.mm_processor_cache_gb > 0]
+
+
 ALERTS = [
     "VllmReplicaDown",
     "VllmQueueGrowing",
@@ -97,8 +104,9 @@ def base_name(name: str, exported: set[str]) -> str:
 
 
 def every_expr() -> list[tuple[str, str]]:
-    """(where, PromQL) of every dashboard query and alert signal and expression."""
-    cfg = load_config(TWO_REPLICAS)
+    """(where, PromQL) of every dashboard query and alert signal and expression (the
+    multimodal cache on, so its panel is among them)."""
+    cfg = load_config(TWO_REPLICAS, ["mm_processor_cache_gb=1"])
     out = [(f"panel {title!r}", expr) for title, expr in panel_queries(cfg)]
     for rule in alert_rules(cfg):
         out += [(f"alert {rule.name} signal", rule.signal), (f"alert {rule.name}", rule.expr)]
@@ -128,7 +136,7 @@ def test_dashboard_has_every_panel(path: Path) -> None:
     cfg = load_config(path)
     dashboard = render_dashboard(cfg)
     titles = [p["title"] for p in dashboard["panels"]]
-    assert titles == PANELS, titles
+    assert titles == expected_panels(cfg), titles
     assert cfg.model_name in dashboard["title"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(set(ids)) == len(ids) and None not in ids, ids
@@ -158,13 +166,13 @@ def test_dashboard_is_grafanalib_output() -> None:
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
     # Panels tile two to a row without overlapping.
     cells = {(p["gridPos"]["x"], p["gridPos"]["y"]) for p in dashboard["panels"]}
-    assert len(cells) == len(PANELS), cells
+    assert len(cells) == len(expected_panels(cfg)), cells
 
 
 def test_every_panel_shows_replicas_and_total() -> None:
     """Per replica and in total: each panel (but `Targets up`) has a query grouped by
     replica and one that is not."""
-    for panel in panels(load_config(TWO_REPLICAS)):
+    for panel in panels(load_config(TWO_REPLICAS, ["mm_processor_cache_gb=1"])):
         if panel.title == "Targets up":
             continue
         grouped = [BY_REPLICA.search(q.expr) is not None for q in panel.queries]
@@ -275,7 +283,15 @@ def test_cli_dashboard_prints_json() -> None:
     result = run_render("dashboard", "--config", str(TWO_REPLICAS))
     assert result.returncode == 0, result.stderr
     dashboard = json.loads(result.stdout)
-    assert [p["title"] for p in dashboard["panels"]] == PANELS
+    assert [p["title"] for p in dashboard["panels"]] == expected_panels(load_config(TWO_REPLICAS))
+
+
+def test_the_multimodal_cache_panel_follows_the_cache() -> None:
+    """Off (the default), vLLM's mm_cache series never move: no panel that stays empty."""
+    off = [p.title for p in panels(load_config(TWO_REPLICAS))]
+    on = [p.title for p in panels(load_config(TWO_REPLICAS, ["mm_processor_cache_gb=4"]))]
+    assert MM_PANEL not in off
+    assert on == PANELS
 
 
 def test_cli_alerts_take_the_scenario_slo() -> None:
