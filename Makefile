@@ -11,10 +11,11 @@ CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/deployments/medgemma-4b-it.yaml,
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: help install prometheus serve dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
+.PHONY: help install prometheus serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
+	@echo "make monitor   make serve, plus Prometheus on http://127.0.0.1:9090 scraping it (alerts loaded)"
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
 	@echo "make test-fast the same without the slow tests (extra servers: TP=2, Ray)"
 	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus when root (idempotent)"
@@ -45,6 +46,9 @@ prometheus:
 
 serve: install
 	$(PY) -m serve --config $(CONFIG) $(ARGS)
+
+monitor: install
+	$(PY) -m serve --config $(CONFIG) --monitor $(ARGS)
 
 dry-run: install
 	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)

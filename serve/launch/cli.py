@@ -1,13 +1,16 @@
 """`python -m serve [serve]`: start the vLLM OpenAI server for a deployment config.
 
 python -m serve --config configs/deployments/cpu-tiny.yaml [--port N] [--set k=v] [--dry-run]
+    [--monitor [--monitor-port 9090]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
@@ -43,8 +46,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the command and environment, start nothing"
     )
+    p.add_argument(
+        "--monitor",
+        action="store_true",
+        help="also run Prometheus (Debian's `prometheus`), scraping every server and evaluating "
+        "the deployment's alerts; it stops with the server",
+    )
+    p.add_argument(
+        "--monitor-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --monitor: Prometheus' port on 127.0.0.1 (default 9090)",
+    )
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     return p
+
+
+def deployment_ports(cfg: DeploymentConfig) -> set[int]:
+    """Every port the deployment listens on: the server's, or the router's, its metrics
+    port and the replicas'."""
+    if cfg.replicas is None:
+        return {cfg.port}
+    from serve.launch.replicas import ports
+
+    p = ports(cfg)
+    return {p.router, p.metrics, *p.replicas}
+
+
+@contextlib.contextmanager
+def monitoring(cfg: DeploymentConfig, port: int | None) -> Iterator[None]:
+    """Run Prometheus for `cfg` on `port` while the body runs (nothing if `port` is None).
+    Started first: a missing binary or a busy port fails before vLLM's long start.
+    Raises MonitorError."""
+    if port is None:
+        yield
+        return
+    from serve.monitor.prometheus import for_deployment
+
+    prometheus = for_deployment(cfg, port)
+    print(f"starting Prometheus on {prometheus.url} (data: {prometheus.folder})", file=sys.stderr)
+    with prometheus:
+        print(
+            f"monitor:  Prometheus on {prometheus.url} scrapes every server and evaluates "
+            f"the alerts of `python -m serve render alerts` (log: {prometheus.log_path})",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield
 
 
 def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
@@ -153,13 +202,38 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    monitor_port = args.monitor_port
+    if monitor_port is not None and not args.monitor:
+        print("error: --monitor-port needs --monitor", file=sys.stderr)
+        return 2
+    if args.monitor:
+        from serve.monitor.prometheus import DEFAULT_PORT
+
+        monitor_port = DEFAULT_PORT if monitor_port is None else monitor_port
+        if not 1 <= monitor_port <= 65535:
+            print(f"error: --monitor-port: {monitor_port} is not a TCP port", file=sys.stderr)
+            return 2
+        if monitor_port in deployment_ports(cfg):
+            print(
+                f"error: --monitor-port {monitor_port} is a port of the deployment itself; "
+                "choose another",
+                file=sys.stderr,
+            )
+            return 2
     if args.dry_run:
         print(dry_run(cfg))
         return 0
-    if cfg.replicas is not None:
-        from serve.launch import fleet
+    from serve.monitor.prometheus import MonitorError
 
-        log_dir = args.log_file.parent if args.log_file else DEFAULT_LOG_DIR
-        return fleet.run(cfg, log_dir, reload=lambda: config_from_args(args))
-    log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
-    return run(cfg, log_file)
+    try:
+        with monitoring(cfg, monitor_port):
+            if cfg.replicas is not None:
+                from serve.launch import fleet
+
+                log_dir = args.log_file.parent if args.log_file else DEFAULT_LOG_DIR
+                return fleet.run(cfg, log_dir, reload=lambda: config_from_args(args))
+            log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
+            return run(cfg, log_file)
+    except MonitorError as exc:
+        print(f"error: --monitor: {exc}", file=sys.stderr)
+        return 2

@@ -1,11 +1,16 @@
 """Run Debian's `prometheus` with a deployment's scrape configuration; wait; stop it.
 
-`Prometheus(config_text, port).start()` writes the configuration into its storage folder
-(the project's cache folder, `prometheus/<port>/`), starts the binary listening on
-127.0.0.1:<port>, logging to `prometheus.log` there, and waits until `/-/ready` answers.
+`Prometheus(config_text, port).start()` writes the configuration (and the rules file, if
+given) into its storage folder (the project's cache folder, `prometheus/<port>/`), starts
+the binary listening on 127.0.0.1:<port>, logging to `prometheus.log` there, and waits
+until `/-/ready` answers.
 `stop()` sends SIGTERM (Prometheus flushes its head block and exits), then SIGKILL if it
 has not exited in time. Bad input raises MonitorError with one line: the binary missing
 (with the install command) or the port in use.
+
+`for_deployment(cfg, port)` is the Prometheus `python -m serve --monitor` runs: it scrapes
+every server of the deployment (serve.monitor.scrape) and evaluates its alerting rules
+(serve.render.alerts, default thresholds).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from serve.config.deployment import DeploymentConfig
 from serve.launch.process import LaunchError, port_in_use, wait_until_ready
 from serve.standin.location import cache_dir
 
@@ -26,6 +32,7 @@ DEFAULT_PORT = 9090
 HOST = "127.0.0.1"
 BINARY = "prometheus"
 INSTALL = "sudo apt-get install prometheus"
+RULES_FILE = "rules.yml"  # beside the configuration, which names it relative to itself
 
 
 class MonitorError(RuntimeError):
@@ -67,8 +74,9 @@ class Prometheus:
         root: Path | None = None,
         environ: Mapping[str, str] | None = None,
         startup_timeout_s: float = 60,
+        rules_text: str | None = None,
     ) -> None:
-        self.config_text, self.port = config_text, port
+        self.config_text, self.port, self.rules_text = config_text, port, rules_text
         self.folder = storage_dir(port, root)
         self.environ = dict(os.environ if environ is None else environ)
         self.startup_timeout_s = startup_timeout_s
@@ -81,6 +89,10 @@ class Prometheus:
     @property
     def config_path(self) -> Path:
         return self.folder / "prometheus.yml"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.folder / RULES_FILE
 
     @property
     def log_path(self) -> Path:
@@ -104,6 +116,8 @@ class Prometheus:
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
+        if self.rules_text is not None:
+            self.rules_path.write_text(self.rules_text)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(binary),
@@ -155,3 +169,12 @@ class Prometheus:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def for_deployment(cfg: DeploymentConfig, port: int = DEFAULT_PORT) -> Prometheus:
+    """The (unstarted) Prometheus that scrapes `cfg`'s servers and evaluates its alerts."""
+    from serve.monitor.scrape import scrape_config, to_yaml
+    from serve.render.alerts import render_alerts
+
+    config = to_yaml(scrape_config(cfg, rule_files=[RULES_FILE]))
+    return Prometheus(config, port, rules_text=to_yaml(render_alerts(cfg)))

@@ -17,6 +17,7 @@ and it has no option to check the chain but not the name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -33,8 +34,11 @@ def _target(address: str, replica: str, role: str) -> dict[str, Any]:
     return {"targets": [address], "labels": {"replica": replica, "role": role}}
 
 
-def scrape_config(cfg: DeploymentConfig, interval_s: int = SCRAPE_INTERVAL_S) -> dict[str, Any]:
-    """Prometheus' configuration (as a dict) scraping the deployment `cfg` runs."""
+def scrape_config(
+    cfg: DeploymentConfig, interval_s: int = SCRAPE_INTERVAL_S, rule_files: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Prometheus' configuration (as a dict) scraping the deployment `cfg` runs, evaluating
+    the rule files `rule_files` (paths relative to the configuration file)."""
     vllm_job: dict[str, Any] = {"job_name": "vllm", "metrics_path": METRICS_PATH}
     if cfg.ssl_certfile is not None:
         vllm_job["scheme"] = "https"
@@ -57,10 +61,13 @@ def scrape_config(cfg: DeploymentConfig, interval_s: int = SCRAPE_INTERVAL_S) ->
                 "static_configs": [_target(router, "router", "router")],
             }
         )
-    return {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": f"{interval_s}s", "evaluation_interval": f"{interval_s}s"},
-        "scrape_configs": jobs,
     }
+    if rule_files:
+        config["rule_files"] = list(rule_files)
+    config["scrape_configs"] = jobs
+    return config
 
 
 def to_yaml(config: dict[str, Any]) -> str:
