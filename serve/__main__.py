@@ -1,6 +1,7 @@
 """`python -m serve COMMAND`: serve a deployment, plan its capacity, render it for a
-cluster, or build the stand-in model. Without a command it serves:
-`python -m serve --config configs/deployments/cpu-tiny.yaml` is `python -m serve serve ...`.
+cluster (or its dashboard and alerts), draw its panels, or build the stand-in model.
+Without a command it serves: `python -m serve --config configs/deployments/cpu-tiny.yaml`
+is `python -m serve serve ...`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import sys
 COMMANDS = {
     "serve": ("serve.launch.cli", "start vLLM's OpenAI server for a deployment config (default)"),
     "plan": ("serve.plan.cli", "capacity plan: memory, KV cache, concurrency, ceilings"),
-    "render": ("serve.render.cli", "render a deployment for a cluster: ray or k8s"),
+    "render": (
+        "serve.render.cli",
+        "render a deployment: ray or k8s, its Grafana dashboard or its alerting rules",
+    ),
+    "panels": ("serve.monitor.panels", "draw the dashboard's panels from Prometheus into a PNG"),
     "standin": ("serve.standin.tiny_model", "build the random-weight MedGemma stand-in"),
 }
 
