@@ -214,13 +214,17 @@ class Sampler:
         level = self.level
         try:
             resp = client.get(url)
-            resp.raise_for_status()
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP {resp.status_code}")
             values = parse_page(resp.text)
             if not values:
                 raise ValueError("the page has none of vLLM's series")
         except (httpx.HTTPError, ValueError) as exc:
             self.failures[replica] = self.failures.get(replica, 0) + 1
-            self.last_error = f"{url}: {type(exc).__name__}: {exc}"[:300]
+            why = (str(exc).splitlines() or [""])[0]
+            if isinstance(exc, httpx.HTTPError):  # e.g. ConnectError: [Errno 111] ...
+                why = f"{type(exc).__name__}: {why}"
+            self.last_error = f"{url}: {why}"[:300]
             return
         self.samples.append(Sample(time.time(), replica, level, values))
 

@@ -175,7 +175,7 @@ def test_sampler_samples_and_counts_failures_without_raising(page_url: str) -> N
     assert all(s.level == 2.0 and s.values["running"] == 12.0 for s in sampler.samples)
     report = sampler.report()
     assert report["failures"]["1"] >= 3, report
-    assert "500" in report["last_error"] and "/broken" in report["last_error"], report
+    assert "HTTP 500" in report["last_error"] and "/broken" in report["last_error"], report
     assert report["scrapes"] == report["samples"] + report["failures"]["1"], report
     count = len(sampler.samples)
     time.sleep(0.2)
