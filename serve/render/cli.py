@@ -117,11 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             thresholds = alert_thresholds(args.scenario, args.ttft_slo_ms)
             print(yaml.safe_dump(render_alerts(cfg, thresholds), sort_keys=False), end="")
             return 0
-        check_parallel(cfg)
         if args.target == "ray":
+            check_parallel(cfg)
             print(to_script(render_ray(cfg, ray_model_path(cfg, args.model)), cfg), end="")
             return 0
+        # Rendered first: its refusals (a stand-in, ...) come before check_parallel's note
+        # that a stand-in not built yet cannot be checked.
         manifests = render_k8s(cfg, alert_thresholds(args.scenario, args.ttft_slo_ms))
+        check_parallel(cfg)
     except (ConfigError, RenderError) as exc:
         print("error: " + str(exc).replace("\n", "\n  "), file=sys.stderr)
         return 2
