@@ -1,7 +1,8 @@
-"""Command line: `python -m clients chat|batch|models` (see --help on each).
+"""Command line: `python -m clients chat|batch|models|pacs` (see --help on each).
 
 chat streams one answer to the terminal; batch runs a task over a folder of studies into
-a resumable JSONL file; models lists what the server serves. Connection settings come from
+a resumable JSONL file; models lists what the server serves; pacs runs a local PACS with
+sample studies (clients.pacs.cli). Connection settings come from
 --base-url/--model/--timeout/--retries or the MEDGEMMA_* variables (chat.ClientSettings).
 User errors end in one `error: ...` line and a non-zero exit, never a traceback.
 """
@@ -20,6 +21,9 @@ from clients.chat import ClientSettings, MedGemmaClient, env_name
 from clients.error_body import error_message
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
+from clients.pacs import PacsError
+from clients.pacs.cli import add_parser as add_pacs
+from clients.pacs.cli import cmd_pacs
 from clients.tasks import TASKS, TaskRequest
 
 EPILOG = f"Environment: {', '.join(env_name(f) for f in ClientSettings.model_fields)}."
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Talk to a MedGemma deployment on vLLM's OpenAI-compatible API.",
         epilog=EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models,pacs}")
 
     p = sub.add_parser(
         "chat",
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the served models", epilog=EPILOG)
     add_connection(p)
+
+    add_pacs(sub)
     return parser
 
 
@@ -219,14 +225,14 @@ def explain(exc: BaseException) -> str | None:
         return f"the server answered {exc.status_code}: {server_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):
         return "the request timed out: raise --timeout or MEDGEMMA_TIMEOUT"
-    if isinstance(exc, (ImageError, SchemaError, ValueError, KeyError, OSError)):
+    if isinstance(exc, (ImageError, SchemaError, PacsError, ValueError, KeyError, OSError)):
         return str(exc).strip("'\"")
     return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models}
+    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models, "pacs": cmd_pacs}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
