@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 PATIENT_NAME = "PHANTOM^CT"
@@ -105,7 +105,7 @@ def stored_pixels(spec: PhantomSpec) -> np.ndarray:
 
 
 def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
-    """Slice `index` (0-based) of the series, with its file meta."""
+    """Slice `index` (0-based) of the series, with its file meta and preamble."""
     sop_uid = uid(spec, f"slice-{index}")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -157,7 +157,8 @@ def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
-    return ds
+    # a FileDataset with a preamble: written anywhere (STOW-RS included) as a Part 10 file
+    return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
 
 
 def phantom_series(spec: PhantomSpec = PhantomSpec()) -> list[Dataset]:
