@@ -1,7 +1,8 @@
 """Command line: `python -m clients chat|batch|models|pacs` (see --help on each).
 
 chat streams one answer to the terminal; batch runs a task over a folder of studies into
-a resumable JSONL file; models lists what the server serves; pacs runs a local PACS with
+a resumable JSONL file; both take studies from a PACS instead with --dicomweb
+(clients.study_cli); models lists what the server serves; pacs runs a local PACS with
 sample studies (clients.pacs.cli). Connection settings come from
 --base-url/--model/--timeout/--retries or the MEDGEMMA_* variables (chat.ClientSettings).
 User errors end in one `error: ...` line and a non-zero exit, never a traceback.
@@ -24,6 +25,7 @@ from clients.messages import RADIOLOGIST, build_messages
 from clients.pacs import PacsError
 from clients.pacs.cli import add_parser as add_pacs
 from clients.pacs.cli import cmd_pacs
+from clients.study_cli import add_study_options, batch_items, chat_request
 from clients.tasks import TASKS, TaskRequest
 
 EPILOG = f"Environment: {', '.join(env_name(f) for f in ClientSettings.model_fields)}."
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     add_image_options(p)
+    add_study_options(p, chat=True)
     add_connection(p)
 
     p = sub.add_parser(
@@ -94,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         "ones. Reports for summary/consistency are read from STEM.txt beside each image.",
         epilog=EPILOG,
     )
-    p.add_argument("folder", type=Path, help="folder of studies (searched recursively)")
+    p.add_argument("folder", type=Path, nargs="?", help="folder of studies (searched recursively)")
     p.add_argument("--task", choices=sorted(TASKS), default="findings", help="task preset")
     p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_image_options(p)
+    add_study_options(p, chat=False)
     add_connection(p)
 
     p = sub.add_parser("models", help="list the served models", epilog=EPILOG)
@@ -123,7 +127,11 @@ def read_arg(value: str | None) -> str | None:
 def connect(args: argparse.Namespace) -> MedGemmaClient:
     """A client from the connection flags; flags not given fall back to MEDGEMMA_*."""
     return MedGemmaClient(
-        base_url=args.base_url, model=args.model, timeout=args.timeout, max_retries=args.retries
+        base_url=args.base_url,
+        model=args.model,
+        timeout=args.timeout,
+        max_retries=args.retries,
+        image_limit=getattr(args, "image_limit", None),
     )
 
 
@@ -136,7 +144,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     client = connect(args)
     max_size = args.max_size or None
-    if args.task:
+    if args.dicomweb or args.study:
+        request = chat_request(args, client.settings.image_limit)
+    elif args.task:
         request = TASKS[args.task].build(
             args.image,
             report=read_arg(args.report),
@@ -176,19 +186,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from clients.batch import run_batch
+    from clients.batch import BatchItem, discover, run_items
     from clients.progress import BatchProgress
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
-    if not args.folder.is_dir():
-        raise ValueError(f"{args.folder}: not a folder of studies")
     client = connect(args)
+    items: list[BatchItem]
+    if args.dicomweb:
+        items = list(batch_items(args, client.settings.image_limit))
+    elif args.folder is None:
+        raise ValueError("give a folder of studies, or --dicomweb URL to search a PACS")
+    elif not args.folder.is_dir():
+        raise ValueError(f"{args.folder}: not a folder of studies")
+    else:
+        items = list(discover(args.folder))
     with BatchProgress(enabled=not args.no_progress) as progress:
         summary = asyncio.run(
-            run_batch(
+            run_items(
                 client,
-                args.folder,
+                items,
                 TASKS[args.task],
                 args.out,
                 concurrency=args.concurrency,
