@@ -21,12 +21,16 @@ clients.study's `build_study_messages` says it sent.
 `store_sr(url, sr)` encodes the SR to Part 10 bytes and reads it back (the check that it
 is a valid document) before one STOW-RS request with the one instance, so a bad input
 never reaches the PACS. Bad input raises ReportError, a PACS that fails raises PacsError:
-one line each, with no patient attribute in it.
+one line each. Neither quotes a value from the sources, and the warnings highdicom and
+pydicom give while building and encoding (which do) are silenced: no patient attribute
+reaches a log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -93,6 +97,15 @@ def device_label(model_name: str, model_version: str | None) -> str:
 def device_uid(model_name: str, model_version: str | None) -> str:
     """The same UID for the same model and version, on every machine."""
     return str(generate_uid(entropy_srcs=["medgemma-serve model", model_name, model_version or ""]))
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """No warnings: highdicom's and pydicom's quote the values they check (a patient's
+    name, say), and those must not reach a log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def check_sources(source: Sequence[Dataset]) -> None:
@@ -180,24 +193,27 @@ def build_report_sr(
     instances = unique_instances(source)
     evidence = [study_head(instances[0]), *instances[1:]]
     try:
-        return hd.sr.EnhancedSR(
-            evidence=evidence,
-            content=content_tree(text.strip(), model_name, model_version),
-            series_instance_uid=generate_uid(),
-            series_number=series_number,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            is_complete=True,
-            is_final=False,
-            is_verified=False,
-            series_description=SERIES_DESCRIPTION,
-            manufacturer_model_name=model_name[:64],
-            specific_character_set=UTF8,
-        )
+        with quiet():
+            return hd.sr.EnhancedSR(
+                evidence=evidence,
+                content=content_tree(text.strip(), model_name, model_version),
+                series_instance_uid=generate_uid(),
+                series_number=series_number,
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer=MANUFACTURER,
+                is_complete=True,
+                is_final=False,
+                is_verified=False,
+                series_description=SERIES_DESCRIPTION,
+                manufacturer_model_name=model_name[:64],
+                specific_character_set=UTF8,
+            )
     except (ValueError, TypeError, AttributeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ReportError(f"cannot build the report: {first}") from None
+        raise ReportError(
+            f"cannot build the report ({type(exc).__name__}): a patient or study attribute "
+            "of the first source instance is not valid DICOM"
+        ) from None
 
 
 def sent_instances(datasets: Sequence[Dataset], sent: study.Sent) -> list[Dataset]:
@@ -213,13 +229,15 @@ def encode(sr: Dataset) -> bytes:
     Raises ReportError."""
     buffer = BytesIO()
     try:
-        pydicom.dcmwrite(buffer, sr, enforce_file_format=True)
-        data = buffer.getvalue()
-        back = pydicom.dcmread(BytesIO(data))
-        hd.sr.srread(BytesIO(data))
+        with quiet():
+            pydicom.dcmwrite(buffer, sr, enforce_file_format=True)
+            data = buffer.getvalue()
+            back = pydicom.dcmread(BytesIO(data))
+            hd.sr.srread(BytesIO(data))
     except Exception as exc:  # any failure to encode or parse is a bad report, said in a line
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ReportError(f"the report does not encode as valid DICOM: {first}") from None
+        raise ReportError(
+            f"the report does not encode as valid DICOM ({type(exc).__name__})"
+        ) from None
     for keyword in (*REFERENCE_KEYWORDS, "Modality"):
         if back.get(keyword) != sr.get(keyword):
             raise ReportError(f"the report's {keyword} does not survive encoding")
