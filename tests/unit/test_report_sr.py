@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import warnings
 from io import BytesIO
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from clients.report_sr import (
     encode,
     sent_instances,
 )
-from clients.study import build_study_messages
+from clients.study import Sent, build_study_messages
 
 SPEC = PhantomSpec(slices=12, size=32)
 TEXT = "A round lesion of about 24 mm, ≈ +60 HU, in the soft tissue between the lungs."
@@ -174,6 +175,28 @@ def test_sent_instances_are_those_behind_the_images_sent(series: list[Dataset]) 
     assert len(chosen) == 4
     sr = build_report_sr(chosen, TEXT, model_name=MODEL)
     assert referenced(sr) == expected_refs(chosen)
+
+
+def test_frames_of_a_multiframe_object_are_one_instance() -> None:
+    path = get_testdata_file("examples_ybr_color.dcm", download=False)
+    assert path is not None
+    cine = pydicom.dcmread(path)
+    sent = Sent(cine.SeriesInstanceUID, cine.Modality, int(cine.NumberOfFrames), (0, 10, 29), "voi")
+    (chosen,) = sent_instances([cine], sent)
+    sr = build_report_sr([chosen], TEXT, model_name=MODEL)
+    assert referenced(sr) == expected_refs([cine])
+
+
+def test_no_warning_quotes_a_patient_attribute(series: list[Dataset]) -> None:
+    """highdicom warns about a one-part patient name, quoting it: silenced."""
+    source = pydicom.dcmread(BytesIO(encode_part10(series[0])))
+    source.PatientName = "SECRETNAME"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encode(build_report_sr([source], TEXT, model_name=MODEL))
+    assert not [w for w in caught if "SECRETNAME" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
 
 
 def other_study() -> Dataset:

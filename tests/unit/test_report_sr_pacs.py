@@ -45,7 +45,11 @@ def instance_count(pacs: LivePacs) -> int:
 
 
 def test_stored_sr_reads_back_from_the_pacs(pacs: LivePacs, series: list[Dataset]) -> None:
-    source = series[20:40:4]
+    web = client(pacs.url)
+    study_uid, series_uid = pacs.phantom_study, pacs.phantom_series
+    source = [  # what a caller has: instances fetched from the PACS by WADO-RS
+        web.retrieve_instance(study_uid, series_uid, ds.SOPInstanceUID) for ds in series[20:40:4]
+    ]
     before = series_modalities(pacs, pacs.phantom_study)
     sr = build_report_sr(source, TEXT, model_name=MODEL, model_version=VERSION)
     stored = store_sr(pacs.url, sr)
@@ -55,9 +59,7 @@ def test_stored_sr_reads_back_from_the_pacs(pacs: LivePacs, series: list[Dataset
     assert set(after) - set(before) == {sr.SeriesInstanceUID}, (before, after)
     assert after[sr.SeriesInstanceUID] == "SR"
 
-    back = client(pacs.url).retrieve_instance(
-        stored.study_uid, stored.series_uid, stored.instance_uid
-    )
+    back = web.retrieve_instance(stored.study_uid, stored.series_uid, stored.instance_uid)
     report = hd.sr.EnhancedSR.from_dataset(back)
     assert report.StudyInstanceUID == series[0].StudyInstanceUID
     assert referenced(report) == expected_refs(source), referenced(report)
