@@ -25,7 +25,7 @@ from clients.messages import RADIOLOGIST, build_messages
 from clients.pacs import PacsError
 from clients.pacs.cli import add_parser as add_pacs
 from clients.pacs.cli import cmd_pacs
-from clients.study_cli import add_study_options, batch_items, chat_request
+from clients.study_cli import add_study_options, batch_items, chat_request, store_answer
 from clients.tasks import TASKS, TaskRequest
 
 EPILOG = f"Environment: {', '.join(env_name(f) for f in ClientSettings.model_fields)}."
@@ -144,8 +144,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     client = connect(args)
     max_size = args.max_size or None
+    study = None
+    if getattr(args, "store_sr", False) and not args.dicomweb:
+        raise ValueError("--store-sr needs --dicomweb and --study: the answer goes into that study")
     if args.dicomweb or args.study:
-        request = chat_request(args, client.settings.image_limit)
+        study = chat_request(args, client.settings.image_limit)
+        request = study.request
     elif args.task:
         request = TASKS[args.task].build(
             args.image,
@@ -182,6 +186,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         f"latency={result.latency_s:.2f}s]",
         file=sys.stderr,
     )
+    if study is not None and args.store_sr:
+        print(store_answer(args.dicomweb, study, result.text, result.model), file=sys.stderr)
     return 0
 
 

@@ -1,21 +1,26 @@
 """The DICOMweb options of `python -m clients chat` and `batch`: a study from a PACS.
 
-chat --dicomweb URL --study UID [--series UID] fetches the study (WADO-RS) and sends its
-series as slices; batch --dicomweb URL [--modality CT] [--since DATE] searches (QIDO-RS)
-and runs the task over every study found, one record per StudyInstanceUID. What was sent
-(series, slices, window; never a patient attribute) is printed to stderr.
+chat --dicomweb URL --study UID [--series UID] [--store-sr] fetches the study (WADO-RS)
+and sends its series as slices; with --store-sr the answer goes back into the same study
+as a DICOM Structured Report (clients.report_sr, STOW-RS). batch --dicomweb URL
+[--modality CT] [--since DATE] searches (QIDO-RS) and runs the task over every study
+found, one record per StudyInstanceUID. What was sent (series, slices, window; never a
+patient attribute) is printed to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
 
 from clients.batch import DicomwebStudy
 from clients.dicomweb import parse_since, search_studies
 from clients.messages import RADIOLOGIST
-from clients.study import ALLOWED_TAGS, WINDOWS
-from clients.study_request import StudyOptions, fetch_request
+from clients.study import ALLOWED_TAGS, WINDOWS, Sent
+from clients.study_request import StudyOptions, fetch, request_for, task_request_for
 from clients.tasks import TASKS, TaskRequest
 
 
@@ -25,6 +30,12 @@ def add_study_options(p: argparse.ArgumentParser, *, chat: bool) -> None:
     if chat:
         g.add_argument("--study", metavar="UID", help="StudyInstanceUID to fetch (WADO-RS)")
         g.add_argument("--series", metavar="UID", help="the series to send (default: the only one)")
+        g.add_argument(
+            "--store-sr",
+            action="store_true",
+            help="store the answer into the study as a DICOM Structured Report (STOW-RS), "
+            "referencing the instances sent and saying it is machine-generated",
+        )
     else:
         g.add_argument("--modality", help="only studies with this modality (e.g. CT)")
         g.add_argument("--since", metavar="DATE", help="only studies from DATE (YYYY-MM-DD) on")
@@ -71,18 +82,39 @@ def check_chat_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"task {args.task!r} needs a report, which a PACS study comes without")
 
 
-def chat_request(args: argparse.Namespace, image_limit: int | None) -> TaskRequest:
+@dataclass(frozen=True)
+class StudyChat:
+    """What `chat --dicomweb` sends, and what --store-sr needs afterwards."""
+
+    request: TaskRequest
+    sent: Sent
+    datasets: list[Dataset]
+
+
+def chat_request(args: argparse.Namespace, image_limit: int | None) -> StudyChat:
     """The request for `chat --dicomweb`; prints what is sent to stderr."""
     check_chat_flags(args)
     options = study_options(args, image_limit)
-    question = TASKS[args.task] if args.task else args.text
     system = RADIOLOGIST if args.system is None else args.system
-    params = {"max_tokens": args.max_tokens} if args.max_tokens else None
-    request, sent = fetch_request(
-        args.dicomweb, args.study, question, options, system=system, params=params
-    )
+    datasets = fetch(args.dicomweb, args.study, options.series_uid)
+    if args.task:
+        request, sent = task_request_for(
+            TASKS[args.task], datasets, options, max_tokens=args.max_tokens
+        )
+    else:
+        params = {"max_tokens": args.max_tokens} if args.max_tokens else None
+        request, sent = request_for(datasets, args.text, options, system=system, params=params)
     print(sent.line(), file=sys.stderr, flush=True)
-    return request
+    return StudyChat(request, sent, datasets)
+
+
+def store_answer(url: str, chat: StudyChat, answer: str, model: str) -> str:
+    """Store `answer` into the study as an SR (built and checked before the one STOW-RS
+    request); the line to print. Raises ReportError or PacsError (one line)."""
+    from clients.report_sr import build_report_sr, sent_instances, store_sr
+
+    sources = sent_instances(chat.datasets, chat.sent)
+    return store_sr(url, build_report_sr(sources, answer, model_name=model)).line()
 
 
 def batch_items(args: argparse.Namespace, image_limit: int | None) -> list[DicomwebStudy]:

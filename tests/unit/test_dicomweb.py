@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +249,33 @@ def test_batch_items_build_requests_in_the_run_and_a_dead_pacs_stops_it(
     assert (summary.total, summary.ok, summary.failed) == (1, 1, 0), summary
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["id"] == pacs.phantom_study and record["status"] == "ok", record
+
+
+@needs_orthanc
+def test_chat_store_sr_stores_the_answer_into_the_study(pacs: LivePacs, cli: Callable[..., Run]):
+    import highdicom as hd
+
+    from tests.unit.test_report_sr import referenced, text_of
+
+    with serve_standin() as (url, _server):
+        proc = cli(
+            "chat", "Any lesion?", "--base-url", url, "--no-stream", "--dicomweb", pacs.url,
+            "--study", pacs.phantom_study, "--max-slices", "3", "--store-sr",
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stored = re.search(r"report stored: study (\S+), SR series (\S+)", proc.stderr)
+    assert stored and stored[1] == pacs.phantom_study, proc.stderr
+    (back,) = fetch_study(pacs.url, pacs.phantom_study, stored[2])
+    report = hd.sr.EnhancedSR.from_dataset(back)
+    assert text_of(report, "Finding") == "an answer"
+    assert len(referenced(report)) == 3
+    assert {series for _, series, _ in referenced(report)} == {pacs.phantom_series}
+    assert "PHANTOM" not in proc.stderr + proc.stdout
+
+
+def test_store_sr_without_a_study_is_one_line(cli: Callable[..., Run]):
+    proc = cli("chat", "Any lesion?", "--base-url", "http://127.0.0.1:9/v1", "--store-sr")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --store-sr needs --dicomweb and --study: the answer goes into that study"
+    ), proc.stderr
