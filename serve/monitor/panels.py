@@ -123,7 +123,7 @@ def draw(shown: list[Panel], data: PanelData, out: Path, title: str) -> Path:
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / rows / 3.2))  # the title above the top row
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     plt.close(fig)

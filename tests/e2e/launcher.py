@@ -21,7 +21,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -189,19 +189,20 @@ def launched(
     port: int | None = None,
     tls: tuple[Path, Path] | None = None,
     timeout_s: float = 900,
+    args: Sequence[str] = (),
 ) -> Iterator[LiveServer]:
     """`python -m serve --config CONFIG` (configs/deployments/cpu-tiny.yaml unless given) on
     `port` (default: a free one) with an API key, `--set` overrides and, with `tls`
     (certificate, key), HTTPS; its files under `workdir` (the server's log, or a replicas
-    config's logs, beside the launcher's output). Ready once the launcher prints its URL;
-    stopped on exit with SIGTERM, as a service manager stops it."""
+    config's logs, beside the launcher's output), and any other launcher `args`. Ready once
+    the launcher prints its URL; stopped on exit with SIGTERM, as a service manager stops it."""
     if tls is not None:
         overrides = (*overrides, f"ssl_certfile={tls[0]}", f"ssl_keyfile={tls[1]}")
     model = load_config(config, list(overrides)).model_name
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "serve", "--config", str(config)]
     cmd += ["--port", str(port or free_port()), "--log-file", str(workdir / "server.log")]
-    cmd += [arg for o in overrides for arg in ("--set", o)]
+    cmd += [arg for o in overrides for arg in ("--set", o)] + list(args)
     out, err = workdir / "launcher.out", workdir / "launcher.err"
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen(

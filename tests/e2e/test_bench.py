@@ -12,11 +12,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from benchmarks.runner.records import read_records
 from benchmarks.runner.report import PLOTS
+from benchmarks.runner.server_metrics import read_series
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer
 
@@ -42,6 +44,7 @@ def test_run_writes_every_report_file(server: LiveServer, tmp_path: Path) -> Non
         "records.jsonl", "summary.json", *PLOTS, "users-2/records.jsonl", "users-2/window.json",
         "users-2/locust_stats.csv", "users-2/locust_stats_history.csv",
         "users-2/locust_failures.csv", "users-2/locust.html",
+        "server_series.csv", "client_series.csv", "timeline.png",
     ]  # fmt: skip
     missing = [name for name in expected if not (folder / name).is_file()]
     assert not missing, f"missing {missing} in {sorted(p.name for p in folder.rglob('*'))}"
@@ -74,6 +77,27 @@ def test_run_writes_every_report_file(server: LiveServer, tmp_path: Path) -> Non
     assert models["data"][0]["id"] == server.model, models
     assert "vllm:" in (folder / "metrics-after.txt").read_text()
     assert "--users 2" in (folder / "command.txt").read_text()
+    assert_server_series(folder, summary)
+
+
+def assert_server_series(folder: Path, summary: dict[str, Any]) -> None:
+    """The server's /metrics, sampled every second during the level: requests ran, tokens
+    were generated, nothing failed, on the clients' time axis."""
+    sampling = summary["server_metrics"]
+    assert sampling["failures"] == {} and sampling["samples"] >= 5, sampling
+    rows = read_series(folder / "server_series.csv")
+    assert len(rows) == sampling["samples"], (len(rows), sampling)
+    busy = [r for r in rows if (r["running"] or 0) > 0]
+    assert busy and all(r["level"] == 2.0 for r in busy), rows
+    assert max(r["running"] for r in busy) <= 2, busy  # 2 users
+    assert any((r["generation_tokens_per_s"] or 0) > 0 for r in rows), rows
+    assert any((r["kv_cache_usage"] or 0) > 0 for r in rows), rows
+    with (folder / "client_series.csv").open() as f:
+        client = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    assert max(r["in_flight"] for r in client) == 2, client
+    # one time axis: the server was busy while the clients had requests in flight
+    start, stop = client[0]["t_s"] - 1, client[-1]["t_s"]
+    assert all(start <= r["t_s"] <= stop + 2 for r in busy), (start, stop, busy)
 
 
 def test_two_level_sweep_produces_the_plots(
@@ -88,7 +112,7 @@ def test_two_level_sweep_produces_the_plots(
     levels = result.summary["levels"]
     assert [s["level"] for s in levels] == [1.0, 3.0], levels
     assert all(s["completed"] > 0 and s["failed"] == 0 for s in levels), levels
-    for name in PLOTS:
+    for name in (*PLOTS, "timeline.png"):
         png = (result.folder / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000, (name, len(png))
     assert result.summary["best"]["level"] in (1.0, 3.0), result.summary["best"]
