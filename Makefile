@@ -11,14 +11,15 @@ CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/deployments/medgemma-4b-it.yaml,
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: help install prometheus serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
+.PHONY: help install prometheus orthanc pacs serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
 	@echo "make monitor   make serve, plus Prometheus on http://127.0.0.1:9090 scraping it (alerts loaded)"
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
 	@echo "make test-fast the same without the slow tests (extra servers: TP=2, Ray)"
-	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus when root (idempotent)"
+	@echo "make pacs      a local PACS (Orthanc + DICOMweb) on http://127.0.0.1:8042/dicom-web with sample studies"
+	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus and orthanc when root (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
 	@echo "make baseline  deployment vs transformers generate, 3 alternating rounds (~25 min on 2 cores)"
@@ -32,6 +33,7 @@ install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --compile-bytecode --extra $(EXTRA) --extra ray
 	@$(MAKE) --no-print-directory prometheus
+	@$(MAKE) --no-print-directory orthanc
 
 # Debian's prometheus (for serve --monitor and its tests): installed when missing and root;
 # otherwise a note with the command. Never fails the install.
@@ -43,6 +45,21 @@ prometheus:
 	  else \
 	    echo "note: prometheus is not installed and you are not root; for serve --monitor run: sudo apt-get install prometheus"; \
 	  fi; }
+
+# Debian's Orthanc and its DICOMweb plugin (for make pacs and the PACS tests): installed when
+# missing and root; otherwise a note with the command. Never fails the install.
+orthanc:
+	@{ command -v Orthanc || test -x /usr/sbin/Orthanc; } >/dev/null 2>&1 \
+	  && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb) \
+	      || echo "note: apt-get install orthanc orthanc-dicomweb failed; make pacs needs them"; \
+	  else \
+	    echo "note: orthanc is not installed and you are not root; for make pacs run: sudo apt-get install orthanc orthanc-dicomweb"; \
+	  fi; }
+
+pacs: install
+	$(PY) -m clients pacs $(ARGS)
 
 serve: install
 	$(PY) -m serve --config $(CONFIG) $(ARGS)

@@ -21,6 +21,10 @@ DELEGATED = {
         "follow-up TTFT and prefix-cache hits per vllm-router policy",
     ),
     "compare": ("benchmarks.runner.compare", "two results folders, level by level (B against A)"),
+    "study-prep": (
+        "benchmarks.studies.study_prep",
+        "seconds to fetch a CT series from a PACS and prepare its slices",
+    ),
     "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
 }
 

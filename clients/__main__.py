@@ -1,7 +1,9 @@
-"""Command line: `python -m clients chat|batch|models` (see --help on each).
+"""Command line: `python -m clients chat|batch|models|pacs` (see --help on each).
 
 chat streams one answer to the terminal; batch runs a task over a folder of studies into
-a resumable JSONL file; models lists what the server serves. Connection settings come from
+a resumable JSONL file; both take studies from a PACS instead with --dicomweb
+(clients.study_cli); models lists what the server serves; pacs runs a local PACS with
+sample studies (clients.pacs.cli). Connection settings come from
 --base-url/--model/--timeout/--retries or the MEDGEMMA_* variables (chat.ClientSettings).
 User errors end in one `error: ...` line and a non-zero exit, never a traceback.
 """
@@ -20,6 +22,10 @@ from clients.chat import ClientSettings, MedGemmaClient, env_name
 from clients.error_body import error_message
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
+from clients.pacs import PacsError
+from clients.pacs.cli import add_parser as add_pacs
+from clients.pacs.cli import cmd_pacs
+from clients.study_cli import add_study_options, batch_items, chat_request, store_answer
 from clients.tasks import TASKS, TaskRequest
 
 EPILOG = f"Environment: {', '.join(env_name(f) for f in ClientSettings.model_fields)}."
@@ -59,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Talk to a MedGemma deployment on vLLM's OpenAI-compatible API.",
         epilog=EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models,pacs}")
 
     p = sub.add_parser(
         "chat",
@@ -80,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     add_image_options(p)
+    add_study_options(p, chat=True)
     add_connection(p)
 
     p = sub.add_parser(
@@ -90,16 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         "ones. Reports for summary/consistency are read from STEM.txt beside each image.",
         epilog=EPILOG,
     )
-    p.add_argument("folder", type=Path, help="folder of studies (searched recursively)")
+    p.add_argument("folder", type=Path, nargs="?", help="folder of studies (searched recursively)")
     p.add_argument("--task", choices=sorted(TASKS), default="findings", help="task preset")
     p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_image_options(p)
+    add_study_options(p, chat=False)
     add_connection(p)
 
     p = sub.add_parser("models", help="list the served models", epilog=EPILOG)
     add_connection(p)
+
+    add_pacs(sub)
     return parser
 
 
@@ -117,7 +127,11 @@ def read_arg(value: str | None) -> str | None:
 def connect(args: argparse.Namespace) -> MedGemmaClient:
     """A client from the connection flags; flags not given fall back to MEDGEMMA_*."""
     return MedGemmaClient(
-        base_url=args.base_url, model=args.model, timeout=args.timeout, max_retries=args.retries
+        base_url=args.base_url,
+        model=args.model,
+        timeout=args.timeout,
+        max_retries=args.retries,
+        image_limit=getattr(args, "image_limit", None),
     )
 
 
@@ -130,7 +144,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     client = connect(args)
     max_size = args.max_size or None
-    if args.task:
+    study = None
+    if getattr(args, "store_sr", False) and not args.dicomweb:
+        raise ValueError("--store-sr needs --dicomweb and --study: the answer goes into that study")
+    if args.dicomweb or args.study:
+        study = chat_request(args, client.settings.image_limit)
+        request = study.request
+    elif args.task:
         request = TASKS[args.task].build(
             args.image,
             report=read_arg(args.report),
@@ -166,23 +186,32 @@ def cmd_chat(args: argparse.Namespace) -> int:
         f"latency={result.latency_s:.2f}s]",
         file=sys.stderr,
     )
+    if study is not None and args.store_sr:
+        print(store_answer(args.dicomweb, study, result.text, result.model), file=sys.stderr)
     return 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from clients.batch import run_batch
+    from clients.batch import BatchItem, discover, run_items
     from clients.progress import BatchProgress
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
-    if not args.folder.is_dir():
-        raise ValueError(f"{args.folder}: not a folder of studies")
     client = connect(args)
+    items: list[BatchItem]
+    if args.dicomweb:
+        items = list(batch_items(args, client.settings.image_limit))
+    elif args.folder is None:
+        raise ValueError("give a folder of studies, or --dicomweb URL to search a PACS")
+    elif not args.folder.is_dir():
+        raise ValueError(f"{args.folder}: not a folder of studies")
+    else:
+        items = list(discover(args.folder))
     with BatchProgress(enabled=not args.no_progress) as progress:
         summary = asyncio.run(
-            run_batch(
+            run_items(
                 client,
-                args.folder,
+                items,
                 TASKS[args.task],
                 args.out,
                 concurrency=args.concurrency,
@@ -219,14 +248,14 @@ def explain(exc: BaseException) -> str | None:
         return f"the server answered {exc.status_code}: {server_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):
         return "the request timed out: raise --timeout or MEDGEMMA_TIMEOUT"
-    if isinstance(exc, (ImageError, SchemaError, ValueError, KeyError, OSError)):
+    if isinstance(exc, (ImageError, SchemaError, PacsError, ValueError, KeyError, OSError)):
         return str(exc).strip("'\"")
     return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models}
+    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models, "pacs": cmd_pacs}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -1,12 +1,14 @@
-"""Resumable batch runs: one task over every study in a folder, one JSON line per study.
+"""Resumable batch runs: one task over every study in a folder or a PACS, one JSON line each.
 
-A study is one image file (DICOM or a format Pillow reads) found under the folder; its id
-is its path relative to the folder. Tasks that need a report read it from a sidecar text
-file with the same stem (`case1.dcm` -> `case1.txt`). Each result is appended to the
-JSONL output as soon as it completes, flushed and fsynced, so a killed run loses at most
-the requests in flight. A rerun skips studies whose last record succeeded, retries the
-failed ones, and tolerates a torn last line. The file is compacted to one record per
-study (the last) at the start and end of a run, through an atomic rename.
+A study is one image file (DICOM or a format Pillow reads) found under the folder, its id
+its path relative to the folder; or a study a DICOMweb search found in a PACS
+(DicomwebStudy), its id its StudyInstanceUID, fetched when its turn comes. Tasks that
+need a report read it from a sidecar text file with the same stem (`case1.dcm` ->
+`case1.txt`). Each result is appended to the JSONL output as soon as it completes,
+flushed and fsynced, so a killed run loses at most the requests in flight. A rerun skips
+studies whose last record succeeded, retries the failed ones, and tolerates a torn last
+line. The file is compacted to one record per study (the last) at the start and end of a
+run, through an atomic rename.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import openai
 
 from clients.chat import ChatResult, MedGemmaClient
 from clients.dicom import DICOM_SUFFIXES, is_dicom_file
 from clients.errors import ImageError, SchemaError, ServerUnreachableError
-from clients.tasks import Task
+from clients.pacs import PacsError
+from clients.study_request import StudyOptions, fetch_request
+from clients.tasks import Task, TaskRequest
 
 IMAGE_SUFFIXES = {
     *DICOM_SUFFIXES,
@@ -46,19 +50,58 @@ FATAL_ERRORS = (
     openai.AuthenticationError,
     openai.PermissionDeniedError,
     openai.NotFoundError,
+    PacsError,
 )
 
 Record = dict[str, Any]
 
 
+class BatchItem(Protocol):
+    """One study of a batch: a stable id (the record's key) and how to build its request."""
+
+    @property
+    def id(self) -> str: ...
+
+    def request(self, task: Task, *, max_size: int | None, frame: int | None) -> TaskRequest: ...
+
+
+Item = TypeVar("Item", bound=BatchItem)
+
+
 @dataclass(frozen=True)
 class Study:
+    """An image file under the batch folder."""
+
     id: str  # path relative to the batch folder, POSIX separators
     path: Path
 
     @property
     def report_path(self) -> Path:
         return self.path.with_suffix(".txt")
+
+    def request(self, task: Task, *, max_size: int | None, frame: int | None) -> TaskRequest:
+        report = None
+        if task.needs_report:
+            if not self.report_path.is_file():
+                raise ValueError(
+                    f"task {task.name!r} needs a report: none at {self.report_path.name}"
+                )
+            report = self.report_path.read_text(errors="replace")
+        return task.build([self.path], report=report, max_size=max_size, frame=frame)
+
+
+@dataclass(frozen=True)
+class DicomwebStudy:
+    """A study in a PACS, fetched by WADO-RS when its request is built (frame is unused:
+    the series is sampled by options.max_slices)."""
+
+    id: str  # StudyInstanceUID
+    url: str  # the PACS's DICOMweb base URL
+    options: StudyOptions = StudyOptions()
+
+    def request(self, task: Task, *, max_size: int | None, frame: int | None) -> TaskRequest:
+        options = replace(self.options, max_size=max_size)
+        return fetch_request(self.url, self.id, task, options)[0]
 
 
 @dataclass
@@ -107,7 +150,7 @@ def latest(records: Iterable[Record]) -> dict[str, Record]:
     return last
 
 
-def pending(studies: list[Study], done: dict[str, Record]) -> list[Study]:
+def pending(studies: Sequence[Item], done: dict[str, Record]) -> list[Item]:
     """Studies without a successful last record (pure)."""
     return [s for s in studies if done.get(s.id, {}).get("status") != "ok"]
 
@@ -131,7 +174,7 @@ def compact(out: Path) -> dict[str, Record]:
     return last
 
 
-def ok_record(study: Study, task: Task, result: ChatResult) -> Record:
+def ok_record(study: BatchItem, task: Task, result: ChatResult) -> Record:
     rec: Record = {
         "id": study.id,
         "status": "ok",
@@ -146,7 +189,7 @@ def ok_record(study: Study, task: Task, result: ChatResult) -> Record:
     return rec
 
 
-def error_record(study: Study, task: Task, exc: BaseException) -> Record:
+def error_record(study: BatchItem, task: Task, exc: BaseException) -> Record:
     return {
         "id": study.id,
         "status": "error",
@@ -172,18 +215,9 @@ class JsonlWriter:
         self.f.close()
 
 
-def build_request(study: Study, task: Task, max_size: int | None, frame: int | None) -> Any:
-    report = None
-    if task.needs_report:
-        if not study.report_path.is_file():
-            raise ValueError(f"task {task.name!r} needs a report: none at {study.report_path.name}")
-        report = study.report_path.read_text(errors="replace")
-    return task.build([study.path], report=report, max_size=max_size, frame=frame)
-
-
 async def process(
     client: MedGemmaClient,
-    study: Study,
+    study: BatchItem,
     task: Task,
     *,
     max_size: int | None,
@@ -192,7 +226,7 @@ async def process(
 ) -> Record:
     """One study -> one record. Study-level failures become error records."""
     try:
-        request = await asyncio.to_thread(build_request, study, task, max_size, frame)
+        request = await asyncio.to_thread(study.request, task, max_size=max_size, frame=frame)
         extra = {"max_tokens": max_tokens} if max_tokens else {}
         result = await client.asend(request, **extra)
     except FATAL_ERRORS:
@@ -207,6 +241,17 @@ async def run_batch(
     root: Path,
     task: Task,
     out: Path,
+    **options: Any,
+) -> BatchSummary:
+    """Run `task` over the files under root that are not done yet (see run_items)."""
+    return await run_items(client, discover(root), task, out, **options)
+
+
+async def run_items(
+    client: MedGemmaClient,
+    studies: Sequence[BatchItem],
+    task: Task,
+    out: Path,
     *,
     concurrency: int = 16,
     max_size: int | None = 896,
@@ -215,10 +260,9 @@ async def run_batch(
     on_start: Callable[[int, int], None] | None = None,
     on_record: Callable[[Record], None] | None = None,
 ) -> BatchSummary:
-    """Run `task` over the studies under root that are not done yet; see the module doc."""
+    """Run `task` over the studies that are not done yet; see the module doc."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-    studies = discover(root)
     todo = pending(studies, compact(out))
     summary = BatchSummary(total=len(studies), skipped=len(studies) - len(todo))
     if on_start:
@@ -226,7 +270,7 @@ async def run_batch(
     if todo:
         await client.aresolve_model()  # once, before the workers (a dead server stops here)
     t0 = time.perf_counter()
-    queue: asyncio.Queue[Study] = asyncio.Queue()
+    queue: asyncio.Queue[BatchItem] = asyncio.Queue()
     for s in todo:
         queue.put_nowait(s)
     writer = JsonlWriter(out)

@@ -1,7 +1,8 @@
 """The MedGemma client: its settings, the openai SDK clients, and chat calls (sync and async).
 
 `MedGemmaClient()` takes its settings from arguments, else MEDGEMMA_BASE_URL,
-MEDGEMMA_API_KEY, MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT, MEDGEMMA_MAX_RETRIES (ClientSettings),
+MEDGEMMA_API_KEY, MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT, MEDGEMMA_MAX_RETRIES,
+MEDGEMMA_IMAGE_LIMIT (ClientSettings),
 else the defaults; the model defaults to the server's only model, asked once. The SDK does
 the HTTP; this module adds the result object, the text streams, the task presets' typed
 answers and one error message of its own: a server that cannot be reached is reported
@@ -45,6 +46,12 @@ class ClientSettings(BaseSettings):
     model: str | None = Field(None, description="Served model name; None: the server's only one.")
     timeout: float = Field(600.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(2, ge=0, description="SDK retries on connection errors, 429, 5xx.")
+    image_limit: int | None = Field(
+        None,
+        ge=1,
+        description="The server's images per prompt (its limit_mm_per_prompt image count), "
+        "for studies; None: not known here, the server refuses a prompt above it.",
+    )
 
     @classmethod
     def load(cls, **overrides: Any) -> ClientSettings:
@@ -241,6 +248,30 @@ class MedGemmaClient:
         **inputs: Any,
     ) -> ChatResult:
         return await self.asend(get_task(task).build(images, **inputs))
+
+    def ask_study(
+        self,
+        dicomweb_url: str,
+        study_uid: str,
+        question: str | Task,
+        *,
+        series_uid: str | None = None,
+        max_slices: int | None = None,
+        window: str | None = None,
+        tags: Sequence[str] = (),
+        **params: Any,
+    ) -> ChatResult:
+        """Fetch a study from a PACS (WADO-RS), show the model its series (sampled to
+        max_slices and the settings' image_limit, windowed, "SLICE n" after each image) and
+        ask `question` (or run a task preset). params: max_tokens, temperature, ...
+        Raises PacsError, StudyError (an ImageError) or the SDK's errors."""
+        from clients.study_request import StudyOptions, fetch_request
+
+        options = StudyOptions(
+            series_uid, max_slices, self.settings.image_limit, window, tuple(tags)
+        )
+        request, _ = fetch_request(dicomweb_url, study_uid, question, options, params=params)
+        return self.send(request)
 
     def close(self) -> None:
         self.sdk.close()

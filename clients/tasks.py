@@ -83,15 +83,28 @@ class Task:
         system = self.system
         if patient_history:
             system = f"{system}\n\nPatient history: {patient_history.strip()}"
+        messages = build_messages(
+            self.text(report=report, question=question),
+            images,
+            system=system,
+            history=turns,
+            max_size=max_size,
+            frame=frame,
+        )
+        return TaskRequest(messages, self.params(max_tokens), self.schema)
+
+    def text(self, *, report: str | None = None, question: str | None = None) -> str:
+        """The user turn's text: the prompt filled in, and the schema when there is one."""
         text = self.prompt.format(
             report=(report or "").strip(), question=(question or "").strip() or DEFAULT_QUESTION
         )
         if self.schema is not None:
             schema_json = json.dumps(self.schema.model_json_schema())
             text = f"{text}\n\nAnswer with JSON only, matching this schema: {schema_json}"
-        messages = build_messages(
-            text, images, system=system, history=turns, max_size=max_size, frame=frame
-        )
+        return text
+
+    def params(self, max_tokens: int | None = None) -> dict[str, Any]:
+        """The sampling parameters (and the response format of a task with a schema)."""
         params: dict[str, Any] = {
             "max_tokens": max_tokens or self.max_tokens,
             "temperature": self.temperature,
@@ -99,7 +112,7 @@ class Task:
         }
         if self.schema is not None:
             params["response_format"] = response_format(self.schema)
-        return TaskRequest(messages, params, self.schema)
+        return params
 
 
 DEFAULT_QUESTION = "What do you see, and what would you consider next?"

@@ -1,7 +1,8 @@
 """Where the tests find the repository, and the stand-in model every kind of test uses.
 
-The real servers and the fixtures that start them are end-to-end only: tests/e2e/conftest.py
-and tests/e2e/launcher.py.
+The real vLLM servers and the fixtures that start them are end-to-end only:
+tests/e2e/conftest.py and tests/e2e/launcher.py. The `pacs` fixture (a real Orthanc with
+sample studies, quick to start) is for every kind of test: tests/pacs_fixture.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "deployments"

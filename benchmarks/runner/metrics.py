@@ -67,6 +67,7 @@ def summarise(
     ok = [r for r in records if r.success]
     failed = [r for r in records if not r.success]
     output_tokens = sum(r.output_tokens for r in ok)
+    images = sum(r.n_images for r in ok)
     prompt_tokens = sum(r.prompt_tokens for r in ok)
     good = sum(1 for r in ok if is_good(r, slo))
     errors: dict[str, int] = {}
@@ -80,6 +81,7 @@ def summarise(
         "failed": len(failed),
         "error_rate": round(len(failed) / len(records), 4) if records else 0.0,
         "request_throughput": round(len(ok) / window_s, 4),
+        "image_throughput": round(images / window_s, 4),
         "output_throughput": round(output_tokens / window_s, 3),
         "total_token_throughput": round((prompt_tokens + output_tokens) / window_s, 3),
         "goodput": round(good / window_s, 4),

@@ -16,7 +16,7 @@ class PreparedRequest:
 
     body: bytes
     n_images: int
-    kind: str  # "image", "dicom" or "text"
+    kind: str  # "image", "dicom", "study" (a CT study of n_images slices) or "text"
     task: str
 
     def to_line(self) -> str:

@@ -147,8 +147,11 @@ def print_table(summary: dict[str, Any], folder: Path | None = None) -> None:
         caption="latencies in ms; rates over each level's window (warm-up excluded)",
     )
     table.add_column("users" if closed else "rate", justify="right")
+    units = summary.get("units", {"request": "req", "image": "images"})
+    studies = units["request"] != "req"  # a CT study scenario: its images/s are slices/s
     for col in (
-        "req/s",
+        f"{units['request']}/s",
+        *([f"{units['image']}/s"] if studies else []),
         "out tok/s",
         "total tok/s",
         "goodput",
@@ -166,6 +169,7 @@ def print_table(summary: dict[str, Any], folder: Path | None = None) -> None:
         table.add_row(
             f"{s['level']:g}",
             f"{s['request_throughput']:.2f}",
+            *([f"{s['image_throughput']:.2f}"] if studies else []),
             f"{s['output_throughput']:.1f}",
             f"{s['total_token_throughput']:.0f}",
             f"{s['goodput']:.2f}",

@@ -39,7 +39,7 @@ from benchmarks.runner.errors import BenchError
 from benchmarks.runner.metrics import best_level, in_window, summarise
 from benchmarks.runner.prepared import write_workload
 from benchmarks.runner.records import RequestRecord, read_records, write_records
-from benchmarks.runner.scenario import Scenario, to_yaml
+from benchmarks.runner.scenario import Scenario, rate_units, to_yaml
 from benchmarks.runner.server_metrics import Sampler
 from benchmarks.runner.workload import prepare
 
@@ -324,10 +324,12 @@ def overall_summary(
         "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "note": cpu_note(base_url),
         "prepare_s": round(prep_s, 2),
+        "units": rate_units(scenario),
         "levels": sums,
         "best": {
             "level": best["level"],
             "output_throughput": best["output_throughput"],
             "request_throughput": best["request_throughput"],
+            "image_throughput": best["image_throughput"],
         },
     }

@@ -33,12 +33,21 @@ class ImageMix(BaseModel):
         default_factory=lambda: [(512, 512)],
         description="Image sizes as [width, height] pairs, used in turn.",
     )
-    kind: Literal["noise", "xray"] = Field(
+    kind: Literal["noise", "xray", "ct"] = Field(
         "noise",
         description="`noise`: i.i.d. random RGB pixels, as vLLM's random-mm dataset (sent as "
-        "JPEG); `xray`: a synthetic grey radiograph (sent as PNG).",
+        "JPEG); `xray`: a synthetic grey radiograph (sent as PNG); `ct`: each image request is "
+        "one CT study: a synthetic phantom series of `per_request` square slices of `sizes` "
+        "(clients.pacs.phantom, a new noise seed per study) laid out by clients.study as a "
+        "client sends it: ordered, windowed, each slice followed by 'SLICE n', then the "
+        "question (rates are reported as studies/s and slices/s).",
     )
-    per_request: int = Field(1, ge=1, le=16, description="Images in each image request.")
+    per_request: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Images in each image request (kind ct: slices per study).",
+    )
     dicom_share: float = Field(
         0.0,
         ge=0,
@@ -225,11 +234,27 @@ class Scenario(BaseModel):
                 raise ValueError(
                     f"prompts.tasks: unknown task(s) {unknown}; known: {sorted(TASKS)}"
                 )
+        if self.images.kind == "ct":
+            if self.images.dicom_share > 0:
+                raise ValueError(
+                    "images.dicom_share applies to noise and xray; a CT study is DICOM"
+                )
+            odd = [list(size) for size in self.images.sizes if size[0] != size[1]]
+            if odd:
+                raise ValueError(f"images.sizes: CT slices are square (rows = columns), got {odd}")
         if self.images.text_only_share == 1 and self.images.dicom_share > 0:
             raise ValueError(
                 "images.dicom_share > 0 needs some image requests (text_only_share < 1)"
             )
         return self
+
+
+def rate_units(scenario: Scenario) -> dict[str, str]:
+    """What a request and an image are in this scenario's rates: a CT study of slices, or
+    a request of images (the report's `studies/s` and `slices/s`, or `req/s`)."""
+    if scenario.images.kind == "ct":
+        return {"request": "studies", "image": "slices"}
+    return {"request": "req", "image": "images"}
 
 
 SCENARIO = FileKind(

@@ -1,9 +1,10 @@
 """The requests of a run, generated and encoded once before any load is sent.
 
 Images are synthetic (no patient data): i.i.d. noise like vLLM's random-mm dataset, a
-grey radiograph-like picture, or a 16-bit DICOM dataset built in memory. They are turned
-into chat messages by the clients' own code (`clients.images.to_image_part`,
-`clients.messages.build_messages`, `clients.tasks.TASKS`), so the benchmark sends what a
+grey radiograph-like picture, a 16-bit DICOM dataset built in memory, or a CT study (the
+phantom series of `clients.pacs.phantom`). They are turned into chat messages by the
+clients' own code (`clients.images.to_image_part`, `clients.messages.build_messages`,
+`clients.study.build_study_messages`, `clients.tasks.TASKS`), so the benchmark sends what a
 client sends. Each request body is serialised to JSON here, so the timed path only
 writes bytes.
 """
@@ -21,6 +22,8 @@ from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
 from clients.images import to_image_part
 from clients.messages import build_messages
+from clients.pacs.phantom import PhantomSpec, phantom_series
+from clients.study import build_study_messages
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 
@@ -83,7 +86,8 @@ def kinds(scenario: Scenario) -> list[str]:
         text_only = int((i + 1) * mix.text_only_share) > int(i * mix.text_only_share)
         j = i - int(i * mix.text_only_share)  # index among image requests
         dicom = int((j + 1) * mix.dicom_share) > int(j * mix.dicom_share)
-        out.append("text" if text_only else "dicom" if dicom else "image")
+        image = "study" if mix.kind == "ct" else "dicom" if dicom else "image"
+        out.append("text" if text_only else image)
     return out
 
 
@@ -114,6 +118,26 @@ def task_messages(
     return task.name, req.messages, extra
 
 
+def study_messages(
+    scenario: Scenario, i: int, spec: PhantomSpec
+) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """(task name, messages, extra request fields) of the i-th request as a CT study: the
+    task's system text and question (as `task_messages` words them for one image), with the
+    phantom series laid out by clients.study (`per_request` slices, each then "SLICE n")."""
+    placeholder = {"type": "image_url", "image_url": {"url": "data:,"}}  # replaced below
+    task, messages, extra = task_messages(scenario, i, [placeholder])
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    question = "\n\n".join(p["text"] for p in messages[-1]["content"] if p["type"] == "text")
+    study, _ = build_study_messages(
+        phantom_series(spec),
+        question,
+        budget=scenario.images.per_request,
+        system=system,
+        max_size=scenario.images.max_size,
+    )
+    return task, study, extra
+
+
 def request_body(
     scenario: Scenario, model: str, messages: list[dict[str, Any]], extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -139,7 +163,20 @@ def prepare(scenario: Scenario, model: str) -> list[PreparedRequest]:
     sizes = scenario.images.sizes
     out = []
     n_image_requests = 0
+    seed = scenario.seed or 0
     for i, kind in enumerate(kinds(scenario)):
+        if kind == "study":
+            side = sizes[n_image_requests % len(sizes)][0]
+            # a series of exactly per_request slices: all of it is sent (generating the
+            # phantom's 60 slices to send 8 costs 5x the preparation, not the server)
+            spec = PhantomSpec(
+                slices=scenario.images.per_request, size=side, seed=seed + n_image_requests
+            )
+            n_image_requests += 1
+            task, messages, extra = study_messages(scenario, i, spec)
+            body = json.dumps(request_body(scenario, model, messages, extra), separators=(",", ":"))
+            out.append(PreparedRequest(body.encode(), scenario.images.per_request, kind, task))
+            continue
         parts = []
         if kind != "text":
             for _ in range(scenario.images.per_request):

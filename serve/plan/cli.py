@@ -20,7 +20,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
@@ -35,6 +35,16 @@ from serve.plan.roofline import (
     make_roofline,
 )
 from serve.plan.shapes import Gpu, ModelShape, ShapeError, load_gpus, shape_for_config
+from serve.plan.studies import (
+    DEFAULT_CT_SHARES,
+    DEFAULT_CT_SLICES,
+    SLICE_LABEL_TOKENS,
+    MixRow,
+    StudyCost,
+    mix_name,
+    mix_rows,
+    parse_shares,
+)
 
 if TYPE_CHECKING:
     from benchmarks.runner.scenario import Scenario
@@ -104,6 +114,9 @@ class Plan:
     request_source: str | None = None  # the scenario file the request shape came from
     roofline: Roofline | None = None
     roofline_note: str | None = None  # why there is no roofline
+    radiograph: StudyCost | None = None  # a one-image study (None: a text-only model)
+    ct: StudyCost | None = None  # a CT study of `ct.images` slices
+    studies: list[MixRow] = field(default_factory=list)  # per replica, by CT share
 
 
 def resolve_device(cfg: DeploymentConfig, gpu: str | None, gpus: dict[str, Gpu]) -> Gpu | None:
@@ -127,9 +140,17 @@ def known(gpus: dict[str, Gpu]) -> str:
 
 
 def make_plan(
-    cfg: DeploymentConfig, shape: ModelShape, gpu: Gpu | None, request: RequestShape
+    cfg: DeploymentConfig,
+    shape: ModelShape,
+    gpu: Gpu | None,
+    request: RequestShape,
+    *,
+    ct_slices: int = DEFAULT_CT_SLICES,
+    ct_shares: tuple[float, ...] | list[float] = DEFAULT_CT_SHARES,
 ) -> Plan:
-    """The capacity of `cfg` serving `shape` on `gpu` (None: the CPU). Pure."""
+    """The capacity of `cfg` serving `shape` on `gpu` (None: the CPU), and for a model that
+    sees, the studies table: a radiograph (1 image) and a CT study (`ct_slices` images with
+    their "SLICE n" labels), each with the typical request's text and answer. Pure."""
     problems = cap.parallel_problems(cfg.tensor_parallel_size, cfg.pipeline_parallel_size, shape)
     if problems:
         raise PlanError("\n".join(problems))
@@ -180,6 +201,28 @@ def make_plan(
             f"the KV cache ({num_blocks} blocks) cannot hold one request of max_model_len "
             f"{max_len} ({blocks_max} blocks): vLLM refuses to start"
         )
+    radiograph = ct = None
+    rows: list[MixRow] = []
+    if shape.vision is not None:
+
+        def cost(images: int, labels: int) -> StudyCost:
+            study = RequestShape(images, request.text_tokens + labels, request.output_tokens)
+            tokens = study.tokens(shape)
+            blocks = cap.blocks_per_request(shape, groups, tokens, block, in_flight)
+            return StudyCost(images, tokens, blocks, blocks * layers_here * block * per_layer)
+
+        radiograph = cost(1, 0)
+        ct = cost(ct_slices, ct_slices * SLICE_LABEL_TOKENS)
+        if not problems:
+            rows = mix_rows(
+                ct_shares,
+                radiograph,
+                ct,
+                num_blocks=num_blocks,
+                max_num_seqs=max_seqs,
+                max_model_len=max_len,
+                image_limit=cfg.limit_mm_per_prompt.get("image", 0),
+            )
     return Plan(
         model=shape.name,
         device=gpu.name if gpu else CPU,
@@ -210,6 +253,9 @@ def make_plan(
         concurrent_requests=int(min(kv_conc, max_seqs)) * dp if not problems else 0,
         fits=not problems,
         problems=problems,
+        radiograph=radiograph,
+        ct=ct,
+        studies=rows,
     )
 
 
@@ -294,11 +340,34 @@ def format_plan(p: Plan, request: RequestShape) -> str:
             "smallest that fits: "
             + (p.suggestion or "none on one node of this GPU type; try a larger GPU")
         )
+    lines += format_studies(p, request)
     if p.roofline is not None:
         lines += format_roofline(p.roofline)
     elif p.roofline_note:
         lines.append(f"roofline:           {p.roofline_note}")
     return "\n".join(lines)
+
+
+def format_studies(p: Plan, request: RequestShape) -> list[str]:
+    """The studies table: concurrent studies per replica for radiograph and CT mixes."""
+    if p.radiograph is None or p.ct is None or not p.studies:
+        return []
+    where = f"{p.tp * p.pp} x {p.device}" if p.device_memory_gib is not None else "the CPU"
+    mib = 2**20
+    lines = [
+        f"studies per replica ({where}): a radiograph is 1 image, {p.radiograph.tokens:,} "
+        f"tokens; a CT study {p.ct.images} slices + {p.ct.images} x {SLICE_LABEL_TOKENS} "
+        f"'SLICE n' tokens (ESTIMATE), {p.ct.tokens:,} tokens; each + {request.text_tokens} "
+        f"text + {request.output_tokens} output (--ct-slices, --ct-shares)",
+        f"  {'mix':<26} {'tokens/study':>12} {'KV MiB/study':>12} {'KV holds':>9} "
+        f"{'concurrent':>10}  bound",
+    ]
+    for r in p.studies:
+        lines.append(
+            f"  {mix_name(r.ct_share):<26} {r.mean_tokens:>12,.0f} {r.mean_kv_bytes / mib:>12,.1f} "
+            f"{r.kv_studies:>9,.1f} {r.concurrent:>10,}  {r.bound}"
+        )
+    return lines
 
 
 def format_count(n: int) -> str:
@@ -340,6 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MFU,
         help="share of peak bf16 FLOP/s vision and prefill reach (default %(default)s)",
+    )
+    p.add_argument(
+        "--ct-slices",
+        type=int,
+        default=DEFAULT_CT_SLICES,
+        help="slices of a CT study in the studies table (default %(default)s: 32 x 256 = "
+        "8,192 image tokens)",
+    )
+    p.add_argument(
+        "--ct-shares",
+        default=",".join(f"{x:g}" for x in DEFAULT_CT_SHARES),
+        help="CT shares of the studies table's mixes, the rest radiographs (default %(default)s)",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -478,6 +559,14 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 0:
             print(f"error: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
             return 2
+    if args.ct_slices < 1:
+        print("error: --ct-slices must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        ct_shares = parse_shares(args.ct_shares)
+    except ValueError as exc:
+        print(f"error: --ct-shares: {exc}", file=sys.stderr)
+        return 2
     for name in ("bw_efficiency", "mfu"):
         if not 0 < getattr(args, name) <= 1:
             print(f"error: --{name.replace('_', '-')} must be in (0, 1]", file=sys.stderr)
@@ -488,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = shape_for_config(cfg)
         device = resolve_device(cfg, args.gpu, load_gpus())
         request, source = request_shape(args, cfg, shape)
-        plan = make_plan(cfg, shape, device, request)
+        plan = make_plan(cfg, shape, device, request, ct_slices=args.ct_slices, ct_shares=ct_shares)
         if not plan.fits:
             plan = replace(plan, suggestion=suggest(cfg, shape, device, request))
         plan = replace(plan, request_source=source)

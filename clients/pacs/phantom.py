@@ -1,0 +1,178 @@
+"""A synthetic CT series (a chest-like phantom with one small round lesion) as pydicom
+Datasets, for the test PACS and for people trying the DICOMweb round trip (pure).
+
+`phantom_series(spec)` -> one Dataset per axial slice, ordered by InstanceNumber (1..N)
+and by position along the slice normal (z increases by `spec.slice_mm` each slice):
+
+- body: an elliptic cylinder of water (0 HU) in air (-1000 HU), with two lungs (-850 HU)
+  and a spine (+700 HU), so the lung, soft-tissue and bone windows each show something;
+- lesion: a sphere of `spec.lesion_hu` (+60 HU) in the soft tissue between the lungs,
+  centred on slice `spec.lesion_slice` (0-based), `spec.lesion_radius_mm` in radius;
+- pixels: int16, stored value = HU + 1024 (RescaleSlope 1, RescaleIntercept -1024), with
+  seeded Gaussian noise of `spec.noise_hu`; WindowCenter/Width 40/400 (soft tissue);
+- geometry: ImageOrientationPatient [1,0,0,0,1,0], PixelSpacing, SliceThickness and
+  SpacingBetweenSlices, ImagePositionPatient of each slice's first pixel centre;
+- identifiers: one study, one series, one frame of reference; UIDs derived from
+  `spec.seed`, so the same spec gives the same UIDs on every run; the patient is
+  PATIENT_NAME / PATIENT_ID, obviously fake, so tests can check they never reach a prompt.
+
+`hu_volume(spec)` is the noiseless volume in HU, shape (slices, rows, cols), for tests.
+`write_series(datasets, folder)` writes them as DICOM Part 10 files (the only I/O here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+PATIENT_NAME = "PHANTOM^CT"
+PATIENT_ID = "PHANTOM-0001"
+RESCALE_INTERCEPT = -1024
+SOFT_TISSUE_WINDOW = (40, 400)  # centre, width in HU
+AIR_HU, WATER_HU, LUNG_HU, BONE_HU = -1000, 0, -850, 700
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """What the phantom looks like. Distances in mm, patient coordinates (LPS)."""
+
+    slices: int = 60
+    size: int = 128  # rows = columns
+    field_of_view_mm: float = 384.0  # PixelSpacing = field_of_view_mm / size
+    slice_mm: float = 2.5  # SliceThickness = SpacingBetweenSlices
+    lesion_hu: float = 60.0
+    lesion_radius_mm: float = 12.0
+    lesion_centre_xy_mm: tuple[float, float] = (0.0, -50.0)
+    lesion_slice: int | None = None  # None: the middle slice
+    noise_hu: float = 5.0
+    seed: int = 0
+
+    @property
+    def pixel_mm(self) -> float:
+        return self.field_of_view_mm / self.size
+
+    @property
+    def lesion_index(self) -> int:
+        return self.slices // 2 if self.lesion_slice is None else self.lesion_slice
+
+    def z_mm(self, index: int) -> float:
+        """Position of slice `index` along the normal (the volume is centred on z = 0)."""
+        return (index - (self.slices - 1) / 2) * self.slice_mm
+
+    def origin_xy_mm(self) -> tuple[float, float]:
+        """x, y of the centre of the first (top-left) pixel."""
+        half = (self.size - 1) / 2 * self.pixel_mm
+        return -half, -half
+
+
+def uid(spec: PhantomSpec, what: str) -> UID:
+    """A UID that depends only on the seed and `what` (study, series, frame, slice-n)."""
+    return generate_uid(entropy_srcs=["medgemma-serve CT phantom", str(spec.seed), what])
+
+
+def hu_volume(spec: PhantomSpec = PhantomSpec()) -> np.ndarray:
+    """The noiseless phantom in HU, float32, shape (slices, rows, cols)."""
+    x0, y0 = spec.origin_xy_mm()
+    coords = np.arange(spec.size) * spec.pixel_mm
+    x = (x0 + coords)[None, :]  # columns run along +x
+    y = (y0 + coords)[:, None]  # rows run along +y
+    image = np.full((spec.size, spec.size), AIR_HU, np.float32)
+    image[(x / 150) ** 2 + (y / 110) ** 2 <= 1] = WATER_HU
+    for side in (-1, 1):
+        image[((x - side * 75) / 45) ** 2 + ((y + 5) / 70) ** 2 <= 1] = LUNG_HU
+    image[x**2 + (y - 85) ** 2 <= 15**2] = BONE_HU
+    volume = np.repeat(image[None], spec.slices, axis=0)
+    lx, ly = spec.lesion_centre_xy_mm
+    lz = spec.z_mm(spec.lesion_index)
+    for k in range(spec.slices):
+        dz = spec.z_mm(k) - lz
+        r2 = spec.lesion_radius_mm**2 - dz**2
+        if r2 > 0:
+            volume[k][(x - lx) ** 2 + (y - ly) ** 2 <= r2] = spec.lesion_hu
+    return volume
+
+
+def stored_pixels(spec: PhantomSpec) -> np.ndarray:
+    """The stored int16 values (HU - RescaleIntercept), with the seeded noise."""
+    volume = hu_volume(spec)
+    if spec.noise_hu:
+        volume = volume + np.random.default_rng(spec.seed).normal(0, spec.noise_hu, volume.shape)
+    return np.clip(np.rint(volume - RESCALE_INTERCEPT), -32768, 32767).astype(np.int16)
+
+
+def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
+    """Slice `index` (0-based) of the series, with its file meta and preamble."""
+    sop_uid = uid(spec, f"slice-{index}")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "medgemma-serve synthetic phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "Synthetic CT phantom (not a patient)"
+    ds.SeriesDescription = "Axial phantom with one round lesion"
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = PATIENT_ID
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.BodyPartExamined = "CHEST"
+    ds.SliceThickness = spec.slice_mm
+    ds.SpacingBetweenSlices = spec.slice_mm
+    ds.StudyInstanceUID = uid(spec, "study")
+    ds.SeriesInstanceUID = uid(spec, "series")
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = index + 1
+    x0, y0 = spec.origin_xy_mm()
+    ds.ImagePositionPatient = [round(x0, 4), round(y0, 4), round(spec.z_mm(index), 4)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.FrameOfReferenceUID = uid(spec, "frame")
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = round(spec.z_mm(index), 4)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = spec.size
+    ds.PixelSpacing = [round(spec.pixel_mm, 6), round(spec.pixel_mm, 6)]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.WindowCenter, ds.WindowWidth = SOFT_TISSUE_WINDOW
+    ds.RescaleIntercept = RESCALE_INTERCEPT
+    ds.RescaleSlope = 1
+    ds.RescaleType = "HU"
+    ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
+    # a FileDataset with a preamble: written anywhere (STOW-RS included) as a Part 10 file
+    return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
+
+
+def phantom_series(spec: PhantomSpec = PhantomSpec()) -> list[Dataset]:
+    """The whole series, one Dataset per slice, in InstanceNumber order."""
+    pixels = stored_pixels(spec)
+    return [slice_dataset(spec, k, pixels[k]) for k in range(spec.slices)]
+
+
+def write_series(datasets: list[Dataset], folder: Path) -> list[Path]:
+    """Write each Dataset as `<folder>/<InstanceNumber:04d>.dcm`; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ds in datasets:
+        path = folder / f"{int(ds.InstanceNumber):04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -1,0 +1,93 @@
+"""Studies from a real PACS (the `pacs` fixture's Orthanc) to the real vLLM server (tiny
+model, image limit 2): the CLI sends K slices of the CT phantom and the prompt grows by
+each image's tokens; a batch over the PACS writes one record per study, a rerun none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+
+from clients.batch import DicomwebStudy, run_items
+from clients.chat import MedGemmaClient
+from clients.dicomweb import fetch_study, search_studies
+from clients.pacs.phantom import phantom_series
+from clients.study import choose_series, group_series, order_slices
+from clients.study_request import StudyOptions
+from clients.tasks import TASKS
+from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer
+from tests.pacs_fixture import LivePacs, needs_orthanc
+from tests.unit.test_report_sr import referenced, text_of
+
+IMAGE_TOKENS = 256  # MedGemma's (and the stand-in's) tokens per image
+
+
+@needs_orthanc
+def test_chat_sends_k_slices_of_the_phantom(server: LiveServer, pacs: LivePacs) -> None:
+    cmd = [
+        sys.executable, "-m", "clients", "chat", "Any lesion?", "--no-stream",
+        "--max-tokens", "8", "--dicomweb", pacs.url, "--study", pacs.phantom_study,
+        "--max-slices", "2", "--image-limit", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=server.client_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(CT): 2 of 60 image(s) sent (positions 0, 59)" in proc.stderr, proc.stderr
+    found = re.search(r"'prompt_tokens': (\d+)", proc.stderr)
+    assert found, proc.stderr
+    with MedGemmaClient(base_url=server.base_url, api_key=server.api_key, max_retries=0) as c:
+        one = c.ask_study(pacs.url, pacs.phantom_study, "Any lesion?", max_slices=1, max_tokens=8)
+    two = int(found.group(1))
+    assert two - one.usage["prompt_tokens"] >= IMAGE_TOKENS, (two, one.usage)
+    assert one.usage["prompt_tokens"] >= IMAGE_TOKENS, one.usage
+
+
+@needs_orthanc
+def test_a_batch_over_the_pacs_is_one_record_per_study_and_resumes(
+    server: LiveServer, pacs: LivePacs, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.jsonl"
+    options = StudyOptions(max_slices=2, image_limit=2)
+    items = [DicomwebStudy(r.study_uid, pacs.url, options) for r in search_studies(pacs.url, "CT")]
+    client = MedGemmaClient(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    first = asyncio.run(run_items(client, items, TASKS["findings"], out, max_tokens=8))
+    again = asyncio.run(run_items(client, items, TASKS["findings"], out, max_tokens=8))
+    assert (first.total, first.ok, first.failed) == (len(items), len(items), 0), first
+    assert (again.skipped, again.ok, again.failed) == (len(items), 0, 0), again
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(i.id for i in items) and pacs.phantom_study in ids, ids
+
+
+@needs_orthanc
+def test_chat_store_sr_round_trip_puts_the_answer_in_the_study(
+    server: LiveServer, pacs: LivePacs
+) -> None:
+    """PACS study in, answer out, answer back in the PACS as an SR of the same study that
+    references the two slices the model saw."""
+    cmd = [
+        sys.executable, "-m", "clients", "chat", "Any lesion?", "--no-stream",
+        "--max-tokens", "8", "--dicomweb", pacs.url, "--study", pacs.phantom_study,
+        "--max-slices", "2", "--store-sr",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=server.client_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stored = re.search(r"report stored: study (\S+), SR series (\S+)", proc.stderr)
+    assert stored and stored[1] == pacs.phantom_study, proc.stderr
+    (back,) = fetch_study(pacs.url, pacs.phantom_study, stored[2])
+    report = hd.sr.EnhancedSR.from_dataset(back)
+    assert text_of(report, "Finding") == proc.stdout.rstrip("\n")
+    assert "not a diagnosis" in text_of(report, "Comment")
+    assert text_of(report, "Device Observer Model Name") == server.model
+    ordered = order_slices(choose_series(group_series(phantom_series(pacs.phantom))))
+    seen = {ordered[0].source.SOPInstanceUID, ordered[-1].source.SOPInstanceUID}
+    assert {uid for _, _, uid in referenced(report)} == seen
+    assert "PHANTOM" not in proc.stderr + proc.stdout  # no patient name printed

@@ -1,0 +1,64 @@
+"""The `pacs` fixture: one real Orthanc (with DICOMweb) for the session, on free local
+ports with throwaway storage, loaded by STOW-RS with pydicom's sample files and the CT
+phantom. Registered for every test by tests/conftest.py (pytest_plugins).
+
+Tests may store more into it (an SR, say) but must not delete what was loaded, and must
+not count on the exact set of studies: other tests add theirs, in any order.
+Skipped, with the install command, where Orthanc or its plugin is not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from clients.pacs import PacsError
+from clients.pacs.orthanc import DICOMWEB_PLUGIN, Orthanc, install_hint, search_path
+from clients.pacs.phantom import PhantomSpec, uid
+from clients.pacs.samples import PHANTOM, all_samples, load
+from serve.launch.process import free_port
+
+ORTHANC_INSTALLED = (
+    shutil.which("Orthanc", path=search_path({"PATH": ""})) is not None
+    or shutil.which("Orthanc") is not None
+) and DICOMWEB_PLUGIN.exists()
+needs_orthanc = pytest.mark.skipif(
+    not ORTHANC_INSTALLED, reason="orthanc / orthanc-dicomweb not installed (make install)"
+)
+
+
+@dataclass(frozen=True)
+class LivePacs:
+    """A running PACS: its DICOMweb base URL and what was loaded into it."""
+
+    url: str
+    study_uids: tuple[str, ...]
+    phantom: PhantomSpec
+    orthanc: Orthanc
+
+    @property
+    def phantom_study(self) -> str:
+        return str(uid(self.phantom, "study"))
+
+    @property
+    def phantom_series(self) -> str:
+        return str(uid(self.phantom, "series"))
+
+
+@pytest.fixture(scope="session")
+def pacs() -> Iterator[LivePacs]:
+    if not ORTHANC_INSTALLED:
+        pytest.skip(f"orthanc is not installed: {install_hint(0)}")
+    orthanc = Orthanc(free_port(), free_port())
+    try:
+        orthanc.start()
+    except PacsError as exc:
+        pytest.fail(f"Orthanc did not start: {exc}", pytrace=False)
+    try:
+        uids = load(orthanc.dicomweb_url, all_samples(PHANTOM))
+        yield LivePacs(orthanc.dicomweb_url, tuple(uids), PHANTOM, orthanc)
+    finally:
+        orthanc.stop()
