@@ -67,15 +67,35 @@ CLI_LINES = [
 ]
 
 
+DOC_PACS_URL = "http://127.0.0.1:8042/dicom-web"  # what `make pacs` serves, in the docs
+DOC_STUDY_UID = "STUDY_UID"
+
+
 @pytest.mark.parametrize("argv", CLI_LINES, ids=[" ".join(a[3:5]) for a in CLI_LINES])
-def test_clients_command_line(argv: list[str], server: LiveServer, tmp_path: Path) -> None:
-    """In a folder with the files the lines name: cxr.png, report.txt, studies/."""
+def test_clients_command_line(
+    argv: list[str], server: LiveServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """In a folder with the files the lines name: cxr.png, report.txt, studies/; a line
+    with --dicomweb against the session's PACS (its URL and phantom study put in)."""
     (tmp_path / "cxr.png").write_bytes(chest_like_png(1024))
     (tmp_path / "report.txt").write_text("No acute findings.\n")
     (tmp_path / "studies" / "a").mkdir(parents=True)
     (tmp_path / "studies" / "a" / "cxr.png").write_bytes(chest_like_png(700, seed=1))
     (tmp_path / "studies" / "b.png").write_bytes(chest_like_png(600, seed=2))
-    out = run([sys.executable, "-m", "clients", *argv[3:]], tmp_path, server)
+    args = argv[3:]
+    if "--dicomweb" in args:
+        pacs = request.getfixturevalue("pacs")
+        put_in = {DOC_PACS_URL: pacs.url, DOC_STUDY_UID: pacs.phantom_study}
+        args = [put_in.get(a, a) for a in args]
+        out = run([sys.executable, "-m", "clients", *args], tmp_path, server)
+        if "batch" in argv:
+            rows = [json.loads(x) for x in (tmp_path / "ct.jsonl").read_text().splitlines()]
+            assert pacs.phantom_study in [r["id"] for r in rows], rows
+            assert {r["status"] for r in rows} == {"ok"}, rows
+        else:
+            assert out.strip(), argv
+        return
+    out = run([sys.executable, "-m", "clients", *args], tmp_path, server)
     if "batch" in argv:
         rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
         assert sorted(r["id"] for r in rows) == ["a/cxr.png", "b.png"], rows
