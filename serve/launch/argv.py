@@ -17,6 +17,7 @@ from typing import Any
 
 from serve.config.deployment import DeploymentConfig, is_local_path
 from serve.launch.cpu import host_cpu, resolved_dtype
+from serve.launch.lora import adapter_paths, lora_argv, lora_env, planned_paths
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # The ASGI middleware the server imports; `serve` is installed in the server's environment.
@@ -40,9 +41,14 @@ def flag(name: str, value: Any) -> list[str]:
     return [opt, str(value)]
 
 
-def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
+def to_vllm_argv(
+    cfg: DeploymentConfig,
+    model_path: str | None = None,
+    lora_paths: Mapping[str, str] | None = None,
+) -> list[str]:
     """The server's arguments (without the python executable). `model_path` overrides
-    `cfg.model`, e.g. the folder a stand-in model was built into."""
+    `cfg.model`, e.g. the folder a stand-in model was built into; `lora_paths` (adapter
+    name -> folder or hub id) defaults to where `cfg.lora`'s adapters are or will be built."""
     model = model_path or cfg.model
     if model is None:
         raise ValueError("no model: build the stand-in first and pass its folder as model_path")
@@ -72,6 +78,8 @@ def to_vllm_argv(cfg: DeploymentConfig, model_path: str | None = None) -> list[s
     argv += ["--allowed-media-domains", *(cfg.allowed_media_domains or [NO_REMOTE_MEDIA])]
     argv += flag("shutdown_timeout", math.ceil(cfg.drain_timeout_s))
     argv += flag("middleware", GUARD_MIDDLEWARE)
+    if cfg.lora is not None:
+        argv += lora_argv(cfg, planned_paths(cfg) if lora_paths is None else lora_paths)
     for name, value in cfg.extra_args.items():
         argv += flag(name, value)
     return argv
@@ -107,6 +115,7 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
     env["MEDGEMMA_GUARD_LOCAL_MEDIA"] = "1" if cfg.allowed_local_media_path else "0"
     env["MEDGEMMA_GUARD_MAX_IN_FLIGHT"] = str(cfg.max_num_queued_reqs or 0)
     env["DO_NOT_TRACK"] = "1"
+    env.update(lora_env(cfg))
     key = environ.get(cfg.api_key_env)
     if key:
         env["VLLM_API_KEY"] = key
@@ -140,9 +149,12 @@ def for_host(cfg: DeploymentConfig, cpu_flags: Collection[str]) -> DeploymentCon
 
 
 def server_command(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
-    """The full command for this machine: this Python running vLLM's OpenAI server module."""
+    """The full command for this machine: this Python running vLLM's OpenAI server module.
+    Stand-in LoRA adapters of the config are built first (serve.launch.lora.adapter_paths),
+    so that the folders the command names exist (a --dry-run builds them too)."""
     host = for_host(cfg, host_cpu()["flags"])
-    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(host, model_path)]
+    lora_paths = adapter_paths(cfg) if cfg.lora is not None else None
+    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(host, model_path, lora_paths)]
 
 
 def render_shell(command: list[str], env: Mapping[str, str]) -> str:
