@@ -86,6 +86,28 @@ def weight_bytes_per_device(shape: ModelShape, tp: int, pp: int, dtype_bytes: in
     return cdiv(stage, tp) * dtype_bytes
 
 
+def lora_bytes_per_adapter(shape: ModelShape, rank: int, tp: int, pp: int, dtype_bytes: int) -> int:
+    """One LoRA slot on the busiest device: A (rank x in) and B (out x rank) of q, k, v, o,
+    gate, up and down in each decoder layer of a pipeline stage, at `rank`. Column-parallel
+    modules (q, k, v, gate, up) split B's outputs over the tensor-parallel ranks, row-parallel
+    ones (o, down) A's inputs; the other matrix is whole on every rank."""
+    h, hd, inter = shape.hidden_size, shape.head_dim, shape.intermediate_size
+    q, kv = shape.num_heads * hd, shape.num_kv_heads * hd
+    column = [(h, q), (h, kv), (h, kv), (h, inter), (h, inter)]  # (in, out)
+    row = [(q, h), (inter, h)]
+    per_layer = sum(rank * (i + cdiv(o, tp)) for i, o in column)
+    per_layer += sum(rank * (cdiv(i, tp) + o) for i, o in row)
+    return per_layer * cdiv(shape.num_layers, pp) * dtype_bytes
+
+
+def lora_slot_bytes(
+    shape: ModelShape, max_loras: int, max_rank: int, tp: int, pp: int, dtype_bytes: int
+) -> int:
+    """What vLLM preallocates on each device for LoRA: `max_loras` slots, each at
+    `max_rank` whatever the rank of the adapters loaded into it."""
+    return max_loras * lora_bytes_per_adapter(shape, max_rank, tp, pp, dtype_bytes)
+
+
 def kv_heads_per_rank(shape: ModelShape, tp: int) -> int:
     """vLLM splits KV heads over TP ranks, replicating them when TP exceeds them."""
     return max(1, shape.num_kv_heads // tp)

@@ -92,6 +92,9 @@ class Plan:
     parameters: int
     weights_gib: float
     overhead_gib: float
+    lora_gib: float  # LoRA slots per device (0 without `lora:`)
+    lora_slots: int
+    lora_rank: int
     kv_budget_gib: float
     full_layers: int
     sliding_layers: int
@@ -158,6 +161,9 @@ def make_plan(
     dbytes = cap.dtype_bytes(cfg)
     mem = gpu.memory_bytes if gpu else 0
     weights = cap.weight_bytes_per_device(shape, tp, pp, dbytes)
+    lora = 0
+    if cfg.lora is not None:
+        lora = cap.lora_slot_bytes(shape, cfg.lora.max_loras, cfg.lora.max_rank, tp, pp, dbytes)
     mnbt = cap.resolved_max_num_batched_tokens(cfg, mem)
     if gpu is None:
         max_seqs = cfg.max_num_seqs or 128 * tp * pp
@@ -173,7 +179,7 @@ def make_plan(
             overhead += cap.NCCL_BYTES
         if not cfg.extra_args.get("enforce_eager"):
             overhead += cap.CUDA_GRAPH_BYTES
-        budget = int(util * mem) - weights - overhead
+        budget = int(util * mem) - weights - overhead - lora
     block = cap.BLOCK_SIZE["cuda" if gpu else "cpu"]
     groups = cap.kv_groups(shape)
     per_layer = cap.kv_bytes_per_token_per_layer(shape, tp, dbytes)
@@ -191,10 +197,11 @@ def make_plan(
             f"nodes: {cfg.nodes} node(s) need {cfg.devices_per_node} x {gpu.name} each; "
             f"a node holds at most {gpu.max_per_node}"
         )
-    if gpu is not None and weights + overhead >= (util or 0) * mem:
+    if gpu is not None and weights + overhead + lora >= (util or 0) * mem:
+        with_lora = f", LoRA slots ({lora / cap.GiB:.1f} GiB)" if lora else ""
         problems.append(
-            f"weights ({weights / cap.GiB:.1f} GiB) and overhead ({overhead / cap.GiB:.1f} GiB) "
-            f"per GPU exceed {util:.2f} x {mem / cap.GiB:.1f} GiB"
+            f"weights ({weights / cap.GiB:.1f} GiB){with_lora} and overhead "
+            f"({overhead / cap.GiB:.1f} GiB) per GPU exceed {util:.2f} x {mem / cap.GiB:.1f} GiB"
         )
     elif num_blocks < blocks_max:
         problems.append(
@@ -235,6 +242,9 @@ def make_plan(
         parameters=cap.param_counts(shape).total,
         weights_gib=weights / cap.GiB,
         overhead_gib=overhead / cap.GiB,
+        lora_gib=lora / cap.GiB,
+        lora_slots=cfg.lora.max_loras if cfg.lora else 0,
+        lora_rank=cfg.lora.max_rank if cfg.lora else 0,
         kv_budget_gib=budget / cap.GiB,
         full_layers=cap.cdiv(shape.num_full_layers, pp),
         sliding_layers=cap.cdiv(shape.num_sliding_layers, pp),
@@ -296,6 +306,8 @@ def format_plan(p: Plan, request: RequestShape) -> str:
     if p.device_memory_gib is not None:
         head = f"{p.model} on {p.tp * p.pp * p.dp} x {dev} ({p.device_memory_gib:.1f} {gib} each)"
         budget_how = f"{p.utilization:.2f} x {p.device_memory_gib:.1f} {gib} - weights - overhead"
+        if p.lora_slots:
+            budget_how += " - LoRA slots"
     else:
         head = f"{p.model} on the CPU ({p.tp * p.pp * p.dp} rank(s))"
         budget_how = "cpu_kvcache_space_gib (VLLM_CPU_KVCACHE_SPACE), per rank"
@@ -311,6 +323,17 @@ def format_plan(p: Plan, request: RequestShape) -> str:
         lines.append(
             f"overhead per GPU:   {p.overhead_gib:6.2f} {gib}  (ESTIMATE: activations, logits, "
             "CUDA context, NCCL, CUDA graphs; vLLM profiles it at start-up)"
+        )
+    if p.lora_slots:
+        where = (
+            "subtracted from the KV budget"
+            if p.device_memory_gib is not None
+            else "in RAM, outside the KV budget"
+        )
+        lines.append(
+            f"LoRA per device:    {p.lora_gib:6.2f} {gib}  ({p.lora_gib * 1024:,.1f} MiB: "
+            f"{p.lora_slots} slot(s) x rank "
+            f"{p.lora_rank}: vLLM preallocates every slot at lora.max_rank; {where})"
         )
     lines += [
         f"KV budget per device: {p.kv_budget_gib:6.2f} {gib}  ({budget_how})",
