@@ -109,8 +109,16 @@ def reachable(base_url: object) -> Iterator[None]:
         ) from exc
 
 
-def only_model(ids: Sequence[str], base_url: object) -> str:
-    """The one served model id; ValueError if the server serves several or none."""
+def only_model(
+    ids: Sequence[str], base_url: object, parents: Mapping[str, str | None] | None = None
+) -> str:
+    """The one served base model id; ValueError if the server serves several or none.
+    With `parents` (id -> the model it adapts, from /v1/models), LoRA adapters are not
+    counted: a base with its adapters resolves to the base."""
+    if parents is not None:
+        bases = [i for i in ids if parents.get(i) is None]
+        if len(bases) == 1:
+            return bases[0]
     if len(ids) != 1:
         raise ValueError(
             f"the server at {base_url} serves {len(ids)} models ({', '.join(ids) or 'none'}): "
@@ -184,15 +192,26 @@ class MedGemmaClient:
         with reachable(self.base_url):
             return [m.id async for m in self.async_sdk.models.list()]
 
+    def served_parents(self) -> dict[str, str | None]:
+        """Served model id -> the model it is a LoRA adapter of (None for a base model)."""
+        with reachable(self.base_url):
+            return {m.id: getattr(m, "parent", None) for m in self.sdk.models.list().data}
+
+    async def aserved_parents(self) -> dict[str, str | None]:
+        with reachable(self.base_url):
+            return {m.id: getattr(m, "parent", None) async for m in self.async_sdk.models.list()}
+
     def resolve_model(self) -> str:
-        """The settings' model, else the server's only model (asked once)."""
+        """The settings' model, else the server's only base model (asked once)."""
         if self.model_name is None:
-            self.model_name = only_model(self.served_models(), self.base_url)
+            parents = self.served_parents()
+            self.model_name = only_model(list(parents), self.base_url, parents)
         return self.model_name
 
     async def aresolve_model(self) -> str:
         if self.model_name is None:
-            self.model_name = only_model(await self.aserved_models(), self.base_url)
+            parents = await self.aserved_parents()
+            self.model_name = only_model(list(parents), self.base_url, parents)
         return self.model_name
 
     def complete(self, messages: Sequence[Message], **params: Any) -> ChatResult:
