@@ -333,3 +333,33 @@ def test_the_clients_default_is_the_base_beside_its_adapters() -> None:
     with pytest.raises(ValueError, match="serves 2 models"):
         only_model(["a", "b"], "URL", {"a": None, "b": None})
     assert only_model(["solo"], "URL") == "solo"
+
+
+# --- the stand-in adapter -------------------------------------------------------------
+
+
+def test_the_stand_in_adapter_is_deterministic_and_changes_only_the_language_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from serve.standin import adapter
+
+    a = adapter.build(tmp_path / "a", tiny_model_dir, rank=8, seed=1)
+    b = adapter.build(tmp_path / "b", tiny_model_dir, rank=8, seed=1)
+    ta = load_file(str(a / "adapter_model.safetensors"))
+    tb = load_file(str(b / "adapter_model.safetensors"))
+    assert ta.keys() == tb.keys()
+    assert all(torch.equal(ta[k], tb[k]) for k in ta), "same seed, different weights"
+    # Every target layer of every decoder layer, A and B, and nothing of the vision tower.
+    assert len(ta) == TINY.text_layers * 7 * 2, sorted(ta)[:5]
+    assert all(".language_model.layers." in k and "vision" not in k for k in ta), sorted(ta)
+    assert all(v.abs().max() > 0 for k, v in ta.items() if "lora_B" in k), "a zero B"
+    config = json.loads((a / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["base_model_name_or_path"] == str(tiny_model_dir)
+    # The launch-time check accepts what the builder writes.
+    shapes = safetensors_shapes(a / "adapter_model.safetensors")
+    base = (tiny_dims(), TINY.text_layers)
+    problem = adapter_problem(config, shapes, max_rank=8, deployment_model="x", base=base)
+    assert problem is None, problem
