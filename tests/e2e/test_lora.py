@@ -131,7 +131,12 @@ def test_runtime_load_and_unload_need_the_key(
     ):
         r = anon.post("/v1/load_lora_adapter", json=load)
         assert r.status_code == 401, (r.status_code, r.text[:300])
-        assert name not in models(http)
+        # vLLM's other adapter routes (outside /v1) are closed too (serve.guard).
+        r = anon.post("/adapters", json=load)
+        assert r.status_code == 401, (r.status_code, r.text[:300])
+        r = anon.delete(f"/adapters/{ADAPTER}")
+        assert r.status_code == 401, (r.status_code, r.text[:300])
+        assert name not in models(http) and ADAPTER in models(http)
         r = http.post("/v1/load_lora_adapter", json=load)
         assert r.status_code == 200, (r.status_code, r.text[:300])
         assert models(http)[name]["parent"] == lora_server.model
