@@ -144,3 +144,24 @@ def test_a_server_serving_another_model_is_one_line(verify_server: LiveServer) -
         f"error: the server at {verify_server.base_url} serves ['tiny-medgemma-verify'], "
         "not medgemma-4b-it"
     ), r.stderr
+
+
+def test_the_image_changes_the_served_answer(verify_server: LiveServer) -> None:
+    """Same text, the CT slice or the MR slice: different greedy tokens from the server
+    (on the `tiny` preset, whose image projection is zeros, they would be equal)."""
+    from clients.messages import build_messages
+    from serve.verify import served
+    from serve.verify.prompts import CT_FILE, MR_FILE, image_part
+
+    api = served.client(verify_server.base_url, verify_server.api_key)
+    answers = [
+        served.generate(
+            api,
+            verify_server.model,
+            build_messages("Describe this slice.", [image_part(name)]),
+            max_tokens=8,
+            top_k=1,
+        ).token_ids
+        for name in (CT_FILE, MR_FILE)
+    ]
+    assert answers[0] != answers[1], answers
