@@ -20,6 +20,10 @@ COMMANDS = {
     ),
     "panels": ("serve.monitor.panels", "draw the dashboard's panels from Prometheus into a PNG"),
     "standin": ("serve.standin.tiny_model", "build the random-weight MedGemma stand-in"),
+    "verify": (
+        "serve.verify.cli",
+        "check that a running server's answers equal transformers' on the same weights",
+    ),
 }
 
 

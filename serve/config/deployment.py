@@ -28,7 +28,7 @@ class StandIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "bench"] = Field(
+    preset: Literal["tiny", "bench", "verify"] = Field(
         "tiny",
         description="Size preset: `tiny` for tests, `bench` (larger) for benchmarks.",
     )

@@ -7,7 +7,13 @@ weights are random: the text it produces is meaningless. It exists so that the r
 vLLM serving path (paged attention, continuous batching, the Gemma 3 multimodal
 processor) can run and be tested on a CPU with nothing downloaded.
 
-    python -m serve standin OUT_DIR [--preset tiny|bench] [--seed N]
+    python -m serve standin OUT_DIR [--preset tiny|bench|verify] [--seed N]
+
+The `verify` preset has tiny's sizes with two weights rescaled so that `python -m serve
+verify` means something: random weights give near-uniform next-token distributions (ties
+that any rounding flips) and transformers initialises the image projection to zeros (the
+image would not reach the text at all). `verify` multiplies the final norm's gain (logits
+with a spread of several nats) and draws the image projection at random.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from serve.plan.shapes import gemma3_layer_types
@@ -111,6 +117,12 @@ class Preset:
     vocab_size: int
     max_position_embeddings: int
     sliding_window: int
+    # Gain of the final RMSNorm (1 keeps transformers' init): scales every logit, so that
+    # greedy decoding is decisive instead of a near-tie between random logits.
+    logit_gain: float = 1.0
+    # Std of the image projection (mm_input_projection_weight); None keeps transformers'
+    # init, which is zeros: image embeddings are then zero and the image changes nothing.
+    image_projection_std: float | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -147,6 +159,8 @@ PRESETS: dict[str, Preset] = {
         sliding_window=512,
     ),
 }
+# Tiny's sizes with decisive logits and an image that reaches the text (serve.verify).
+PRESETS["verify"] = replace(PRESETS["tiny"], logit_gain=64.0, image_projection_std=0.08)
 
 
 def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
@@ -203,6 +217,20 @@ def _published_key(key: str) -> str | None:
     return key
 
 
+def rescale(model, p: Preset) -> None:  # model: Gemma3ForConditionalGeneration
+    """Apply a preset's `logit_gain` and `image_projection_std` in place (nothing at their
+    defaults, so the other presets keep their bytes)."""
+    import torch
+
+    with torch.no_grad():
+        if p.logit_gain != 1.0:
+            # Gemma's RMSNorm multiplies by (1 + weight); transformers initialises weight to 0.
+            model.model.language_model.norm.weight.fill_(p.logit_gain - 1.0)
+        if p.image_projection_std is not None:
+            w = model.model.multi_modal_projector.mm_input_projection_weight
+            w.copy_(torch.randn(w.shape, dtype=torch.float32) * p.image_projection_std)
+
+
 def build(out_dir: Path, preset: str = "tiny", seed: int = 0) -> Path:
     """Write the stand-in model to `out_dir` and return it. Same preset + seed: same bytes."""
     import torch
@@ -257,6 +285,7 @@ def build(out_dir: Path, preset: str = "tiny", seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config).to(torch.bfloat16).eval()  # type: ignore[arg-type]
+    rescale(model, p)
     state = {}
     for key, tensor in model.state_dict().items():
         new = _published_key(key)
