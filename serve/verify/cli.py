@@ -38,6 +38,7 @@ class Target:
     folder: Path
     dtype: str
     device: str
+    adapter: Path | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the server's OpenAI base URL (default: the config's "
         "host and port, http://HOST:PORT/v1)",
     )
-    p.add_argument("--model", help="served model name to verify (default: the config's)")
+    p.add_argument(
+        "--model",
+        help="served model name to verify (default: the config's); a name from the config's "
+        "`lora.adapters` verifies that adapter against transformers + peft on it",
+    )
     p.add_argument(
         "--reference-model",
         type=Path,
@@ -131,6 +136,21 @@ def reference_folder(cfg: DeploymentConfig, given: Path | None) -> Path:
     return folder
 
 
+def adapter_folder(cfg: DeploymentConfig, name: str) -> Path | None:
+    """The LoRA adapter folder the reference applies for served name `name` (None: the base)."""
+    if cfg.lora is None or name not in cfg.lora.adapters:
+        return None
+    from serve.launch.lora import adapter_paths
+
+    source = adapter_paths(cfg)[name]
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        folder = hub_folder(source)
+    if not (folder / "adapter_config.json").is_file():
+        raise VerifyError(f"adapter folder {folder} of {name} has no adapter_config.json")
+    return folder
+
+
 def reference_dtype(cfg: DeploymentConfig) -> str:
     """The dtype the server runs in, which the reference runs in too."""
     from serve.launch.cpu import host_cpu, resolved_dtype
@@ -163,13 +183,15 @@ def resolve(args: argparse.Namespace) -> Target:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = args.model or cfg.model_name
     return Target(
         base_url=server_url(cfg, args.base_url),
         api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
-        model=args.model or cfg.model_name,
+        model=model,
         folder=reference_folder(cfg, args.reference_model),
         dtype=reference_dtype(cfg),
         device=device,
+        adapter=adapter_folder(cfg, model),
     )
 
 
@@ -184,13 +206,15 @@ def run(args: argparse.Namespace, target: Target) -> int:
     if target.model not in names:
         raise VerifyError(f"the server at {target.base_url} serves {names}, not {target.model}")
     tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[target.dtype]
+    with_adapter = f" + peft adapter {target.adapter}" if target.adapter else ""
     print(
-        f"verify: {target.model} at {target.base_url} against transformers on {target.folder} "
-        f"({target.dtype}, {target.device}, image attention {args.image_attention}); greedy, "
+        f"verify: {target.model} at {target.base_url} against transformers on {target.folder}"
+        f"{with_adapter} ({target.dtype}, {target.device}, "
+        f"image attention {args.image_attention}); greedy, "
         f"{args.max_tokens} tokens, top-{args.top_k} logprobs, tolerance {tolerance:g}",
         flush=True,
     )
-    ref = reference.load(target.folder, target.dtype, target.device)
+    ref = reference.load(target.folder, target.dtype, target.device, adapter_dir=target.adapter)
     results = []
     for prompt in fixed_prompts():
         got = served.generate(

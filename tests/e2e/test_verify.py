@@ -141,7 +141,8 @@ def test_a_server_serving_another_model_is_one_line(verify_server: LiveServer) -
     r = verify(verify_server, "--model", "medgemma-4b-it")
     assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
     assert r.stderr.strip() == (
-        f"error: the server at {verify_server.base_url} serves ['tiny-medgemma-verify'], "
+        f"error: the server at {verify_server.base_url} serves ['tiny-medgemma-verify', "
+        "'verify-lora'], "
         "not medgemma-4b-it"
     ), r.stderr
 
@@ -163,5 +164,27 @@ def test_the_image_changes_the_served_answer(verify_server: LiveServer) -> None:
             top_k=1,
         ).token_ids
         for name in (CT_FILE, MR_FILE)
+    ]
+    assert answers[0] != answers[1], answers
+
+
+def test_the_adapter_equals_transformers_plus_peft(verify_server: LiveServer) -> None:
+    """`verify --model ADAPTER`: the served LoRA adapter against transformers + peft on the
+    same adapter folder (causal image attention, as for the base on this CPU)."""
+    r = verify(verify_server, "--model", "verify-lora", "--image-attention", "causal")
+    assert r.returncode == 0, (r.stdout, r.stderr[-2000:])
+    assert "+ peft adapter" in r.stdout and "fidelity: 4/4 prompts match" in r.stdout, r.stdout
+
+
+def test_the_adapter_changes_the_served_answer(verify_server: LiveServer) -> None:
+    """Same image + text prompt, base or adapter: different greedy tokens."""
+    from serve.verify import served
+    from serve.verify.prompts import fixed_prompts
+
+    api = served.client(verify_server.base_url, verify_server.api_key)
+    prompt = next(p for p in fixed_prompts() if p.name == "one-image")
+    answers = [
+        served.generate(api, name, prompt.messages, max_tokens=16, top_k=1).token_ids
+        for name in (verify_server.model, "verify-lora")
     ]
     assert answers[0] != answers[1], answers
