@@ -113,6 +113,32 @@ def wait_until_ready(
     raise LaunchError(death_message(f"{name} was not ready after {timeout_s:.0f} s", log_path))
 
 
+def terminate(
+    proc: subprocess.Popen[bytes],
+    timeout_s: float,
+    *,
+    kill_wait_s: float = 10,
+    reap_group: bool = False,
+) -> int | None:
+    """Stop a child started with `start_new_session=True`: SIGTERM to the process itself,
+    wait up to `timeout_s`, then SIGKILL its whole process group and wait `kill_wait_s`.
+    With `reap_group`, SIGKILL the group after a clean exit too (children that outlive
+    their parent). Returns the exit status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=kill_wait_s)
+    if reap_group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
 def model_to_load(cfg: DeploymentConfig) -> str:
     """The model folder or hub id vLLM loads for a config; builds the stand-in on demand."""
     if cfg.stand_in is not None:
@@ -228,18 +254,8 @@ class ServerProcess:
         if self.proc is None:
             return None
         wait = self.cfg.drain_timeout_s + 10 if timeout_s is None else timeout_s
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        # Engine workers may outlive the API process; make sure the group is gone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode
+        # Engine workers may outlive the API process: reap_group makes sure the group is gone.
+        return terminate(self.proc, wait, kill_wait_s=30, reap_group=True)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
