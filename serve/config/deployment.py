@@ -79,10 +79,15 @@ class DeploymentConfig(BaseModel):
         "bfloat16",
         description="Weight and activation dtype (MedGemma is trained in bf16). `auto` on "
         "device: cpu is bfloat16 where the CPU has native bf16 (avx512_bf16 or amx_bf16) and "
-        "float32 elsewhere, where bf16 matrix products are ~100x slower; on cuda, vLLM's auto.",
+        "float32 elsewhere, where bf16 matrix products are ~100x slower; on cuda, vLLM's auto. "
+        "float16 is refused for Gemma 3 models: their activations overflow its range.",
     )
     max_model_len: int | None = Field(
-        None, ge=16, description="Maximum prompt + output tokens per request."
+        None,
+        ge=16,
+        description="Maximum prompt + output tokens per request; at most the model's context "
+        "(max_position_embeddings) where it is known: the stand-in's, a local folder's "
+        "config.json, serve/plan/model_shapes.",
     )
     max_num_seqs: int | None = Field(
         None, ge=1, description="Maximum sequences batched together (continuous batching)."

@@ -25,6 +25,7 @@ import httpx
 
 from serve.config.deployment import DeploymentConfig
 from serve.launch.argv import local_server_env, server_command
+from serve.launch.probe import ProbeResult, probe, probes_images
 
 
 class LaunchError(RuntimeError):
@@ -162,7 +163,9 @@ class ServerProcess:
     log_path: Path
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     proc: subprocess.Popen[bytes] | None = None
-    started_s: float | None = None
+    started_s: float | None = None  # start() to ready
+    health_s: float | None = None  # start() to /health and /v1/models answering 200
+    ready_probe: bool = True  # False: ready at /health (a file server; start-up A/B runs)
 
     @property
     def base_url(self) -> str:
@@ -193,7 +196,8 @@ class ServerProcess:
         return server_command(self.cfg, model_path), local_server_env(self.cfg, self.environ)
 
     def start(self) -> ServerProcess:
-        """Start the server and wait until it is ready. Raises LaunchError."""
+        """Start the server and wait until it is ready: /health and /v1/models answer 200,
+        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError."""
         if port_in_use(self.cfg.host, self.cfg.port):
             raise LaunchError(
                 f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what listens "
@@ -203,7 +207,7 @@ class ServerProcess:
         cmd, extra_env = self.command(model_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environ, **extra_env}
-        t0 = time.perf_counter()
+        t0, deadline = time.perf_counter(), time.monotonic() + self.cfg.startup_timeout_s
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -217,16 +221,63 @@ class ServerProcess:
             wait_until_ready(
                 self.proc,
                 [f"{self.root_url}/health", f"{self.base_url}/models"],
-                timeout_s=self.cfg.startup_timeout_s,
+                timeout_s=deadline - time.monotonic(),
                 log_path=self.log_path,
                 headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
                 verify=self.verify,
             )
+            self.health_s = time.perf_counter() - t0
+            if self.ready_probe:
+                self.prove(deadline)
         except BaseException:
             self.stop()
             raise
         self.started_s = time.perf_counter() - t0
         return self
+
+    def prove(self, deadline: float, interval_s: float = 1.0) -> ProbeResult | None:
+        """After /health: send the readiness probe (serve.launch.probe: one image + text
+        chat completion, text only for a text-only model) until it returns 200. A 4xx
+        fails at once (the server refuses the request: a wrong key, an image it cannot
+        take); no answer or a 5xx is retried until `deadline` (time.monotonic()).
+        Raises LaunchError, with the log's last lines if the process exits."""
+        assert self.proc is not None
+        with_image = probes_images(self.cfg.limit_mm_per_prompt)
+        what = "image + text" if with_image else "text"
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise LaunchError(
+                    death_message(
+                        f"the vLLM server exited with status {code} during its {what} probe",
+                        self.log_path,
+                    )
+                )
+            left = deadline - time.monotonic()
+            result = probe(
+                self.base_url,
+                self.cfg.model_name,
+                with_image=with_image,
+                api_key=self.api_key,
+                timeout_s=max(1.0, min(left, 300.0)),
+                verify=self.verify,
+            )
+            if result.ok:
+                return result
+            if not result.retryable:
+                raise LaunchError(
+                    f"the vLLM server answers /health but its {what} probe failed: "
+                    f"{result.detail} (log: {self.log_path})"
+                )
+            if time.monotonic() + interval_s >= deadline:
+                raise LaunchError(
+                    death_message(
+                        f"the vLLM server answers /health but its {what} probe had not "
+                        f"succeeded after {self.cfg.startup_timeout_s:.0f} s ({result.detail})",
+                        self.log_path,
+                    )
+                )
+            time.sleep(interval_s)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
