@@ -1,14 +1,16 @@
 """What Gemma 3's pan-and-scan costs in prompt tokens: the server's `usage.prompt_tokens`
 for the same one-image chat with and without `mm_processor_kwargs: {do_pan_and_scan: true}`
-(sent per request, which vLLM's chat completions accept; a config's `mm_processor_kwargs`
-sets the same for every request), over images of growing aspect ratio.
+(sent per request; vLLM 0.32 refuses that with 400 unless the server runs with
+`--trust-request-mm-kwargs`, which this study adds to the server it starts; a config's
+`mm_processor_kwargs` sets it for every request), over images of growing aspect ratio.
 
     flock /tmp/server.lock python -m benchmarks.studies.pan_and_scan \\
-        --config configs/deployments/cpu-tiny.yaml
+        --config configs/deployments/cpu-tiny.yaml [--set 'mm_processor_kwargs={...}']
 
 Starts the config's server (one image + text request proves it ready), or uses a running
-one with --base-url. Prints one row per image size and setting, with the crops the
-processor's rule predicts (`crops`, pure, the rule of vLLM's Gemma3 processor).
+one with --base-url. Prints one row per image size and setting (the "none sent" rows show
+the server's own setting), with the crops the processor's rule predicts (`crops`, pure,
+the rule of vLLM's Gemma3 processor).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from serve.launch.process import LaunchError, ServerProcess, free_port
 
 SIZES = [(896, 896), (1344, 896), (1792, 896), (2688, 896), (3584, 896), (896, 1792)]
 SETTINGS: dict[str, dict[str, Any] | None] = {
-    "off": None,
-    "on": {"do_pan_and_scan": True},
-    "on, max 2 crops": {"do_pan_and_scan": True, "pan_and_scan_max_num_crops": 2},
+    "none sent": None,  # the server's own setting (its config's mm_processor_kwargs)
+    "pan-and-scan": {"do_pan_and_scan": True},
+    "pan-and-scan, max 2": {"do_pan_and_scan": True, "pan_and_scan_max_num_crops": 2},
 }
 
 
@@ -89,8 +91,10 @@ def prompt_tokens(
     return int(r.json()["usage"]["prompt_tokens"])
 
 
-def table(base_url: str, model: str, api_key: str | None) -> list[str]:
-    rows = ["image        setting            crops  prompt_tokens  vs off"]
+def table(
+    base_url: str, model: str, api_key: str | None, cfg_kwargs: dict[str, Any] | None
+) -> list[str]:
+    rows = ["image        sent                 crops  prompt_tokens  vs none sent"]
     for width, height in SIZES:
         url = image_url(width, height)
         off = None
@@ -98,13 +102,14 @@ def table(base_url: str, model: str, api_key: str | None) -> list[str]:
             n = prompt_tokens(base_url, model, url, kwargs, api_key)
             off = n if off is None else off
             k = kwargs or {}
+            k = {**(cfg_kwargs or {}), **k}
             predicted = (
                 crops(width, height, max_num_crops=k.get("pan_and_scan_max_num_crops", 4))
                 if k.get("do_pan_and_scan")
                 else 0
             )
             size = f"{width}x{height}"
-            rows.append(f"{size:12s} {name:17s} {predicted:6d} {n:14d} {n - off:+7d}")
+            rows.append(f"{size:12s} {name:19s} {predicted:6d} {n:14d} {n - off:+13d}")
     return rows
 
 
@@ -114,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--config", type=Path, default=Path("configs/deployments/cpu-tiny.yaml"))
     p.add_argument("--base-url", help="a running server's /v1 URL (default: start the config's)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
     args = p.parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -128,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.base_url:
             server = ServerProcess(cfg, Path("unused"))
-            rows = table(args.base_url.rstrip("/"), cfg.model_name, server.api_key)
+            rows = table(
+                args.base_url.rstrip("/"), cfg.model_name, server.api_key, cfg.mm_processor_kwargs
+            )
         else:
-            cfg = load_config(args.config, [f"port={free_port()}"])
+            trust = "extra_args.trust_request_mm_kwargs=true"
+            cfg = load_config(args.config, [*args.set, f"port={free_port()}", trust])
             log = Path(tempfile.mkdtemp(prefix="pan-and-scan-")) / "serve.log"
             with ServerProcess(cfg, log) as server:
-                rows = table(server.base_url, cfg.model_name, server.api_key)
+                rows = table(
+                    server.base_url, cfg.model_name, server.api_key, cfg.mm_processor_kwargs
+                )
     except (LaunchError, httpx.HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
