@@ -1,5 +1,6 @@
-"""`python -m serve COMMAND`: serve a deployment, plan its capacity, render it for a
-cluster (or its dashboard and alerts), draw its panels, or build the stand-in model.
+"""`python -m serve COMMAND`: serve a deployment, probe its readiness, plan its capacity,
+render it for a cluster (or its dashboard and alerts), draw its panels, or build the
+stand-in model.
 Without a command it serves: `python -m serve --config configs/deployments/cpu-tiny.yaml`
 is `python -m serve serve ...`.
 """
@@ -13,6 +14,10 @@ import sys
 # command -> (module whose main(argv) runs it, one-line help)
 COMMANDS = {
     "serve": ("serve.launch.cli", "start vLLM's OpenAI server for a deployment config (default)"),
+    "probe": (
+        "serve.launch.probe",
+        "readiness: one image + text request to a running server (exit 0 ready, 1 not)",
+    ),
     "plan": ("serve.plan.cli", "capacity plan: memory, KV cache, concurrency, ceilings"),
     "render": (
         "serve.render.cli",

@@ -16,11 +16,9 @@ plugin missing (with the install command) or a port in use.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -29,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from clients.pacs import PacsError
-from serve.launch.process import LaunchError, port_in_use, wait_until_ready
+from serve.launch.process import LaunchError, port_in_use, terminate, wait_until_ready
 
 DEFAULT_HTTP_PORT = 8042
 DEFAULT_DICOM_PORT = 4242
@@ -207,16 +205,7 @@ class Orthanc:
         status."""
         code = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            code = self.proc.returncode
+            code = terminate(self.proc, timeout_s)
         if self.throwaway and self.storage is not None and not keep:
             shutil.rmtree(self.storage, ignore_errors=True)
         return code

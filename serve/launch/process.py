@@ -25,6 +25,7 @@ import httpx
 
 from serve.config.deployment import DeploymentConfig
 from serve.launch.argv import local_server_env, server_command
+from serve.launch.probe import ProbeResult, probe, probes_images
 
 
 class LaunchError(RuntimeError):
@@ -113,6 +114,32 @@ def wait_until_ready(
     raise LaunchError(death_message(f"{name} was not ready after {timeout_s:.0f} s", log_path))
 
 
+def terminate(
+    proc: subprocess.Popen[bytes],
+    timeout_s: float,
+    *,
+    kill_wait_s: float = 10,
+    reap_group: bool = False,
+) -> int | None:
+    """Stop a child started with `start_new_session=True`: SIGTERM to the process itself,
+    wait up to `timeout_s`, then SIGKILL its whole process group and wait `kill_wait_s`.
+    With `reap_group`, SIGKILL the group after a clean exit too (children that outlive
+    their parent). Returns the exit status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=kill_wait_s)
+    if reap_group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
 def model_to_load(cfg: DeploymentConfig) -> str:
     """The model folder or hub id vLLM loads for a config; builds the stand-in on demand."""
     if cfg.stand_in is not None:
@@ -136,7 +163,9 @@ class ServerProcess:
     log_path: Path
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     proc: subprocess.Popen[bytes] | None = None
-    started_s: float | None = None
+    started_s: float | None = None  # start() to ready
+    health_s: float | None = None  # start() to /health and /v1/models answering 200
+    ready_probe: bool = True  # False: ready at /health (a file server; start-up A/B runs)
 
     @property
     def base_url(self) -> str:
@@ -167,7 +196,8 @@ class ServerProcess:
         return server_command(self.cfg, model_path), local_server_env(self.cfg, self.environ)
 
     def start(self) -> ServerProcess:
-        """Start the server and wait until it is ready. Raises LaunchError."""
+        """Start the server and wait until it is ready: /health and /v1/models answer 200,
+        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError."""
         if port_in_use(self.cfg.host, self.cfg.port):
             raise LaunchError(
                 f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what listens "
@@ -177,7 +207,7 @@ class ServerProcess:
         cmd, extra_env = self.command(model_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environ, **extra_env}
-        t0 = time.perf_counter()
+        t0, deadline = time.perf_counter(), time.monotonic() + self.cfg.startup_timeout_s
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -191,16 +221,63 @@ class ServerProcess:
             wait_until_ready(
                 self.proc,
                 [f"{self.root_url}/health", f"{self.base_url}/models"],
-                timeout_s=self.cfg.startup_timeout_s,
+                timeout_s=deadline - time.monotonic(),
                 log_path=self.log_path,
                 headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
                 verify=self.verify,
             )
+            self.health_s = time.perf_counter() - t0
+            if self.ready_probe:
+                self.prove(deadline)
         except BaseException:
             self.stop()
             raise
         self.started_s = time.perf_counter() - t0
         return self
+
+    def prove(self, deadline: float, interval_s: float = 1.0) -> ProbeResult | None:
+        """After /health: send the readiness probe (serve.launch.probe: one image + text
+        chat completion, text only for a text-only model) until it returns 200. A 4xx
+        fails at once (the server refuses the request: a wrong key, an image it cannot
+        take); no answer or a 5xx is retried until `deadline` (time.monotonic()).
+        Raises LaunchError, with the log's last lines if the process exits."""
+        assert self.proc is not None
+        with_image = probes_images(self.cfg.limit_mm_per_prompt)
+        what = "image + text" if with_image else "text"
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise LaunchError(
+                    death_message(
+                        f"the vLLM server exited with status {code} during its {what} probe",
+                        self.log_path,
+                    )
+                )
+            left = deadline - time.monotonic()
+            result = probe(
+                self.base_url,
+                self.cfg.model_name,
+                with_image=with_image,
+                api_key=self.api_key,
+                timeout_s=max(1.0, min(left, 300.0)),
+                verify=self.verify,
+            )
+            if result.ok:
+                return result
+            if not result.retryable:
+                raise LaunchError(
+                    f"the vLLM server answers /health but its {what} probe failed: "
+                    f"{result.detail} (log: {self.log_path})"
+                )
+            if time.monotonic() + interval_s >= deadline:
+                raise LaunchError(
+                    death_message(
+                        f"the vLLM server answers /health but its {what} probe had not "
+                        f"succeeded after {self.cfg.startup_timeout_s:.0f} s ({result.detail})",
+                        self.log_path,
+                    )
+                )
+            time.sleep(interval_s)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -228,18 +305,8 @@ class ServerProcess:
         if self.proc is None:
             return None
         wait = self.cfg.drain_timeout_s + 10 if timeout_s is None else timeout_s
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        # Engine workers may outlive the API process; make sure the group is gone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode
+        # Engine workers may outlive the API process: reap_group makes sure the group is gone.
+        return terminate(self.proc, wait, kill_wait_s=30, reap_group=True)
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -15,17 +15,15 @@ every server of the deployment (serve.monitor.scrape) and evaluates its alerting
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from serve.config.deployment import DeploymentConfig
-from serve.launch.process import LaunchError, port_in_use, wait_until_ready
+from serve.launch.process import LaunchError, port_in_use, terminate, wait_until_ready
 from serve.standin.location import cache_dir
 
 DEFAULT_PORT = 9090
@@ -148,16 +146,7 @@ class Prometheus:
         """SIGTERM, wait, then SIGKILL the group. Returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return terminate(self.proc, timeout_s)
 
     def __enter__(self) -> Prometheus:
         return self.start()

@@ -1,6 +1,7 @@
 """The pod of a rendered Kubernetes deployment (pure): names, labels, the vLLM container
 with its environment (secrets by reference), GPU resources, /dev/shm and model-cache
-volumes, and the /health probes. `serve.render.k8s` wraps it in the workload objects.
+volumes, the /health probes and the image + text readiness probe (serve.launch.probe).
+`serve.render.k8s` wraps it in the workload objects.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from serve.config.deployment import DeploymentConfig
 from serve.launch.argv import to_server_env, to_vllm_argv
+from serve.launch.probe import probes_images
 
 HF_CACHE = "/root/.cache/huggingface"  # the vLLM image's Hugging Face cache
 
@@ -67,12 +69,46 @@ def resources(cfg: DeploymentConfig) -> dict[str, Any]:
     return {"requests": dict(amount), "limits": dict(amount)}
 
 
+READINESS_PERIOD_S = 15
+READINESS_TIMEOUT_S = 60  # an image request on a busy server can take seconds
+PROBE_TIMEOUT_S = 50  # the probe's own limit: it prints its line before the kubelet's ends it
+
+
+def readiness_command(cfg: DeploymentConfig) -> list[str]:
+    """The readiness probe the pod runs (serve.launch.probe): one image + text chat
+    completion to its own server (text only for a model that takes no images), with the
+    key the server was given (VLLM_API_KEY, from the Secret)."""
+    scheme = "https" if cfg.ssl_certfile else "http"
+    cmd = [
+        "python3",
+        "-m",
+        "serve",
+        "probe",
+        "--base-url",
+        f"{scheme}://127.0.0.1:{cfg.port}/v1",
+        "--model",
+        cfg.model_name,
+        "--timeout",
+        str(PROBE_TIMEOUT_S),
+    ]
+    if cfg.kubernetes.api_key_secret:
+        cmd += ["--api-key-env", "VLLM_API_KEY"]
+    if not probes_images(cfg.limit_mm_per_prompt):
+        cmd.append("--text-only")
+    if cfg.ssl_certfile:
+        cmd.append("--insecure")  # its own certificate need not name 127.0.0.1
+    return cmd
+
+
 def health_probes(cfg: DeploymentConfig) -> dict[str, Any]:
-    """Start-up allows the config's start-up timeout; then readiness gates traffic and
-    liveness restarts a hung server."""
+    """Start-up allows the config's start-up timeout and liveness restarts a hung server
+    (both GET /health); readiness gates traffic on one image + text request succeeding."""
 
     def get() -> dict[str, Any]:  # a fresh dict each: no YAML anchors in the output
-        return {"path": "/health", "port": "http"}
+        action: dict[str, Any] = {"path": "/health", "port": "http"}
+        if cfg.ssl_certfile:
+            action["scheme"] = "HTTPS"
+        return action
 
     return {
         "startupProbe": {
@@ -80,7 +116,12 @@ def health_probes(cfg: DeploymentConfig) -> dict[str, Any]:
             "periodSeconds": 10,
             "failureThreshold": max(1, math.ceil(cfg.startup_timeout_s / 10)),
         },
-        "readinessProbe": {"httpGet": get(), "periodSeconds": 5, "failureThreshold": 3},
+        "readinessProbe": {
+            "exec": {"command": readiness_command(cfg)},
+            "periodSeconds": READINESS_PERIOD_S,
+            "timeoutSeconds": READINESS_TIMEOUT_S,
+            "failureThreshold": 3,
+        },
         "livenessProbe": {
             "httpGet": get(),
             "periodSeconds": 10,

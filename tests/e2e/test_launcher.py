@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.e2e.launcher import LiveServer
 
 
 def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
@@ -86,8 +87,9 @@ def test_port_in_use_is_refused_before_starting() -> None:
 
 
 def test_server_dying_during_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
-    # Passes the config and vLLM's parser, then fails inside vLLM: the stand-in's
-    # context is 8192 tokens.
+    # Passes the config and vLLM's parser, then fails inside vLLM: the stand-in has no
+    # AWQ quantization config. (A max_model_len above the model's is refused by the
+    # config now, before vLLM starts: tests/unit/test_pitfalls.py.)
     log = tmp_path / "serve.log"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,13 +102,33 @@ def test_server_dying_during_start_up(tiny_model_dir: Path, tmp_path: Path) -> N
         "--port",
         str(port),
         "--set",
-        "max_model_len=100000",
+        "extra_args.quantization=awq",
         "--log-file",
         str(log),
     )
     assert r.returncode == 1, r.stderr
     first = r.stderr.strip().splitlines()[-1 - r.stderr.strip().count("\n")]
-    assert "exited with status" in r.stderr and "max_model_len" in r.stderr, r.stderr
+    assert "exited with status" in r.stderr and "config file for awq" in r.stderr, r.stderr
     assert str(log) in r.stderr, r.stderr
     assert first.startswith(("starting", "error:")), first
+    no_traceback(r)
+
+
+def test_probe_command_against_the_live_server(server: LiveServer) -> None:
+    """`python -m serve probe` (the Kubernetes readinessProbe) against the real server: 200
+    with the key and the image's 256 tokens in the prompt; without the key, exit 1 and the
+    server's 401 on one line."""
+    base = ["probe", "--base-url", server.base_url, "--model", server.model]
+    r = serve(*base, "--api-key-env", "PROBE_KEY", env={"PROBE_KEY": server.api_key})
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert line.startswith("ready: image + text probe of") and "\n" not in line, r.stdout
+    tokens = int(line.split("200, ")[1].split(" prompt tokens")[0])
+    assert tokens > 256, line  # the image's 256 soft tokens and the text
+    r = serve(*base, "--text-only", "--api-key-env", "PROBE_KEY", env={"PROBE_KEY": server.api_key})
+    assert r.returncode == 0 and int(r.stdout.split("200, ")[1].split(" ")[0]) < 256, r.stdout
+    r = serve(*base, "--api-key-env", "NO_SUCH_VARIABLE_SET")
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr.startswith("error: not ready:") and "HTTP 401" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
     no_traceback(r)

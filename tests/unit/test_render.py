@@ -14,6 +14,7 @@ import yaml
 
 from serve.config.deployment import load_config
 from serve.launch.argv import check_vllm_argv
+from serve.launch.probe import build_parser as probe_parser
 from serve.launch.replicas import check_router_argv
 from serve.render.k8s import render_k8s
 from serve.render.k8s_monitor import MONITORING_API
@@ -190,8 +191,17 @@ def test_k8s_pod_has_what_a_gpu_server_needs(path: Path) -> None:
     env = {e["name"]: e for e in c["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == cfg.kubernetes.hf_token_secret
     assert "value" not in env["VLLM_API_KEY"], "the API key comes from a Secret, never a value"
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         assert c[probe]["httpGet"]["path"] == "/health", c[probe]
+    ready = c["readinessProbe"]
+    cmd = ready["exec"]["command"]
+    assert cmd[:4] == ["python3", "-m", "serve", "probe"], ready
+    args = probe_parser().parse_args(cmd[4:])  # the probe's own parser accepts it
+    assert (args.model, args.base_url) == (cfg.model_name, f"http://127.0.0.1:{cfg.port}/v1")
+    takes_images = cfg.limit_mm_per_prompt.get("image", 0) > 0
+    assert args.text_only == (not takes_images), (cfg.limit_mm_per_prompt, cmd)
+    assert args.api_key_env == "VLLM_API_KEY", cmd
+    assert args.timeout < ready["timeoutSeconds"] <= ready["periodSeconds"] * 4, ready
     hpa = kinds["HorizontalPodAutoscaler"]["spec"]
     assert hpa["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting", hpa
     assert hpa["scaleTargetRef"]["kind"] == ("LeaderWorkerSet" if cfg.nodes > 1 else "Deployment")

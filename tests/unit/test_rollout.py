@@ -40,6 +40,7 @@ class StaticServer(ServerProcess):
     when it is SLOW_MAX_NUM_SEQS)."""
 
     root: Path = Path()
+    ready_probe: bool = False  # http.server answers GET only: no chat completion to probe
 
     def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
         if self.cfg.max_num_seqs == REFUSED_MAX_NUM_SEQS:

@@ -7,20 +7,30 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from serve.launch.supervise import supervise
 from tests.e2e.launcher import free_ports, wait_until
 from tests.unit.test_rollout import StaticServer, config
 
 
-def test_a_server_alive_but_not_answering_health_is_killed_and_restarted(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """(www, model): what the http.server stand-in serves (/health, /v1/models), and a
+    model folder the config accepts."""
     www, model = tmp_path / "www", tmp_path / "model"
     (www / "v1").mkdir(parents=True)
     (www / "health").write_text("ok")
     (www / "v1" / "models").write_text('{"data": []}')
     model.mkdir()
     (model / "config.json").write_text("{}")
+    return www, model
+
+
+def test_a_server_alive_but_not_answering_health_is_killed_and_restarted(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    www, model = folders
     cfg = config(free_ports(1), model, "restart.unhealthy_after_s=2")
     server = StaticServer(cfg, tmp_path / "server.log", root=www).start()
     assert server.proc is not None
@@ -49,13 +59,8 @@ def test_a_server_alive_but_not_answering_health_is_killed_and_restarted(
     assert [(r.number, r.exit_code, r.ok) for r in records] == [(1, -9, True)]
 
 
-def test_a_healthy_server_is_left_alone(tmp_path: Path) -> None:
-    www, model = tmp_path / "www", tmp_path / "model"
-    (www / "v1").mkdir(parents=True)
-    (www / "health").write_text("ok")
-    (www / "v1" / "models").write_text('{"data": []}')
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+def test_a_healthy_server_is_left_alone(tmp_path: Path, folders: tuple[Path, Path]) -> None:
+    www, model = folders
     cfg = config(free_ports(1), model, "restart.unhealthy_after_s=1")
     server = StaticServer(cfg, tmp_path / "server.log", root=www).start()
     first = server.proc
