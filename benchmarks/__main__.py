@@ -25,6 +25,14 @@ DELEGATED = {
         "benchmarks.studies.study_prep",
         "seconds to fetch a CT series from a PACS and prepare its slices",
     ),
+    "startup-probe": (
+        "benchmarks.studies.startup_probe",
+        "start-up seconds with and without the image readiness probe (alternating starts)",
+    ),
+    "pan-and-scan": (
+        "benchmarks.studies.pan_and_scan",
+        "prompt tokens per image with and without pan-and-scan",
+    ),
     "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
 }
 

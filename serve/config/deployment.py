@@ -31,7 +31,9 @@ class StandIn(BaseModel):
 
     preset: Literal["tiny", "bench", "verify"] = Field(
         "tiny",
-        description="Size preset: `tiny` for tests, `bench` (larger) for benchmarks.",
+        description="Size preset: `tiny` for tests, `bench` (larger) for benchmarks, `verify` "
+        "(tiny's sizes, decisive next tokens, an image projection that is not zero) for "
+        "`python -m serve verify`.",
     )
     seed: int = Field(0, ge=0, description="Random seed: the same seed builds the same weights.")
 

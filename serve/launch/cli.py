@@ -167,6 +167,10 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
         from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
 
         print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
+    from serve.launch.cpu import image_attention_notice
+
+    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
+        print(f"note:     {notice}")
     if server.api_key:
         print(f"auth:     API key required (from ${cfg.api_key_env})")
     if cfg.restart.enabled:

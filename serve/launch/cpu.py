@@ -14,6 +14,19 @@ from pathlib import Path
 from typing import Any
 
 BF16_NATIVE = ("avx512_bf16", "amx_bf16")
+# Found by `python -m serve verify` (docs/fidelity.md): vLLM 0.32's CPU attention backend
+# ignores Gemma 3's bidirectional mask over an image's tokens.
+IMAGE_ATTENTION_NOTICE = (
+    "vLLM's CPU backend attends causally over image tokens where Gemma 3 attends both ways "
+    "within an image: image answers differ from the reference (docs/fidelity.md)"
+)
+
+
+def image_attention_notice(device: str, limit_mm_per_prompt: dict[str, int]) -> str | None:
+    """The notice to print for a deployment that sends images through the CPU backend."""
+    return IMAGE_ATTENTION_NOTICE if device == "cpu" and limit_mm_per_prompt.get("image") else None
+
+
 # Instruction sets that change CPU inference speed by large factors, recorded with figures.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 

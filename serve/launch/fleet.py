@@ -506,6 +506,10 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
         from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
 
         print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
+    from serve.launch.cpu import image_attention_notice
+
+    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
+        print(f"note:     {notice}")
     if servers[0].api_key:
         print(f"auth:     API key required (from ${cfg.api_key_env})")
     print("rollout:  SIGHUP restarts the replicas one at a time with the re-read config")

@@ -58,7 +58,8 @@ def load(
             from peft import PeftModel
         except ImportError:
             raise ReferenceError("an adapter needs peft: uv add peft") from None
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        # PeftModel forwards generate() and the attributes the reference uses to the base.
+        model = PeftModel.from_pretrained(model, str(adapter_dir))  # type: ignore[assignment]
     return ReferenceModel(model.to(device).eval(), processor, device)  # type: ignore[arg-type]
 
 
