@@ -89,6 +89,24 @@ def self_signed_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]
 
 
 @pytest.fixture(scope="session")
+def verify_server() -> Iterator[LiveServer]:
+    """The vLLM server of cpu-verify.yaml (the decisive `verify` stand-in plus its LoRA
+    adapter `verify-lora`, runtime loading on) on a free port, with an API key: one for the
+    session, shared by the verify and the LoRA tests."""
+    cfg = load_config(CONFIGS / "cpu-verify.yaml", {"port": free_port()})
+    environ = {**os.environ, cfg.api_key_env: API_KEY}
+    with ExitStack() as stack:
+        t0 = time.perf_counter()
+        live = start(
+            stack,
+            "the verify server",
+            serving(cfg, LOG_DIR / f"pytest-verify-{cfg.port}.log", environ),
+        )
+        print(f"\nverify server ready in {time.perf_counter() - t0:.1f} s at {live.base_url}")
+        yield live
+
+
+@pytest.fixture(scope="session")
 def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
     """The session's vLLM OpenAI server (or the one MEDGEMMA_TEST_SERVER_URL names)."""
     cfg = load_config(

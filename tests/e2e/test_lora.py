@@ -1,6 +1,7 @@
-"""LoRA fine-tunes served beside the base model, on ONE real vLLM server for the module
-(configs/deployments/cpu-tiny-lora.yaml: the tiny stand-in plus `tiny-lora`, a random
-rank-8 peft adapter built locally, runtime loading on, an API key enforced).
+"""LoRA fine-tunes served beside the base model, on the session's `verify_server`
+(configs/deployments/cpu-verify.yaml: the `verify` stand-in plus `verify-lora`, a random
+rank-8 peft adapter built locally, runtime loading on, an API key enforced; shared with
+test_verify, which checks the adapter against transformers + peft).
 
 /v1/models lists the base and its adapter; greedy output through the adapter differs from
 the base's on the same image + text; `python -m clients chat --model ADAPTER` works and
@@ -10,13 +11,10 @@ and a path that does not exist gets a clear error without harming later requests
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -24,26 +22,22 @@ import pytest
 
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.launch.lora import adapter_paths
-from serve.launch.process import free_port
-from tests.conftest import CONFIGS, LOG_DIR, REPO
-from tests.e2e.conftest import start
-from tests.e2e.launcher import API_KEY, LiveServer, serving
+from tests.conftest import CONFIGS, REPO
+from tests.e2e.launcher import LiveServer
 from tests.images import chest_like_png, data_url
 
-ADAPTER = "tiny-lora"
+ADAPTER = "verify-lora"
 
 
 @pytest.fixture(scope="module")
 def lora_cfg() -> DeploymentConfig:
-    return load_config(CONFIGS / "cpu-tiny-lora.yaml", {"port": free_port()})
+    return load_config(CONFIGS / "cpu-verify.yaml")
 
 
-@pytest.fixture(scope="module")
-def lora_server(lora_cfg: DeploymentConfig) -> Iterator[LiveServer]:
-    log_path = LOG_DIR / f"pytest-lora-{lora_cfg.port}.log"
-    environ = {**os.environ, lora_cfg.api_key_env: API_KEY}
-    with ExitStack() as stack:
-        yield start(stack, "the LoRA server", serving(lora_cfg, log_path, environ))
+@pytest.fixture
+def lora_server(verify_server: LiveServer) -> LiveServer:
+    """The session's cpu-verify server: the `verify` stand-in plus `verify-lora`."""
+    return verify_server
 
 
 def image_chat(model: str) -> dict:
