@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
+from serve.standin.location import build_once
 from serve.standin.location import cache_dir as default_cache_dir
 
 # Gemma 3's language-model linear layers that vLLM can serve LoRA on (its packed
@@ -71,14 +70,10 @@ def build(out_dir: Path, base_dir: Path, rank: int = 8, seed: int = 1) -> Path:
 
 def ensure(base_dir: Path, rank: int = 8, seed: int = 1, root: Path | None = None) -> Path:
     """The folder of the stand-in adapter, built first if it is not there."""
-    folder = adapter_dir(base_dir, rank, seed, root)
-    if not (folder / ".complete").exists():
-        tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
-        build(tmp, base_dir, rank=rank, seed=seed)
-        if folder.exists():  # a half-built folder from an interrupted run
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
+    return build_once(
+        adapter_dir(base_dir, rank, seed, root),
+        lambda tmp: build(tmp, base_dir, rank=rank, seed=seed),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@ inductor's compile caches) and where each stand-in lives in it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 # The checkout this package runs from (an editable install), if it is one.
@@ -19,6 +20,19 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     if (_CHECKOUT / "pyproject.toml").exists():
         return _CHECKOUT / ".cache"
     return Path.home() / ".cache" / "medgemma-serve"
+
+
+def build_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """Return `folder`, first running `build(tmp)` into a sibling and renaming it into
+    place if `folder` has no `.complete` marker (which `build` writes last), so an
+    interrupted build never leaves a folder that looks finished."""
+    if not (folder / ".complete").exists():
+        tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+        build(tmp)
+        if folder.exists():  # a half-built folder from an interrupted run
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    return folder
 
 
 def standin_dir(preset: str, seed: int, root: Path | None = None) -> Path:

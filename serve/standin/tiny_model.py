@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from serve.plan.shapes import gemma3_layer_types
-from serve.standin.location import standin_dir
+from serve.standin.location import build_once, standin_dir
 
 RANDOM_WEIGHTS_NOTICE = (
     "RANDOM WEIGHTS: this is a tiny stand-in with MedGemma's architecture, not MedGemma. "
@@ -330,16 +329,9 @@ def build(out_dir: Path, preset: str = "tiny", seed: int = 0) -> Path:
 
 def ensure(preset: str = "tiny", seed: int = 0, cache_dir: Path | None = None) -> Path:
     """Return the folder of the stand-in model, building it first if it is not there."""
-    folder = standin_dir(preset, seed, cache_dir)
-    if not (folder / ".complete").exists():
-        tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
-        build(tmp, preset=preset, seed=seed)
-        if folder.exists():  # a half-built folder from an interrupted run
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
+    return build_once(
+        standin_dir(preset, seed, cache_dir), lambda tmp: build(tmp, preset=preset, seed=seed)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
