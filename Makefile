@@ -59,7 +59,7 @@ orthanc:
 	  fi; }
 
 pacs: install
-	$(PY) -m clients pacs $(ARGS)
+	$(PY) -m serve pacs $(ARGS)
 
 serve: install
 	$(PY) -m serve --config $(CONFIG) $(ARGS)

@@ -1,9 +1,9 @@
-"""Command line: `python -m clients chat|batch|models|pacs` (see --help on each).
+"""Command line: `python -m clients chat|batch|models` (see --help on each).
 
 chat streams one answer to the terminal; batch runs a task over a folder of studies into
 a resumable JSONL file; both take studies from a PACS instead with --dicomweb
-(clients.study_cli); models lists what the server serves; pacs runs a local PACS with
-sample studies (clients.pacs.cli). Connection settings come from
+(clients.study_cli); models lists what the server serves (`python -m serve pacs` runs a
+local PACS with sample studies). Connection settings come from
 --base-url/--model/--timeout/--retries or the MEDGEMMA_* variables (chat.ClientSettings).
 User errors end in one `error: ...` line and a non-zero exit, never a traceback.
 """
@@ -20,11 +20,8 @@ import openai
 
 from clients.chat import ClientSettings, MedGemmaClient, env_name
 from clients.error_body import error_message
-from clients.errors import ImageError, SchemaError, ServerUnreachableError
+from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
-from clients.pacs import PacsError
-from clients.pacs.cli import add_parser as add_pacs
-from clients.pacs.cli import cmd_pacs
 from clients.study_cli import add_study_options, batch_items, chat_request, store_answer
 from clients.tasks import TASKS, TaskRequest
 
@@ -65,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Talk to a MedGemma deployment on vLLM's OpenAI-compatible API.",
         epilog=EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models,pacs}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{chat,batch,models}")
 
     p = sub.add_parser(
         "chat",
@@ -109,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the served models", epilog=EPILOG)
     add_connection(p)
 
-    add_pacs(sub)
     return parser
 
 
@@ -255,7 +251,7 @@ def explain(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models, "pacs": cmd_pacs}
+    commands = {"chat": cmd_chat, "batch": cmd_batch, "models": cmd_models}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -26,8 +26,7 @@ import openai
 
 from clients.chat import ChatResult, MedGemmaClient
 from clients.dicom import DICOM_SUFFIXES, is_dicom_file
-from clients.errors import ImageError, SchemaError, ServerUnreachableError
-from clients.pacs import PacsError
+from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.study_request import StudyOptions, fetch_request
 from clients.tasks import Task, TaskRequest
 

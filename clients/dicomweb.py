@@ -25,7 +25,7 @@ import requests
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from clients.pacs import PacsError
+from clients.errors import PacsError
 from clients.study import StudyError
 
 AS_STORED = (("application/dicom", "*"),)  # WADO-RS: every instance in its own syntax
@@ -72,7 +72,7 @@ def talking_to(url: str, what: str, not_found: str | None = None) -> Iterator[No
         reason = type(exc.__context__ or exc).__name__
         raise PacsError(
             f"cannot reach the PACS at {url} ({reason}): is the DICOMweb URL right and the "
-            f"PACS running? (`python -m clients pacs` runs a local one)"
+            f"PACS running? (`python -m serve pacs` runs a local one)"
         ) from None
     except requests.exceptions.MissingSchema:
         raise PacsError(f"{url!r} is not a DICOMweb URL (http://host:port/dicom-web)") from None

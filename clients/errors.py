@@ -26,3 +26,8 @@ class SchemaError(ValueError):
     def __init__(self, message: str, raw: str) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class PacsError(RuntimeError):
+    """A PACS cannot be reached, refuses a request, or (the local one) cannot be started;
+    the message is one line naming the problem."""

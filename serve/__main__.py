@@ -25,6 +25,7 @@ COMMANDS = {
     ),
     "panels": ("serve.monitor.panels", "draw the dashboard's panels from Prometheus into a PNG"),
     "standin": ("serve.standin.tiny_model", "build the random-weight MedGemma stand-in"),
+    "pacs": ("serve.pacs.cli", "a local PACS (Orthanc + DICOMweb) loaded with sample studies"),
     "verify": (
         "serve.verify.cli",
         "check that a running server's answers equal transformers' on the same weights",

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from clients.pacs import PacsError
-from clients.pacs.orthanc import DICOMWEB_PLUGIN, Orthanc, install_hint, search_path
-from clients.pacs.phantom import PhantomSpec, uid
-from clients.pacs.samples import PHANTOM, all_samples, load
-from serve.launch.process import free_port
+from clients.errors import PacsError
+from serve.pacs.orthanc import DICOMWEB_PLUGIN, Orthanc, install_hint, search_path
+from serve.pacs.phantom import PhantomSpec, uid
+from serve.pacs.samples import PHANTOM, all_samples, load
+from serve.process import free_port
 
 ORTHANC_INSTALLED = (
     shutil.which("Orthanc", path=search_path({"PATH": ""})) is not None

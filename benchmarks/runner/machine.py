@@ -7,7 +7,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from serve.launch.cpu import ISA_FLAGS, host_cpu
+from serve.host import ISA_FLAGS, host_cpu
 
 
 def machine_state() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from benchmarks.runner.scenario import Scenario
 from clients.error_body import error_message
 
 if TYPE_CHECKING:
-    from serve.launch.process import ServerProcess
+    from serve.launch.server import ServerProcess
 
 
 def root_url(base_url: str) -> str:
@@ -123,7 +123,8 @@ def start_deployment(
     once it is ready. Raises BenchError naming `what` (the caller stops the server)."""
     from serve.config.deployment import ConfigError, load_config
     from serve.config.yaml_file import override_strings
-    from serve.launch.process import LaunchError, ServerProcess
+    from serve.launch.server import ServerProcess
+    from serve.process import LaunchError
 
     sets = override_strings(scenario.deployment_set)
     try:

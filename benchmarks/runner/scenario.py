@@ -38,7 +38,7 @@ class ImageMix(BaseModel):
         description="`noise`: i.i.d. random RGB pixels, as vLLM's random-mm dataset (sent as "
         "JPEG); `xray`: a synthetic grey radiograph (sent as PNG); `ct`: each image request is "
         "one CT study: a synthetic phantom series of `per_request` square slices of `sizes` "
-        "(clients.pacs.phantom, a new noise seed per study) laid out by clients.study as a "
+        "(serve.pacs.phantom, a new noise seed per study) laid out by clients.study as a "
         "client sends it: ordered, windowed, each slice followed by 'SLICE n', then the "
         "question (rates are reported as studies/s and slices/s).",
     )

@@ -157,7 +157,7 @@ def targets(root_url: str, cfg: DeploymentConfig | None = None) -> dict[str, str
     """replica label -> /metrics URL. A replicas deployment (`cfg`) reached at its router's
     port: every replica's page, labelled by index as serve.monitor.scrape labels them (the
     router's own page has none of vLLM's series). Otherwise the page at `root_url`, "0"."""
-    from serve.launch.replicas import REPLICA_HOST, ports
+    from serve.command.replicas import REPLICA_HOST, ports
 
     parts = urlsplit(root_url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")

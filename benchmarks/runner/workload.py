@@ -2,7 +2,7 @@
 
 Images are synthetic (no patient data): i.i.d. noise like vLLM's random-mm dataset, a
 grey radiograph-like picture, a 16-bit DICOM dataset built in memory, or a CT study (the
-phantom series of `clients.pacs.phantom`). They are turned into chat messages by the
+phantom series of `serve.pacs.phantom`). They are turned into chat messages by the
 clients' own code (`clients.images.to_image_part`, `clients.messages.build_messages`,
 `clients.study.build_study_messages`, `clients.tasks.TASKS`), so the benchmark sends what a
 client sends. Each request body is serialised to JSON here, so the timed path only
@@ -22,8 +22,8 @@ from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
 from clients.images import to_image_part
 from clients.messages import build_messages
-from clients.pacs.phantom import PhantomSpec, phantom_series
 from clients.study import build_study_messages
+from serve.pacs.phantom import PhantomSpec, phantom_series
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 

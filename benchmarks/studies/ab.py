@@ -51,7 +51,8 @@ def run_ab(
 ) -> dict[str, Any]:
     """Start A and B, alternate their runs for `rounds` rounds, write and return ab.json."""
     from serve.config.yaml_file import override_strings
-    from serve.launch.process import ServerProcess, free_port
+    from serve.launch.server import ServerProcess
+    from serve.process import free_port
 
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")

@@ -20,7 +20,7 @@ The scenario's deployment must have a `replicas:` section. Its replicas are star
 side by side, as `python -m serve` starts them (serve.launch.fleet's placement and start,
 without supervision; each replica on a free port), then one vllm-router per policy over the
 same replicas, each with the config's router settings and only `router.policy` changed
-(serve.launch.fleet.Router, so the flags come from serve.launch.replicas.router_argv). A
+(serve.launch.fleet.Router, so the flags come from serve.command.replicas.router_argv). A
 warm-up conversation goes through each router; then rounds alternate between the routers
 (A B C A B C ...): each round is `--conversations` new conversations with new images
 (distinct pixels, so no round is served from an earlier round's cache), `load.users` of them
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
     from serve.config.deployment import DeploymentConfig
     from serve.launch.fleet import Router
-    from serve.launch.process import ServerProcess
+    from serve.launch.server import ServerProcess
 
 POLICIES = ("round_robin", "cache_aware", "consistent_hash")
 REFERENCE = "round_robin"  # the policy the others are compared with, round by round
@@ -371,9 +371,10 @@ def fleet(
 ) -> Iterator[tuple[list[ServerProcess], dict[str, Router]]]:
     """The replicas (each on a free port) and one router per policy in front of them, all
     stopped on exit. Raises BenchError naming a replica or router that did not start."""
+    from serve.command.replicas import replica_configs, replica_url
     from serve.launch.fleet import PlacementError, Router, placement, start_all, stop_all
-    from serve.launch.process import LaunchError, ServerProcess, free_port, model_to_load
-    from serve.launch.replicas import replica_configs, replica_url
+    from serve.launch.server import ServerProcess, model_to_load
+    from serve.process import LaunchError, free_port
 
     try:
         devices = placement(cfg)

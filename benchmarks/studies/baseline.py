@@ -43,10 +43,10 @@ from benchmarks.runner.workload import prepare
 def model_folder(deployment: str, overrides: dict[str, Any] | None = None) -> tuple[Path, str]:
     """The local folder the deployment serves (the stand-in is built on demand) and the
     dtype it runs in on this machine."""
+    from serve.command.argv import for_host
     from serve.config.deployment import ConfigError, is_local_path, load_config
-    from serve.launch.argv import for_host
-    from serve.launch.cpu import host_cpu
-    from serve.launch.process import model_to_load
+    from serve.host import host_cpu
+    from serve.launch.server import model_to_load
 
     try:
         cfg = for_host(load_config(deployment, overrides), host_cpu()["flags"])
@@ -231,7 +231,8 @@ def run_baseline(
     """Alternate the deployment and the seed path for `rounds` rounds (A B A B ...), never
     both at once; returns and writes baseline.json. Each round draws new images (the seed
     plus the round number) so that no round hits an image the server cached earlier."""
-    from serve.launch.process import ServerProcess, free_port
+    from serve.launch.server import ServerProcess
+    from serve.process import free_port
 
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1 (got {rounds})")

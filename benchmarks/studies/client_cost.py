@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(served(args, args.base_url, key, folder))
             return 0
         from serve.config.deployment import load_config
-        from serve.launch.process import LaunchError, ServerProcess, free_port
+        from serve.launch.server import ServerProcess
+        from serve.process import LaunchError, free_port
         from serve.standin import tiny_model
 
         cfg = load_config(

@@ -21,7 +21,7 @@ from benchmarks.runner.scenario import Scenario
 
 def start_fake(model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the fake endpoint on a free port; return it and its base URL once it answers."""
-    from serve.launch.process import LaunchError, free_port, wait_until_ready
+    from serve.process import LaunchError, free_port, wait_until_ready
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"

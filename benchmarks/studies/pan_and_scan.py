@@ -30,7 +30,8 @@ import httpx
 from PIL import Image
 
 from serve.config.deployment import ConfigError, load_config
-from serve.launch.process import LaunchError, ServerProcess, free_port
+from serve.launch.server import ServerProcess
+from serve.process import LaunchError, free_port
 
 SIZES = [(896, 896), (1344, 896), (1792, 896), (2688, 896), (3584, 896), (896, 1792)]
 SETTINGS: dict[str, dict[str, Any] | None] = {

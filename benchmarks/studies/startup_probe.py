@@ -24,9 +24,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from serve.command.argv import probes_images
 from serve.config.deployment import ConfigError, load_config
-from serve.launch.probe import probe, probes_images
-from serve.launch.process import LaunchError, ServerProcess, free_port
+from serve.launch.probe import probe
+from serve.launch.server import ServerProcess
+from serve.process import LaunchError, free_port
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ benchmark that prints numbers, not a test. No vLLM server is involved.
 
     python -m benchmarks study-prep [--rounds 5] [--sizes 128,512] [--slices 60] [--send 60,8]
 
-It starts a throwaway Orthanc (clients.pacs.orthanc), stores one CT phantom series per
---sizes entry (clients.pacs.phantom, --slices slices of SIZE x SIZE pixels), then, round
+It starts a throwaway Orthanc (serve.pacs.orthanc), stores one CT phantom series per
+--sizes entry (serve.pacs.phantom, --slices slices of SIZE x SIZE pixels), then, round
 after round with the sizes alternating, times `clients.dicomweb.fetch_study` of the series
 and `clients.study.build_study_messages` (CT's default rgb window) for each --send budget.
 Every round is printed, then the medians, with the load average: Orthanc and the client
@@ -21,12 +21,12 @@ import sys
 import time
 
 from clients.dicomweb import fetch_study
-from clients.pacs import PacsError
-from clients.pacs.orthanc import Orthanc
-from clients.pacs.phantom import PhantomSpec, phantom_series, uid
-from clients.pacs.samples import load
+from clients.errors import PacsError
 from clients.study import build_study_messages
-from serve.launch.process import free_port
+from serve.pacs.orthanc import Orthanc
+from serve.pacs.phantom import PhantomSpec, phantom_series, uid
+from serve.pacs.samples import load
+from serve.process import free_port
 
 
 def int_list(text: str) -> list[int]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from serve.config.cluster import KubernetesSettings, RaySettings
 from serve.config.replicas import ReplicaSettings, RouterSettings
 from serve.config.yaml_file import ConfigError, FileKind, load_model
+from serve.model.gemma3 import gemma3_pitfall
 
 Device = Literal["cpu", "cuda"]
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -172,7 +173,7 @@ class DeploymentConfig(BaseModel):
         ge=16,
         description="Maximum prompt + output tokens per request; at most the model's context "
         "(max_position_embeddings) where it is known: the stand-in's, a local folder's "
-        "config.json, serve/plan/model_shapes.",
+        "config.json, serve/model/hub_configs.",
     )
     max_num_seqs: int | None = Field(
         None, ge=1, description="Maximum sequences batched together (continuous batching)."
@@ -498,87 +499,12 @@ class DeploymentConfig(BaseModel):
         return self.world_size // self.nodes
 
 
-# Gemma 3's image processor options (transformers' Gemma3ProcessorKwargs images_kwargs).
-GEMMA3_IMAGE_KWARGS: dict[str, type] = {
-    "do_convert_rgb": bool,
-    "do_pan_and_scan": bool,
-    "pan_and_scan_min_crop_size": int,
-    "pan_and_scan_max_num_crops": int,
-    "pan_and_scan_min_ratio_to_activate": float,
-}
-GEMMA3_NAME = re.compile(r"medgemma|gemma-?3", re.IGNORECASE)
-
-
-def is_gemma3(model: str, hf_config: dict[str, Any] | None) -> bool:
-    """Whether a model is Gemma 3 (every MedGemma, the stand-in): by its config.json's
-    model_type or architectures, else (no config known) by its name."""
-    if hf_config and ("model_type" in hf_config or "architectures" in hf_config):
-        archs = hf_config.get("architectures") or []
-        return str(hf_config.get("model_type", "")).startswith("gemma3") or any(
-            str(a).startswith("Gemma3") for a in archs
-        )
-    return bool(GEMMA3_NAME.search(model))
-
-
-def context_length(hf_config: dict[str, Any] | None) -> int | None:
-    """The model's max_position_embeddings (text_config's for a multimodal model), if known."""
-    if not hf_config:
-        return None
-    text = hf_config.get("text_config") or hf_config
-    value = text.get("max_position_embeddings") if isinstance(text, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def gemma3_pitfall(
-    dtype: str,
-    max_model_len: int | None,
-    mm_processor_kwargs: dict[str, Any] | None,
-    model: str,
-    hf_config: dict[str, Any] | None,
-) -> str | None:
-    """The first known pitfall a config walks into, as one message, or None (pure).
-    fp16 with Gemma 3; max_model_len above the model's context; an image processor
-    option Gemma 3 does not have (or a value of the wrong type)."""
-    gemma3 = is_gemma3(model, hf_config)
-    if gemma3 and dtype == "float16":
-        return (
-            f"dtype: float16 is refused for Gemma 3 models ({model}): Gemma 3's activations "
-            "overflow float16's range and the output degenerates; Google and vLLM recommend "
-            "bfloat16. Use dtype: bfloat16 (or auto)"
-        )
-    limit = context_length(hf_config)
-    if max_model_len is not None and limit is not None and max_model_len > limit:
-        return (
-            f"max_model_len: {max_model_len} is above the context length of {model}, {limit} "
-            f"(max_position_embeddings); set max_model_len to at most {limit} or leave it unset"
-        )
-    if gemma3 and mm_processor_kwargs:
-        for key, value in mm_processor_kwargs.items():
-            kind = GEMMA3_IMAGE_KWARGS.get(key)
-            if kind is None:
-                return (
-                    f"mm_processor_kwargs: {key!r} is not a Gemma 3 image processor option "
-                    f"(known: {', '.join(GEMMA3_IMAGE_KWARGS)})"
-                )
-            ok = (
-                isinstance(value, bool)
-                if kind is bool
-                else isinstance(value, (int, float) if kind is float else int)
-                and not isinstance(value, bool)
-                and value > 0
-            )
-            if not ok:
-                want = "true or false" if kind is bool else f"a positive {kind.__name__}"
-                return f"mm_processor_kwargs: {key} is {value!r}, not {want}"
-    return None
-
-
 def known_model_config(model: str | None, stand_in: StandIn | None) -> dict[str, Any] | None:
     """What the config.json of the model is known to hold without downloading anything:
     the stand-in's preset, a local folder's config.json, or a hub model's shape file
-    (serve/plan/model_shapes). None when nothing is known."""
+    (serve/model/hub_configs). None when nothing is known."""
     if stand_in is not None:
-        from serve.standin.tiny_model import PRESETS
+        from serve.model.presets import PRESETS
 
         limit = PRESETS[stand_in.preset].max_position_embeddings
         return {
@@ -591,7 +517,7 @@ def known_model_config(model: str | None, stand_in: StandIn | None) -> dict[str,
     if is_local_path(model):
         path = Path(model).expanduser() / "config.json"
     elif HF_ID.match(model):
-        from serve.plan.shapes import SHAPES_DIR
+        from serve.model.shapes import SHAPES_DIR
 
         path = SHAPES_DIR / f"{model.split('/', 1)[1]}.json"
     else:

@@ -1,7 +1,7 @@
 """The request guard: a thin ASGI middleware vLLM loads into its own API server.
 
 vLLM 0.32 leaves a few holes that none of its settings closes; this middleware
-(`--middleware serve.guard.middleware.RequestGuard`, added by `serve.launch.argv`) covers
+(`--middleware serve.guard.middleware.RequestGuard`, added by `serve.command.argv`) covers
 exactly those:
 
 - vLLM's API key guards only paths under /v1, /v2, /inference and /cohere; /invocations
@@ -19,7 +19,7 @@ exactly those:
 - a `file://` image URL without `--allowed-local-media-path` is refused with a 500
   (vLLM raises RuntimeError): the guard answers 400 naming the URL scheme;
 - an http(s) image URL outside the domain list: vLLM refuses it too (its domain list
-  holds a never-resolving name by default, see `serve.launch.argv.NO_REMOTE_MEDIA`), the guard
+  holds a never-resolving name by default, see `serve.command.argv.NO_REMOTE_MEDIA`), the guard
   answers first with a message that says remote fetching is off and what to send instead;
 - an image whose header declares more than 2 x PIL's `MAX_IMAGE_PIXELS` makes PIL raise
   DecompressionBombError, a 500: the guard lifts PIL's own limit in the API server
@@ -29,7 +29,7 @@ exactly those:
 Everything else (JSON, field types, token and image-count limits, model names, the key
 on /v1) is vLLM's own validation. The
 guard logs nothing: request bodies are patient data. It is configured by environment
-variables that `serve.launch.argv.to_server_env` sets from the deployment config.
+variables that `serve.command.argv.to_server_env` sets from the deployment config.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ async def send_json(
 
 class RequestGuard:
     """ASGI middleware in front of all of vLLM's routes: API key on every non-probe route,
-    body-size limit, media-URL policy. Configured from the environment (see serve.launch.argv)."""
+    body-size limit, media-URL policy. Configured from the environment (see serve.command.argv)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

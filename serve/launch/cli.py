@@ -68,7 +68,7 @@ def deployment_ports(cfg: DeploymentConfig) -> set[int]:
     port and the replicas'."""
     if cfg.replicas is None:
         return {cfg.port}
-    from serve.launch.replicas import ports
+    from serve.command.replicas import ports
 
     p = ports(cfg)
     return {p.router, p.metrics, *p.replicas}
@@ -109,11 +109,11 @@ def dry_run(cfg: DeploymentConfig) -> str:
     """The exact command and environment, without building or starting anything."""
     import os
 
-    from serve.launch.argv import local_server_env, render_shell, server_command
+    from serve.command.argv import local_server_env, render_shell, server_command
 
     model_path = cfg.model
     if cfg.stand_in is not None:
-        from serve.standin.location import standin_dir
+        from serve.paths import standin_dir
 
         model_path = str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))
     if cfg.replicas is not None:
@@ -126,7 +126,8 @@ def dry_run(cfg: DeploymentConfig) -> str:
 
 def run(cfg: DeploymentConfig, log_file: Path) -> int:
     """Start, report readiness, then wait; SIGINT/SIGTERM stop the server gracefully."""
-    from serve.launch.process import LaunchError, ServerProcess
+    from serve.launch.server import ServerProcess
+    from serve.process import LaunchError
 
     server = ServerProcess(cfg, log_file)
     stopping = False
@@ -167,7 +168,7 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
         from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
 
         print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
-    from serve.launch.cpu import image_attention_notice
+    from serve.host import image_attention_notice
 
     if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
         print(f"note:     {notice}")

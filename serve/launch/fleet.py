@@ -9,7 +9,7 @@ and on SIGTERM/SIGINT stops the router first, then lets the replicas drain.
 SIGHUP is a rolling restart (as gunicorn's): the config is read again with the same
 command-line overrides, and each replica in turn is taken out of the router, drained,
 started with the new config and put back once ready, the next only after that. A config
-that does not load, or that changes what a rolling restart cannot (serve.launch.replicas.
+that does not load, or that changes what a rolling restart cannot (serve.command.replicas.
 rollout_blockers), is refused with one `error:` line and nothing is touched.
 """
 
@@ -29,17 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from serve.config.deployment import ConfigError, DeploymentConfig
-from serve.launch.argv import local_server_env, render_shell, server_command
-from serve.launch.process import (
-    LaunchError,
-    ServerProcess,
-    client_host,
-    model_to_load,
-    port_in_use,
-    wait_until_ready,
-)
-from serve.launch.replicas import (
+from serve.command.argv import local_server_env, render_shell, server_command
+from serve.command.replicas import (
     WORKER_STARTUP_TIMEOUT_S,
     PlacementError,
     cpu_placement,
@@ -51,7 +42,10 @@ from serve.launch.replicas import (
     router_argv,
     router_command,
 )
+from serve.config.deployment import ConfigError, DeploymentConfig
+from serve.launch.server import ServerProcess, model_to_load
 from serve.launch.supervise import supervise
+from serve.process import LaunchError, client_host, port_in_use, wait_until_ready
 
 
 def gpu_count() -> int:
@@ -506,7 +500,7 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
         from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
 
         print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
-    from serve.launch.cpu import image_attention_notice
+    from serve.host import image_attention_notice
 
     if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
         print(f"note:     {notice}")

@@ -43,17 +43,18 @@ def module_dims(
 
 def base_layout(cfg: DeploymentConfig) -> tuple[dict[str, tuple[int, int]], int] | None:
     """The deployment model's module dims and layer count, or None where they cannot be
-    known without a download (a hub model without shape data in serve/plan/model_shapes).
+    known without a download (a hub model without shape data in serve/model/hub_configs).
     A stand-in's come from its preset (nothing is built)."""
     if cfg.stand_in is not None:
-        from serve.standin.tiny_model import PRESETS
+        from serve.model.presets import PRESETS
 
         p = PRESETS[cfg.stand_in.preset]
         dims = module_dims(
             p.text_hidden, p.text_intermediate, p.text_heads, p.text_kv_heads, p.head_dim
         )
         return dims, p.text_layers
-    from serve.plan.shapes import ShapeError, shape_for_config
+    from serve.model.shapes import ShapeError
+    from serve.plan.inputs import shape_for_config
 
     try:
         s = shape_for_config(cfg, build_stand_in=False)
@@ -161,7 +162,7 @@ def check_local_adapter(where: str, folder: Path, cfg: DeploymentConfig) -> None
 
 def planned_base_dir(cfg: DeploymentConfig) -> str:
     """The stand-in model's folder (built or not) for a stand-in config (pure)."""
-    from serve.standin.location import standin_dir
+    from serve.paths import standin_dir
 
     assert cfg.stand_in is not None
     return str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))

@@ -68,11 +68,6 @@ def probe_body(model: str, with_image: bool) -> dict[str, Any]:
     }
 
 
-def probes_images(limit_mm_per_prompt: dict[str, int]) -> bool:
-    """Whether a deployment takes images (and so is probed with one)."""
-    return limit_mm_per_prompt.get("image", 0) > 0
-
-
 @dataclass(frozen=True)
 class ProbeResult:
     """What one probe request did: `ok` (HTTP 200 with a choice), the status (None when
@@ -166,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     base_url, model, key_env, with_image = args.base_url, args.model, args.api_key_env, True
     verify: ssl.SSLContext | bool = True
     if args.config is not None:
+        from serve.command.argv import probes_images
         from serve.config.deployment import ConfigError, load_config
-        from serve.launch.process import ServerProcess
+        from serve.launch.server import ServerProcess
 
         try:
             cfg = load_config(args.config)

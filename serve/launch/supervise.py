@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from serve.launch.process import LaunchError, ServerProcess
+from serve.launch.server import ServerProcess
+from serve.process import LaunchError
 
 
 @dataclass(frozen=True)

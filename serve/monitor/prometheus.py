@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 
 from serve.config.deployment import DeploymentConfig
-from serve.launch.process import LaunchError, port_in_use, terminate, wait_until_ready
-from serve.standin.location import cache_dir
+from serve.paths import cache_dir
+from serve.process import LaunchError, port_in_use, terminate, wait_until_ready
 
 DEFAULT_PORT = 9090
 HOST = "127.0.0.1"

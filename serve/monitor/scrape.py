@@ -1,7 +1,7 @@
 """A deployment config -> the Prometheus configuration that scrapes it (pure).
 
 One server: its /metrics. With `replicas:`: every replica's /metrics (127.0.0.1, the ports
-of serve.launch.replicas.ports) and vllm-router's Prometheus port. Every target carries
+of serve.command.replicas.ports) and vllm-router's Prometheus port. Every target carries
 `replica` ("0", "1", ... or "router") and `role` ("replica" or "router") labels, so a
 query can be read per replica and summed over them.
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from serve.command.replicas import REPLICA_HOST, ports
 from serve.config.deployment import DeploymentConfig
-from serve.launch.process import client_host
-from serve.launch.replicas import REPLICA_HOST, ports
+from serve.process import client_host
 
 SCRAPE_INTERVAL_S = 2
 METRICS_PATH = "/metrics"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serve.config.deployment import DeploymentConfig
-from serve.plan.shapes import DTYPE_BYTES, ModelShape
+from serve.model.shapes import DTYPE_BYTES, ModelShape
 
 GiB = 1024**3
 VLLM_DEFAULT_GPU_UTILIZATION = 0.92  # vllm.config.cache.CacheConfig.gpu_memory_utilization

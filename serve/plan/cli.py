@@ -23,10 +23,12 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from serve.command.argv import for_host
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
-from serve.launch.argv import for_host
-from serve.launch.cpu import host_cpu
+from serve.host import host_cpu
+from serve.model.shapes import ModelShape, ShapeError
 from serve.plan import capacity as cap
+from serve.plan.inputs import Gpu, load_gpus, shape_for_config
 from serve.plan.roofline import (
     DEFAULT_BW_EFFICIENCY,
     DEFAULT_MFU,
@@ -34,7 +36,6 @@ from serve.plan.roofline import (
     format_roofline,
     make_roofline,
 )
-from serve.plan.shapes import Gpu, ModelShape, ShapeError, load_gpus, shape_for_config
 from serve.plan.studies import (
     DEFAULT_CT_SHARES,
     DEFAULT_CT_SLICES,
@@ -595,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be in (0, 1]", file=sys.stderr)
             return 2
     try:
-        # `dtype: auto` on the CPU is what this machine will run (serve.launch.cpu)
+        # `dtype: auto` on the CPU is what this machine will run (serve.host)
         cfg = for_host(load_config(args.config, args.set), host_cpu()["flags"])
         shape = shape_for_config(cfg)
         device = resolve_device(cfg, args.gpu, load_gpus())

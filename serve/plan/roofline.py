@@ -63,8 +63,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from serve.model.shapes import ModelShape, VisionShape
 from serve.plan import capacity as cap
-from serve.plan.shapes import Gpu, ModelShape, VisionShape
+from serve.plan.inputs import Gpu
 
 DEFAULT_BW_EFFICIENCY = 0.70
 DEFAULT_MFU = 0.60

@@ -25,8 +25,9 @@ from pathlib import Path
 import yaml
 
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
+from serve.model.shapes import ShapeError
 from serve.plan.capacity import parallel_problems
-from serve.plan.shapes import ShapeError, shape_for_config
+from serve.plan.inputs import shape_for_config
 from serve.render.alerts import AlertThresholds, render_alerts
 from serve.render.dashboard import render_dashboard
 from serve.render.k8s import render_k8s
@@ -90,7 +91,7 @@ def ray_model_path(cfg: DeploymentConfig, model: str | None) -> str | None:
     if model:
         return model
     if cfg.stand_in is not None:
-        from serve.standin.location import standin_dir
+        from serve.paths import standin_dir
 
         return str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))
     return None

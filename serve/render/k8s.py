@@ -16,8 +16,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from serve.command.argv import SERVER_MODULE
 from serve.config.deployment import DeploymentConfig
-from serve.launch.argv import SERVER_MODULE
 from serve.render.alerts import AlertThresholds
 from serve.render.k8s_monitor import monitoring_manifests
 from serve.render.k8s_pod import (

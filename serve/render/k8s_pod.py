@@ -10,9 +10,8 @@ import math
 import re
 from typing import Any
 
+from serve.command.argv import probes_images, to_server_env, to_vllm_argv
 from serve.config.deployment import DeploymentConfig
-from serve.launch.argv import to_server_env, to_vllm_argv
-from serve.launch.probe import probes_images
 
 HF_CACHE = "/root/.cache/huggingface"  # the vLLM image's Hugging Face cache
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from serve.command.argv import flag
+from serve.command.replicas import policy_flags, ports
 from serve.config.deployment import DeploymentConfig
-from serve.launch.argv import flag
-from serve.launch.replicas import policy_flags, ports
 from serve.render.k8s_pod import labels, object_name
 
 Manifest = dict[str, Any]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from serve.command.argv import SERVER_MODULE, for_host, to_server_env, to_vllm_argv
 from serve.config.deployment import DeploymentConfig
-from serve.launch.argv import SERVER_MODULE, for_host, to_server_env, to_vllm_argv
-from serve.launch.cpu import host_cpu
+from serve.host import host_cpu
 
 HEAD_IP_VAR = "RAY_HEAD_IP"
 

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from serve.standin.location import build_once
-from serve.standin.location import cache_dir as default_cache_dir
+from serve.paths import build_once
+from serve.paths import cache_dir as default_cache_dir
 
 # Gemma 3's language-model linear layers that vLLM can serve LoRA on (its packed
 # qkv_proj and gate_up_proj are split back into these by peft's names).

@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from serve.plan.shapes import gemma3_layer_types
-from serve.standin.location import build_once, standin_dir
+from serve.model.presets import PRESETS, Preset
+from serve.model.shapes import gemma3_layer_types
+from serve.paths import build_once, standin_dir
 
 RANDOM_WEIGHTS_NOTICE = (
     "RANDOM WEIGHTS: this is a tiny stand-in with MedGemma's architecture, not MedGemma. "
@@ -97,69 +97,6 @@ Patient history: 64 year old male with cough and fever. Prior study shows consol
 MRI of the brain shows no acute infarct. Abdomen: liver, spleen, kidneys unremarkable.
 Write a teaching case for medical students about this image. What are the key findings?
 """
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Sizes of one stand-in model. Image geometry is MedGemma 4B's in every preset."""
-
-    text_hidden: int
-    text_layers: int
-    text_heads: int
-    text_kv_heads: int
-    head_dim: int
-    text_intermediate: int
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    vision_intermediate: int
-    vocab_size: int
-    max_position_embeddings: int
-    sliding_window: int
-    # Gain of the final RMSNorm (1 keeps transformers' init): scales every logit, so that
-    # greedy decoding is decisive instead of a near-tie between random logits.
-    logit_gain: float = 1.0
-    # Std of the image projection (mm_input_projection_weight); None keeps transformers'
-    # init, which is zeros: image embeddings are then zero and the image changes nothing.
-    image_projection_std: float | None = None
-
-
-PRESETS: dict[str, Preset] = {
-    # Fast enough for tests: a few layers of width 64.
-    "tiny": Preset(
-        text_hidden=64,
-        text_layers=6,
-        text_heads=2,
-        text_kv_heads=1,
-        head_dim=32,
-        text_intermediate=128,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        vision_intermediate=64,
-        vocab_size=1024,
-        max_position_embeddings=8192,
-        sliding_window=512,
-    ),
-    # Large enough that batching pays off visibly in benchmarks.
-    "bench": Preset(
-        text_hidden=512,
-        text_layers=8,
-        text_heads=8,
-        text_kv_heads=4,
-        head_dim=64,
-        text_intermediate=2048,
-        vision_hidden=128,
-        vision_layers=2,
-        vision_heads=2,
-        vision_intermediate=256,
-        vocab_size=4096,
-        max_position_embeddings=8192,
-        sliding_window=512,
-    ),
-}
-# Tiny's sizes with decisive logits and an image that reaches the text (serve.verify).
-PRESETS["verify"] = replace(PRESETS["tiny"], logit_gain=64.0, image_projection_std=0.08)
 
 
 def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast

@@ -153,7 +153,7 @@ def adapter_folder(cfg: DeploymentConfig, name: str) -> Path | None:
 
 def reference_dtype(cfg: DeploymentConfig) -> str:
     """The dtype the server runs in, which the reference runs in too."""
-    from serve.launch.cpu import host_cpu, resolved_dtype
+    from serve.host import host_cpu, resolved_dtype
 
     dtype = resolved_dtype(cfg.dtype, cfg.device, host_cpu()["flags"])
     return "bfloat16" if dtype == "auto" else dtype  # vLLM's auto for Gemma 3: its bf16
@@ -161,7 +161,7 @@ def reference_dtype(cfg: DeploymentConfig) -> str:
 
 def server_url(cfg: DeploymentConfig, given: str | None) -> str:
     """The OpenAI base URL (…/v1): --base-url, else the config's host and port."""
-    from serve.launch.process import client_host
+    from serve.process import client_host
 
     if given:
         url = given.rstrip("/")

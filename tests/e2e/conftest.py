@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from serve.config.deployment import load_config
-from serve.launch.process import LaunchError, free_port
+from serve.process import LaunchError, free_port
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.e2e.launcher import API_KEY, LiveServer, launched, serving, wait_until
 

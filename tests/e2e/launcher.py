@@ -32,7 +32,8 @@ import openai
 import psutil
 
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.process import LaunchError, ServerProcess, free_port, port_in_use
+from serve.launch.server import ServerProcess
+from serve.process import LaunchError, free_port, port_in_use
 from tests.conftest import CONFIGS, REPO
 
 API_KEY = "test-key-not-a-secret"

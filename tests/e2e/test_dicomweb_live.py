@@ -16,10 +16,10 @@ import highdicom as hd
 from clients.batch import DicomwebStudy, run_items
 from clients.chat import MedGemmaClient
 from clients.dicomweb import fetch_study, search_studies
-from clients.pacs.phantom import phantom_series
 from clients.study import choose_series, group_series, order_slices
 from clients.study_request import StudyOptions
 from clients.tasks import TASKS
+from serve.pacs.phantom import phantom_series
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer
 from tests.pacs_fixture import LivePacs, needs_orthanc

@@ -24,10 +24,10 @@ from PIL import Image
 
 from clients.messages import user_turn
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.process import free_port
 from serve.monitor.panels import empty_queries, fetch
 from serve.monitor.prometheus import RULES_FILE, Prometheus, storage_dir
 from serve.monitor.scrape import scrape_config, to_yaml
+from serve.process import free_port
 from serve.render.alerts import AlertThresholds, alert_rules, render_alerts
 from serve.render.dashboard import Panel, Query, panel_queries, panels
 from serve.render.k8s import render_k8s

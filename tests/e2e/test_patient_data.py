@@ -127,6 +127,6 @@ def test_launcher_and_server_logs_hold_no_prompt_or_image(
 
 def test_launcher_says_the_cpu_image_attention_differs(launched_tls: LiveServer) -> None:
     """The launcher of an image deployment on the CPU prints what `verify` found there."""
-    from serve.launch.cpu import IMAGE_ATTENTION_NOTICE
+    from serve.host import IMAGE_ATTENTION_NOTICE
 
     assert f"note:     {IMAGE_ATTENTION_NOTICE}" in launched_tls.files()[0].read_text()

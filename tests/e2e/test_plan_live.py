@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve.command.argv import for_host
 from serve.config.deployment import load_config
-from serve.launch.argv import for_host
-from serve.launch.cpu import host_cpu
+from serve.host import host_cpu
 from serve.plan.cli import RequestShape, make_plan
-from serve.plan.shapes import shape_for_config
+from serve.plan.inputs import shape_for_config
 from tests.conftest import CONFIGS, REPO
 from tests.e2e.launcher import LiveServer
 

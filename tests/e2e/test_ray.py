@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.process import LaunchError, ServerProcess, free_port
+from serve.launch.server import ServerProcess
+from serve.process import LaunchError, free_port
 from serve.render.ray import RayLaunch, render_ray
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.e2e.launcher import serving, wait_until

@@ -36,7 +36,7 @@ from PIL import Image
 from clients.messages import user_turn
 from serve.config.deployment import load_config
 from serve.launch.fleet import Router
-from serve.launch.process import LaunchError, port_in_use
+from serve.process import LaunchError, port_in_use
 from tests.conftest import CONFIGS
 from tests.e2e.launcher import (
     LiveServer,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serve.config.deployment import load_config
-from serve.launch.process import free_port
+from serve.process import free_port
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.e2e.launcher import serving
 from tests.images import data_url

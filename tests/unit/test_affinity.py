@@ -29,8 +29,8 @@ from benchmarks.studies.affinity import (
     turn_messages,
 )
 from clients.messages import RADIOLOGIST, count_images
+from serve.command.replicas import check_router_argv, router_argv
 from serve.config.deployment import load_config
-from serve.launch.replicas import check_router_argv, router_argv
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "configs" / "scenarios" / "bench-affinity.yaml"

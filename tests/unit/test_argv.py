@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.config.deployment import load_config
-from serve.launch.argv import (
+from serve.command.argv import (
     check_vllm_argv,
     compile_cache_env,
     for_host,
@@ -17,6 +16,7 @@ from serve.launch.argv import (
     to_server_env,
     to_vllm_argv,
 )
+from serve.config.deployment import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
 SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml"))

@@ -17,8 +17,8 @@ from benchmarks.runner.records import RequestRecord
 from benchmarks.runner.report import print_table
 from benchmarks.runner.scenario import ScenarioError, load_scenario, rate_units
 from benchmarks.runner.workload import kinds, prepare
-from clients.pacs.phantom import PATIENT_ID, PATIENT_NAME
 from serve.config.deployment import load_config
+from serve.pacs.phantom import PATIENT_ID, PATIENT_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_CT = REPO / "configs" / "scenarios" / "bench-ct.yaml"

@@ -15,7 +15,7 @@ from clients.__main__ import main as cli_main
 from clients.chat import ClientSettings, MedGemmaClient
 from clients.errors import SchemaError, ServerUnreachableError
 from clients.tasks import ConsistencyCheck
-from serve.launch.process import free_port
+from serve.process import free_port
 from tests.images import chest_like_png
 from tests.openai_standin import StandIn, serve_standin
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.launch.cpu import IMAGE_ATTENTION_NOTICE, image_attention_notice
+from serve.host import IMAGE_ATTENTION_NOTICE, image_attention_notice
 
 
 @pytest.mark.parametrize(

@@ -21,12 +21,12 @@ from clients.__main__ import main
 from clients.batch import DicomwebStudy, run_items
 from clients.chat import MedGemmaClient
 from clients.dicomweb import StudyRef, fetch_study, search_studies
+from clients.errors import PacsError
 from clients.messages import count_images
-from clients.pacs import PacsError
 from clients.study import StudyError
 from clients.study_request import StudyOptions, fetch_request, request_for
 from clients.tasks import TASKS
-from serve.launch.process import free_port
+from serve.process import free_port
 from tests.openai_standin import serve_standin
 from tests.pacs_fixture import LivePacs, needs_orthanc
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from serve.command.argv import NO_REMOTE_MEDIA, check_vllm_argv, to_server_env, to_vllm_argv
 from serve.config.deployment import ConfigError, load_config
 from serve.guard.middleware import authorized, body_problem, content_length, media_urls, url_problem
-from serve.launch.argv import NO_REMOTE_MEDIA, check_vllm_argv, to_server_env, to_vllm_argv
 
 CPU_TINY = Path(__file__).resolve().parents[2] / "configs" / "deployments" / "cpu-tiny.yaml"
 

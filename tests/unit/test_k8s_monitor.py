@@ -27,8 +27,8 @@ import yaml
 from cloudcoil.models.prometheus_operator import v1 as monitoring
 
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.process import free_port
 from serve.monitor.prometheus import Prometheus
+from serve.process import free_port
 from serve.render.alerts import AlertThresholds, alert_rules, render_alerts
 from serve.render.dashboard import panel_queries, render_dashboard
 from serve.render.k8s import render_k8s

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from serve.command.argv import check_vllm_argv, to_server_env, to_vllm_argv
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
-from serve.launch.argv import check_vllm_argv, to_server_env, to_vllm_argv
 from serve.launch.lora import (
     adapter_problem,
     lora_argv,
@@ -22,10 +22,10 @@ from serve.launch.lora import (
     planned_paths,
     safetensors_shapes,
 )
+from serve.model.presets import PRESETS
+from serve.model.shapes import ModelShape
+from serve.paths import standin_dir
 from serve.plan import capacity as cap
-from serve.plan.shapes import ModelShape
-from serve.standin.location import standin_dir
-from serve.standin.tiny_model import PRESETS
 from tests.conftest import CONFIGS, REPO
 
 LORA_YAML = CONFIGS / "cpu-tiny-lora.yaml"
@@ -269,7 +269,7 @@ def test_lora_bytes_split_over_tensor_and_pipeline_ranks() -> None:
 
 def test_the_plan_subtracts_lora_slots_from_the_gpu_kv_budget() -> None:
     from serve.plan.cli import RequestShape, make_plan
-    from serve.plan.shapes import load_gpus, shape_for_config
+    from serve.plan.inputs import load_gpus, shape_for_config
 
     base = load_config(CONFIGS / "medgemma-4b-it.yaml")
     tuned = load_config(

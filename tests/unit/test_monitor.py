@@ -22,9 +22,9 @@ import pytest
 
 from serve.config.deployment import load_config
 from serve.guard.middleware import OPEN_PATHS
-from serve.launch.process import free_port, port_in_use
 from serve.monitor.prometheus import MonitorError, Prometheus, find_binary, install_hint
 from serve.monitor.scrape import scrape_config, to_yaml
+from serve.process import free_port, port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = ROOT / "configs" / "deployments"

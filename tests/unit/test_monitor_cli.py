@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from serve.config.deployment import load_config
-from serve.launch.process import free_port
 from serve.monitor.panels import Series, empty_queries, legend, to_series
 from serve.monitor.prometheus import RULES_FILE, for_deployment
+from serve.process import free_port
 from serve.render.alerts import render_alerts
 from serve.render.dashboard import Panel, Query
 from tests.conftest import CONFIGS, REPO

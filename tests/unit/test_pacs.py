@@ -19,15 +19,16 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from clients.pacs import PacsError
-from clients.pacs.orthanc import (
+from clients.dicomweb import connect, search_studies, study_ref
+from clients.errors import PacsError
+from serve.pacs.orthanc import (
     DICOMWEB_PLUGIN,
     DICOMWEB_ROOT,
     Orthanc,
     install_hint,
     orthanc_config,
 )
-from clients.pacs.phantom import (
+from serve.pacs.phantom import (
     PATIENT_ID,
     PATIENT_NAME,
     PhantomSpec,
@@ -35,8 +36,8 @@ from clients.pacs.phantom import (
     phantom_series,
     write_series,
 )
-from clients.pacs.samples import SAMPLE_FILES, client, load, studies, study_summary
-from serve.launch.process import free_port
+from serve.pacs.samples import SAMPLE_FILES, load
+from serve.process import free_port
 from tests.pacs_fixture import LivePacs, needs_orthanc
 
 SPEC = PhantomSpec()
@@ -162,15 +163,15 @@ def test_install_hint_names_both_packages() -> None:
     assert install_hint(1000).startswith("sudo apt-get install orthanc orthanc-dicomweb")
 
 
-def test_study_summary_reads_qido_json() -> None:
+def test_study_ref_reads_the_samples_qido_json() -> None:
     qido = {
         "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
         "00080061": {"vr": "CS", "Value": ["CT", "SR"]},
         "00201208": {"vr": "IS", "Value": [61]},
     }
-    summary = study_summary(qido)
+    summary = study_ref(qido)
     assert (summary.study_uid, summary.modalities, summary.instances) == ("1.2.3", ("CT", "SR"), 61)
-    assert study_summary({"0020000D": {"vr": "UI", "Value": ["1.2"]}}).instances == 0
+    assert study_ref({"0020000D": {"vr": "UI", "Value": ["1.2"]}}).instances is None
 
 
 # --- a real Orthanc -------------------------------------------------------------------
@@ -179,19 +180,19 @@ def test_study_summary_reads_qido_json() -> None:
 @needs_orthanc
 def test_qido_finds_every_loaded_study(pacs: LivePacs) -> None:
     assert len(pacs.study_uids) == len(SAMPLE_FILES) + 1, pacs.study_uids
-    found = {s.study_uid: s for s in studies(pacs.url)}
+    found = {s.study_uid: s for s in search_studies(pacs.url)}
     assert set(pacs.study_uids) <= set(found), (pacs.study_uids, list(found))
     phantom = found[pacs.phantom_study]
     assert "CT" in phantom.modalities and phantom.instances >= 60, phantom
-    ct_only = client(pacs.url).search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
-    assert [study_summary(s).modalities for s in ct_only] == [("MR",)], ct_only
+    ct_only = connect(pacs.url).search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
+    assert [study_ref(s).modalities for s in ct_only] == [("MR",)], ct_only
 
 
 @needs_orthanc
 def test_wado_returns_the_phantom_series_as_stored(
     pacs: LivePacs, series: list[pydicom.Dataset]
 ) -> None:
-    got = client(pacs.url).retrieve_series(pacs.phantom_study, pacs.phantom_series)
+    got = connect(pacs.url).retrieve_series(pacs.phantom_study, pacs.phantom_series)
     assert len(got) == 60, len(got)
     stored = {ds.SOPInstanceUID: ds for ds in series}
     for ds in got:
@@ -203,9 +204,9 @@ def test_wado_returns_the_phantom_series_as_stored(
 
 @needs_orthanc
 def test_wado_returns_the_multiframe_and_compressed_samples(pacs: LivePacs) -> None:
-    web = client(pacs.url)
+    web = connect(pacs.url)
     by_modality = {}
-    for s in studies(pacs.url):
+    for s in search_studies(pacs.url):
         if s.study_uid in pacs.study_uids and s.study_uid != pacs.phantom_study:
             by_modality[s.modalities] = web.retrieve_study(s.study_uid, media_types=AS_STORED)
     cine = by_modality[("US",)][0]
@@ -259,7 +260,7 @@ def test_port_in_use_is_one_line(busy_port: int, which: str) -> None:
 
 def test_unreachable_pacs_is_one_line(series: list[pydicom.Dataset]) -> None:
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
-    for call in (lambda: load(url, series[:1]), lambda: studies(url)):
+    for call in (lambda: load(url, series[:1]), lambda: search_studies(url)):
         with pytest.raises(PacsError) as err:
             call()
         assert one_line(err.value).startswith(f"cannot reach the PACS at {url}")
@@ -270,7 +271,7 @@ def test_unreachable_pacs_is_one_line(series: list[pydicom.Dataset]) -> None:
 
 def pacs_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "clients", "pacs", *args],
+        [sys.executable, "-m", "serve", "pacs", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -306,7 +307,7 @@ def test_cli_serves_samples_until_sigterm_without_patient_data() -> None:
         assert lines[0] == f"DICOMweb: http://127.0.0.1:{http_port}/dicom-web", lines
         assert sum(line.startswith("  study ") for line in lines) == len(SAMPLE_FILES) + 1
         assert any(line.endswith("CT  60 instances") for line in lines), lines
-        assert studies(lines[0].split(" ", 1)[1])  # it answers while the command runs
+        assert search_studies(lines[0].split(" ", 1)[1])  # it answers while the command runs
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

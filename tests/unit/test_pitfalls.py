@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.config.deployment import (
-    ConfigError,
-    context_length,
-    gemma3_pitfall,
-    is_gemma3,
-    load_config,
-)
+from serve.config.deployment import ConfigError, load_config
+from serve.model.gemma3 import context_length, gemma3_pitfall, is_gemma3
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
 GEMMA3 = {"model_type": "gemma3", "text_config": {"max_position_embeddings": 131072}}
@@ -59,7 +54,7 @@ def test_fp16_is_left_to_vllm_for_a_model_that_is_not_gemma3(tmp_path: Path) -> 
     ("config", "limit"),
     [
         ("cpu-tiny.yaml", 8192),  # the stand-in preset
-        ("medgemma-4b-it.yaml", 131072),  # serve/plan/model_shapes
+        ("medgemma-4b-it.yaml", 131072),  # serve/model/hub_configs
         ("medgemma-27b-text-it-tp2.yaml", 131072),  # flat Gemma3ForCausalLM layout
     ],
 )

@@ -17,16 +17,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from serve.command.argv import probes_images
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.probe import (
-    PROBE_TEXT,
-    judge,
-    probe,
-    probe_body,
-    probe_png,
-    probes_images,
-)
-from serve.launch.process import LaunchError, ServerProcess
+from serve.launch.probe import PROBE_TEXT, judge, probe, probe_body, probe_png
+from serve.launch.server import ServerProcess
+from serve.process import LaunchError
 from tests.e2e.launcher import free_ports
 
 REPO = Path(__file__).resolve().parents[2]

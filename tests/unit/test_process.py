@@ -1,4 +1,4 @@
-"""The one readiness poll (serve.launch.process.wait_until_ready) against real processes."""
+"""The one readiness poll (serve.process.wait_until_ready) against real processes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.launch.process import LaunchError, free_port, wait_until_ready
+from serve.process import LaunchError, free_port, wait_until_ready
 
 
 def start(code: str, log: Path) -> subprocess.Popen[bytes]:

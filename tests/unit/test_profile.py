@@ -12,7 +12,7 @@ from benchmarks.runner.metrics import spread
 from benchmarks.studies import stages
 from benchmarks.studies.baseline import round_result
 from benchmarks.studies.flame import flame_boxes
-from serve.launch.cpu import cpu_info, resolved_dtype
+from serve.host import cpu_info, resolved_dtype
 
 RAW = """\
 main (x.py:1);GPUModelRunner.execute_model (gpu_model_runner.py:9);GPUModelRunner._model_forward (gpu_model_runner.py:3645);Runner.call (c.py:5) 60

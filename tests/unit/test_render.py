@@ -12,10 +12,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from serve.command.argv import check_vllm_argv
+from serve.command.replicas import check_router_argv
 from serve.config.deployment import load_config
-from serve.launch.argv import check_vllm_argv
 from serve.launch.probe import build_parser as probe_parser
-from serve.launch.replicas import check_router_argv
 from serve.render.k8s import render_k8s
 from serve.render.k8s_monitor import MONITORING_API
 from serve.render.ray import RenderError, env_assignments, render_ray, to_script

@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from serve.config.deployment import ConfigError, load_config
-from serve.launch import cli
-from serve.launch.argv import check_vllm_argv, to_server_env, to_vllm_argv
-from serve.launch.replicas import (
+from serve.command.argv import check_vllm_argv, to_server_env, to_vllm_argv
+from serve.command.replicas import (
     PlacementError,
     check_router_argv,
     cpu_placement,
@@ -23,6 +21,8 @@ from serve.launch.replicas import (
     replica_url,
     router_argv,
 )
+from serve.config.deployment import ConfigError, load_config
+from serve.launch import cli
 
 REPO = Path(__file__).resolve().parents[2]
 CPU = REPO / "configs" / "deployments" / "cpu-tiny-2replicas.yaml"

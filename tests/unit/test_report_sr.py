@@ -18,7 +18,6 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from clients.pacs.phantom import PATIENT_ID, PATIENT_NAME, PhantomSpec, phantom_series
 from clients.report_sr import (
     ReportError,
     build_report_sr,
@@ -27,6 +26,7 @@ from clients.report_sr import (
     sent_instances,
 )
 from clients.study import Sent, build_study_messages
+from serve.pacs.phantom import PATIENT_ID, PATIENT_NAME, PhantomSpec, phantom_series
 
 SPEC = PhantomSpec(slices=12, size=32)
 TEXT = "A round lesion of about 24 mm, ≈ +60 HU, in the soft tissue between the lungs."

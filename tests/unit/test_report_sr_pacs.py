@@ -14,11 +14,11 @@ import requests
 from pydicom.dataset import Dataset
 from pydicom.uid import EnhancedSRStorage
 
-from clients.pacs import PacsError
-from clients.pacs.phantom import phantom_series
-from clients.pacs.samples import client
+from clients.dicomweb import connect
+from clients.errors import PacsError
 from clients.report_sr import ReportError, StoredReport, build_report_sr, store_sr
-from serve.launch.process import free_port
+from serve.pacs.phantom import phantom_series
+from serve.process import free_port
 from tests.pacs_fixture import LivePacs, needs_orthanc
 from tests.unit.test_report_sr import MODEL, TEXT, VERSION, expected_refs, referenced, text_of
 
@@ -34,7 +34,7 @@ def series(pacs: LivePacs) -> list[Dataset]:
 
 def series_modalities(pacs: LivePacs, study_uid: str) -> dict[str, str]:
     """SeriesInstanceUID -> Modality of every series of the study, by QIDO-RS."""
-    found = client(pacs.url).search_for_series(study_uid, fields=[MODALITY])
+    found = connect(pacs.url).search_for_series(study_uid, fields=[MODALITY])
     return {s["0020000E"]["Value"][0]: s[MODALITY]["Value"][0] for s in found}
 
 
@@ -45,7 +45,7 @@ def instance_count(pacs: LivePacs) -> int:
 
 
 def test_stored_sr_reads_back_from_the_pacs(pacs: LivePacs, series: list[Dataset]) -> None:
-    web = client(pacs.url)
+    web = connect(pacs.url)
     study_uid, series_uid = pacs.phantom_study, pacs.phantom_series
     source = [  # what a caller has: instances fetched from the PACS by WADO-RS
         web.retrieve_instance(study_uid, series_uid, ds.SOPInstanceUID) for ds in series[20:40:4]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from serve.command.replicas import replica_configs, replica_url, rollout_blockers
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.launch.fleet import Fleet, Router, start_all
-from serve.launch.process import ServerProcess
-from serve.launch.replicas import replica_configs, replica_url, rollout_blockers
+from serve.launch.server import ServerProcess
 from tests.e2e.launcher import free_ports
 
 REPO = Path(__file__).resolve().parents[2]

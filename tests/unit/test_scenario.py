@@ -88,7 +88,7 @@ def test_cli_reports_bad_scenario_without_traceback(tmp_path: Path, capsys) -> N
 def test_a_bad_deployment_is_named_before_any_server_starts() -> None:
     from benchmarks.runner.errors import BenchError
     from benchmarks.runner.preflight import start_deployment
-    from serve.launch.process import free_port
+    from serve.process import free_port
 
     s = load_scenario(CONFIGS / "bench-smoke.yaml", ["deployment_set={max_num_seqs: lots}"])
     with pytest.raises(BenchError) as err:
@@ -99,7 +99,7 @@ def test_a_bad_deployment_is_named_before_any_server_starts() -> None:
 
 
 def test_cli_reports_unreachable_server_before_any_load(capsys) -> None:
-    from serve.launch.process import free_port
+    from serve.process import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
     code = main(["run", "--scenario", str(CONFIGS / "bench-smoke.yaml"), "--base-url", url])

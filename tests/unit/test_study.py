@@ -18,7 +18,6 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from clients.errors import ImageError
-from clients.pacs.phantom import PATIENT_ID, PATIENT_NAME, PhantomSpec, hu_volume, phantom_series
 from clients.study import (
     ALLOWED_TAGS,
     DEFAULT_TAGS,
@@ -32,6 +31,7 @@ from clients.study import (
     sample_indices,
     slice_budget,
 )
+from serve.pacs.phantom import PATIENT_ID, PATIENT_NAME, PhantomSpec, hu_volume, phantom_series
 
 SPEC = PhantomSpec(slices=25, size=128, slice_mm=5.0, noise_hu=0.0)  # lesion on slice 12
 IDENTIFYING = {

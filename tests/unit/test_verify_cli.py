@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from serve.launch.process import free_port
+from serve.process import free_port
 from serve.verify import cli
 from serve.verify.prompts import fixed_prompts
 from serve.verify.served import ServedError, parse

@@ -24,9 +24,9 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from serve.command.argv import flag
 from serve.config.deployment import DeploymentConfig
 from serve.config.replicas import ReplicaSettings, core_ids
-from serve.launch.argv import flag
 
 REPLICA_HOST = "127.0.0.1"
 # How long vllm-router waits for a replica's /health, at start and on POST /add_worker.

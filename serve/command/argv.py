@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.config.deployment import DeploymentConfig, is_local_path
-from serve.launch.cpu import host_cpu, resolved_dtype
+from serve.host import host_cpu, resolved_dtype
 from serve.launch.lora import adapter_paths, lora_argv, lora_env, planned_paths
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -137,14 +137,14 @@ def compile_cache_env(cache_root: Path, environ: Mapping[str, str]) -> dict[str,
 def local_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, str]:
     """Variables to add to the environment of a server this host starts: `to_server_env`
     plus the compile caches in the project's cache folder (`$MEDGEMMA_CACHE` or `.cache/`)."""
-    from serve.standin.location import cache_dir
+    from serve.paths import cache_dir
 
     return {**compile_cache_env(cache_dir(environ), environ), **to_server_env(cfg, environ)}
 
 
 def for_host(cfg: DeploymentConfig, cpu_flags: Collection[str]) -> DeploymentConfig:
     """`cfg` with `dtype: auto` on the CPU resolved for a CPU with these flags (pure; see
-    serve.launch.cpu: float32 where bf16 arithmetic is not native)."""
+    serve.host: float32 where bf16 arithmetic is not native)."""
     return cfg.model_copy(update={"dtype": resolved_dtype(cfg.dtype, cfg.device, cpu_flags)})
 
 
@@ -190,3 +190,8 @@ def check_vllm_argv(argv: list[str]) -> str | None:
             lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
             return lines[-1] if lines else f"vLLM's parser exited with status {exc.code}"
     return None
+
+
+def probes_images(limit_mm_per_prompt: dict[str, int]) -> bool:
+    """Whether a deployment takes images (and so is probed with one)."""
+    return limit_mm_per_prompt.get("image", 0) > 0

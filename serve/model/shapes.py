@@ -1,12 +1,10 @@
-"""Model shapes (layers, heads, KV heads, sliding window, vision tower) for planning.
+"""Gemma 3 model shapes (layers, heads, KV heads, sliding window, vision tower): data, never code.
 
-Shapes are data, never code: a hub model's come from `serve/plan/model_shapes/NAME.json`
-(the shape fields of its published Hugging Face config.json, with a `_source` note); a
-local model folder's and the stand-in's from the folder's own config.json. `parse_shape`
-is pure and reads both the nested (Gemma3ForConditionalGeneration: `text_config`,
-`vision_config`) and the flat (Gemma3ForCausalLM) layouts. `load_gpus` reads the GPU
-catalogue `serve/plan/gpus.yaml` (memory, links, and the roofline's bandwidth and peak bf16
-FLOP/s), refusing an entry that lacks a field.
+A hub model's shape comes from `serve/model/hub_configs/NAME.json` (the shape fields of its
+published Hugging Face config.json, with a `_source` note); a local model folder's and the
+stand-in's from the folder's own config.json. `parse_shape` is pure and reads both the nested
+(Gemma3ForConditionalGeneration: `text_config`, `vision_config`) and the flat
+(Gemma3ForCausalLM) layouts.
 """
 
 from __future__ import annotations
@@ -16,12 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from serve.config.deployment import DeploymentConfig, is_local_path
-
-SHAPES_DIR = Path(__file__).resolve().parent / "model_shapes"
-GPUS_FILE = Path(__file__).resolve().parent / "gpus.yaml"
+SHAPES_DIR = Path(__file__).resolve().parent / "hub_configs"
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
 
 
@@ -69,31 +62,6 @@ class ModelShape:
     @property
     def num_sliding_layers(self) -> int:
         return sum(1 for t in self.layer_types if t == "sliding_attention")
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """One entry of the GPU catalogue."""
-
-    name: str
-    description: str
-    memory_mib: int
-    nvlink: bool
-    max_per_node: int
-    memory_bandwidth_gb_s: float  # peak device-memory bandwidth, decimal GB/s
-    bf16_dense_tflops: float  # peak bf16 tensor-core TFLOP/s without sparsity
-
-    @property
-    def memory_bytes(self) -> int:
-        return self.memory_mib * 1024 * 1024
-
-    @property
-    def bandwidth_bytes_s(self) -> float:
-        return self.memory_bandwidth_gb_s * 1e9
-
-    @property
-    def peak_flops(self) -> float:
-        return self.bf16_dense_tflops * 1e12
 
 
 # Gemma 3 alternates five sliding-window layers with one global layer.
@@ -178,83 +146,3 @@ def read_shape_file(path: Path, name: str) -> ModelShape:
 def known_models() -> list[str]:
     """Hub model names (the part after org/) with shape data in the repo."""
     return sorted(p.stem for p in SHAPES_DIR.glob("*.json"))
-
-
-def shape_for_config(cfg: DeploymentConfig, build_stand_in: bool = True) -> ModelShape:
-    """The shape of the model a config serves. The stand-in's comes from its built
-    folder's config.json (built on first use unless `build_stand_in` is False, in which
-    case an unbuilt stand-in raises ShapeError)."""
-    if cfg.stand_in is not None:
-        from serve.standin import tiny_model
-        from serve.standin.location import standin_dir
-
-        preset, seed = cfg.stand_in.preset, cfg.stand_in.seed
-        folder = standin_dir(preset, seed)
-        if build_stand_in:
-            folder = tiny_model.ensure(preset, seed)
-        elif not (folder / ".complete").exists():
-            raise ShapeError(f"stand_in: the {preset} stand-in is not built yet ({folder})")
-        return read_shape_file(folder / "config.json", f"stand-in {preset}")
-    assert cfg.model is not None
-    if is_local_path(cfg.model):
-        path = Path(cfg.model).expanduser() / "config.json"
-        return read_shape_file(path, Path(cfg.model).name)
-    name = cfg.model.split("/", 1)[1]
-    path = SHAPES_DIR / f"{name}.json"
-    if not path.is_file():
-        raise ShapeError(
-            f"model: no shape data for {cfg.model!r} (known: {', '.join(known_models())}); "
-            f"add serve/plan/model_shapes/{name}.json from its config.json, or serve a local folder"
-        )
-    return read_shape_file(path, name)
-
-
-GPU_FIELDS = (
-    "description",
-    "memory_mib",
-    "nvlink",
-    "max_per_node",
-    "memory_bandwidth_gb_s",
-    "bf16_dense_tflops",
-)
-POSITIVE_GPU_FIELDS = ("memory_mib", "max_per_node", "memory_bandwidth_gb_s", "bf16_dense_tflops")
-
-
-def load_gpus(path: Path = GPUS_FILE) -> dict[str, Gpu]:
-    """The GPU catalogue, by name. Raises ShapeError naming the GPU and the field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ShapeError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ShapeError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ShapeError(f"{path}: expected a mapping of GPU name -> fields")
-    gpus = {}
-    for name, entry in data.items():
-        where = f"{path}: GPU {name!r}"
-        if not isinstance(entry, dict):
-            raise ShapeError(f"{where}: expected a mapping of fields")
-        missing = [f for f in GPU_FIELDS if f not in entry]
-        if missing:
-            raise ShapeError(
-                f"{where} has no {', '.join(missing)} (every GPU needs all of: "
-                f"{', '.join(GPU_FIELDS)})"
-            )
-        try:
-            gpu = Gpu(
-                name=str(name),
-                description=str(entry["description"]),
-                memory_mib=int(entry["memory_mib"]),
-                nvlink=bool(entry["nvlink"]),
-                max_per_node=int(entry["max_per_node"]),
-                memory_bandwidth_gb_s=float(entry["memory_bandwidth_gb_s"]),
-                bf16_dense_tflops=float(entry["bf16_dense_tflops"]),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ShapeError(f"{where}: unusable value ({exc})") from None
-        bad = [f for f in POSITIVE_GPU_FIELDS if not getattr(gpu, f) > 0]
-        if bad:
-            raise ShapeError(f"{where}: {', '.join(bad)} must be > 0")
-        gpus[gpu.name] = gpu
-    return gpus

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from clients.pacs import PacsError
-from serve.launch.process import LaunchError, port_in_use, terminate, wait_until_ready
+from clients.errors import PacsError
+from serve.process import LaunchError, port_in_use, terminate, wait_until_ready
 
 DEFAULT_HTTP_PORT = 8042
 DEFAULT_DICOM_PORT = 4242

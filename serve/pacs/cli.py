@@ -1,4 +1,4 @@
-"""`python -m clients pacs`: a local Orthanc with DICOMweb, loaded with the samples, until
+"""`python -m serve pacs`: a local Orthanc with DICOMweb, loaded with the samples, until
 Ctrl-C or SIGTERM. Prints the DICOMweb URL and each study's UID, modalities and instance
 count (never patient attributes)."""
 
@@ -10,19 +10,19 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from clients.pacs import PacsError
-from clients.pacs.orthanc import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Orthanc
-from clients.pacs.samples import all_samples, load, studies
+from clients.dicomweb import search_studies
+from clients.errors import PacsError
+from serve.pacs.orthanc import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Orthanc
+from serve.pacs.samples import all_samples, load
 
 
 class Stopped(Exception):
     """SIGTERM or SIGINT (Ctrl-C) arrived."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "pacs",
-        help="run a local PACS (Orthanc + DICOMweb) loaded with sample studies",
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serve pacs",
         description="Start Orthanc with its DICOMweb plugin on 127.0.0.1, load pydicom's "
         "sample files and a synthetic 60-slice CT phantom by STOW-RS, print the DICOMweb URL "
         "and the studies, and run until Ctrl-C. Storage is temporary unless --storage.",
@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         help="keep the PACS's database in this folder (default: a temporary one, deleted)",
     )
+    return p
 
 
 def stop_once(signum: int, frame: FrameType | None) -> None:
@@ -46,7 +47,8 @@ def stop_once(signum: int, frame: FrameType | None) -> None:
     raise Stopped
 
 
-def cmd_pacs(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, stop_once)
     signal.signal(signal.SIGINT, stop_once)
     try:
@@ -55,7 +57,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
             if not args.no_samples:
                 load(url, all_samples())
             print(f"DICOMweb: {url}")
-            for s in studies(url):
+            for s in search_studies(url):
                 print(f"  study {s.study_uid}  {'/'.join(s.modalities)}  {s.instances} instances")
             print("Ctrl-C stops the PACS", file=sys.stderr, flush=True)
             assert pacs.proc is not None
@@ -64,3 +66,6 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     except Stopped:
         print("PACS stopped", file=sys.stderr)
         return 0
+    except PacsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
