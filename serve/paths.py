@@ -1,5 +1,9 @@
 """The project's cache folder (stand-in models, one folder per preset and seed; vLLM's and
-inductor's compile caches) and where each stand-in lives in it."""
+inductor's compile caches) and where each stand-in lives in it.
+
+It is where a user's caches live (the XDG cache folder), not in the checkout: a second
+checkout, or CI on the same machine, starts with the stand-ins built and vLLM's compile
+caches warm. `MEDGEMMA_CACHE` moves it (an empty folder gives a cold start)."""
 
 from __future__ import annotations
 
@@ -8,18 +12,15 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-# The checkout this package runs from (an editable install), if it is one.
-_CHECKOUT = Path(__file__).resolve().parents[2]
-
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """`$MEDGEMMA_CACHE`, else `.cache/` in the checkout, else `~/.cache/medgemma-serve`."""
-    root = (os.environ if environ is None else environ).get("MEDGEMMA_CACHE")
-    if root:
-        return Path(root)
-    if (_CHECKOUT / "pyproject.toml").exists():
-        return _CHECKOUT / ".cache"
-    return Path.home() / ".cache" / "medgemma-serve"
+    """`$MEDGEMMA_CACHE`, else `$XDG_CACHE_HOME/medgemma-serve`, else
+    `~/.cache/medgemma-serve`."""
+    env = os.environ if environ is None else environ
+    if root := env.get("MEDGEMMA_CACHE"):
+        return Path(root).expanduser()
+    xdg = env.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medgemma-serve"
 
 
 def build_once(folder: Path, build: Callable[[Path], object]) -> Path:
