@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clients.errors import ServerUnreachableError
-from clients.images import ImageSource
+from clients.image_input import ImageSource
 from clients.messages import Message
 from clients.tasks import Task, TaskRequest, get_task, parse_answer
 

@@ -1,10 +1,11 @@
-"""DICOM pixel data -> an 8-bit PIL image a vision-language model can read (pure).
+"""DICOM files and datasets -> 8-bit numpy arrays a vision-language model can read (pure).
 
 pydicom does the medical part: decoding (with whatever pixel-data plugins are
 installed: pylibjpeg for JPEG / JPEG-LS / JPEG 2000, RLE and deflate built in), the
 modality LUT (rescale slope/intercept) and the VOI LUT or window centre/width. This
 module only chooses the frame, maps the result onto 0..255 and inverts MONOCHROME1 so
-that bone is bright, as on a radiograph viewer.
+that bone is bright, as on a radiograph viewer. It yields arrays (H x W grey, H x W x 3
+RGB, uint8); encoding them (clients.images) is not its business.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from clients.errors import ImageError
+from clients.pixels import finite_range, to_uint8
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -92,14 +93,6 @@ def decode_frame(ds: Dataset, frame: int | None, where: str = "DICOM") -> np.nda
         raise ImageError(f"{where}: invalid pixel data ({exc})") from exc
 
 
-def to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map [low, high] linearly onto 0..255, clipping outside (pure)."""
-    if not np.isfinite(low) or not np.isfinite(high) or high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
-
-
 def grey_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     """Modality LUT, then VOI LUT / window if the file has one, else the frame's own range."""
     values = apply_modality_lut(stored, ds)
@@ -111,30 +104,36 @@ def grey_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
         low, high = float(np.min(probe)), float(np.max(probe))
         out = to_uint8(windowed, low, high)
     else:
-        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-        low = float(finite.min()) if finite.size else 0.0
-        high = float(finite.max()) if finite.size else 0.0
-        out = to_uint8(values, low, high)
+        out = to_uint8(values, *finite_range(values))
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: the lowest value is white
     return out
 
 
-def dataset_to_image(ds: Dataset, frame: int | None = None, where: str = "DICOM") -> Image.Image:
-    """One frame of a DICOM dataset as an 8-bit 'L' or 'RGB' PIL image. Raises ImageError."""
-    stored = decode_frame(ds, frame, where)
+def dataset_to_array(ds: Dataset, frame: int | None = None, where: str = "DICOM") -> np.ndarray:
+    """One frame of a DICOM dataset as 8-bit values: H x W grey or H x W x 3 RGB (uint8).
+    Raises ImageError."""
+    return frame_to_uint8(decode_frame(ds, frame, where), ds, where)
+
+
+def frame_to_uint8(
+    stored: np.ndarray, ds: Dataset, where: str = "DICOM", grey_attrs: Dataset | None = None
+) -> np.ndarray:
+    """A decoded frame's stored values (decode_frame) as 8-bit values: colour through the
+    palette or the bit depth, grey through grey_to_uint8 with `grey_attrs` (the frame's own
+    attributes in a multi-frame object; default the dataset's). Raises ImageError."""
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     try:
         if photometric == "PALETTE COLOR":
             rgb = apply_color_lut(stored, ds)
             bits = 8 if rgb.max() <= 255 else 16
-            return Image.fromarray(to_uint8(rgb, 0, 2**bits - 1), "RGB")
+            return to_uint8(rgb, 0, 2**bits - 1)
         if stored.ndim == 3 and stored.shape[-1] == 3:
             if stored.dtype != np.uint8:
                 stored = to_uint8(stored, 0, 2 ** int(ds.get("BitsStored", 16)) - 1)
-            return Image.fromarray(stored, "RGB")
+            return stored
         if stored.ndim != 2:
             raise ImageError(f"{where}: unexpected pixel array shape {stored.shape}")
-        return Image.fromarray(grey_to_uint8(stored, ds), "L")
+        return grey_to_uint8(stored, ds if grey_attrs is None else grey_attrs)
     except (ValueError, AttributeError, KeyError, IndexError) as exc:
         raise ImageError(f"{where}: cannot convert DICOM pixel data ({exc})") from exc

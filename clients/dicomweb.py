@@ -3,7 +3,7 @@
 `fetch_study(url, study_uid, series_uid=None)` retrieves the instances by WADO-RS in the
 transfer syntax they are stored in (`transfer-syntax=*`): the PACS does not transcode, so
 a JPEG 2000 or JPEG series arrives as stored and is decoded here by pydicom's plugins (a
-syntax no installed plugin decodes is then one line from clients.study, where a PACS that
+syntax no installed plugin decodes is then one line from clients.dicom, where a PACS that
 cannot transcode would answer a bare 500). `search_studies(url, modality=, since=)` is a
 QIDO-RS study search kept to what a batch needs: StudyRef rows with the study's UID,
 modalities and instance count. The search answer also carries the patient's name, id and
@@ -25,8 +25,7 @@ import requests
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from clients.errors import PacsError
-from clients.study import StudyError
+from clients.errors import PacsError, StudyError
 
 AS_STORED = (("application/dicom", "*"),)  # WADO-RS: every instance in its own syntax
 DEFAULT_TIMEOUT_S = 60.0

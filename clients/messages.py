@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from clients.images import DEFAULT_MAX_SIZE, ImageError, ImageSource, to_image_part
+from clients.errors import ImageError
+from clients.image_input import ImageSource, to_image_part
+from clients.images import DEFAULT_MAX_SIZE
 
 Message = dict[str, Any]
 
@@ -39,6 +41,26 @@ def user_turn(
     """A user message: a text part, then one image_url part per image."""
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
     parts += [image_part(img, max_size=max_size, frame=frame) for img in images]
+    return {"role": "user", "content": parts}
+
+
+def slices_turn(
+    images: Sequence[ImageSource | dict[str, Any]],
+    question: str,
+    *,
+    header: str = "",
+    labelled: bool = True,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+) -> Message:
+    """A user message showing a series as Google's MedGemma 1.5 CT notebook prompts it: the
+    header line (when given), each image followed by "SLICE n" (n from 1; when labelled),
+    then the question."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": header}] if header else []
+    for n, image in enumerate(images, 1):
+        parts.append(image_part(image, max_size=max_size, frame=None))
+        if labelled:
+            parts.append({"type": "text", "text": f"SLICE {n}"})
+    parts.append({"type": "text", "text": question})
     return {"role": "user", "content": parts}
 
 

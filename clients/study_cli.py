@@ -19,9 +19,10 @@ from pydicom.dataset import Dataset
 from clients.batch import DicomwebStudy
 from clients.dicomweb import parse_since, search_studies
 from clients.messages import RADIOLOGIST
-from clients.study import ALLOWED_TAGS, WINDOWS, Sent
+from clients.study import ALLOWED_TAGS, Sent
 from clients.study_request import StudyOptions, fetch, request_for, task_request_for
 from clients.tasks import TASKS, TaskRequest
+from clients.windows import WINDOWS
 
 
 def add_study_options(p: argparse.ArgumentParser, *, chat: bool) -> None:

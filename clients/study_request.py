@@ -1,5 +1,6 @@
-"""A study in a PACS -> a request for the model: fetch (clients.dicomweb), choose the series,
-fit it to the slice budget, build the messages (clients.study), add the prompt's parameters.
+"""A study in a PACS -> a request for the model, one step after the other: fetch
+(clients.dicomweb), choose the series (clients.series), fit it to the slice budget and
+build the messages (clients.study), add the prompt's parameters (clients.tasks).
 
 The budget is `--max-slices` when given, else every image of the series; either must fit
 the server's image limit (its `limit_mm_per_prompt` image count) when the client knows it
@@ -18,16 +19,11 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from clients.dicomweb import fetch_study
+from clients.errors import StudyError
 from clients.images import DEFAULT_MAX_SIZE
 from clients.messages import RADIOLOGIST
-from clients.study import (
-    Sent,
-    StudyError,
-    build_study_messages,
-    choose_series,
-    group_series,
-    slice_budget,
-)
+from clients.series import choose_series, group_series
+from clients.study import Sent, series_messages, slice_budget
 from clients.tasks import Task, TaskRequest
 
 CHAT_PARAMS: dict[str, Any] = {"max_tokens": 300, "temperature": 0.0}
@@ -40,7 +36,7 @@ class StudyOptions:
     series_uid: str | None = None  # SeriesInstanceUID (or a multi-frame object's SOP UID)
     max_slices: int | None = None  # an even sample of this many slices
     image_limit: int | None = None  # the server's images per prompt, when known
-    window: str | None = None  # clients.study.WINDOWS; None: rgb for CT, voi otherwise
+    window: str | None = None  # clients.windows.WINDOWS; None: rgb for CT, voi otherwise
     tags: tuple[str, ...] = ()  # clients.study.ALLOWED_TAGS, added as one line of text
     max_size: int | None = DEFAULT_MAX_SIZE
 
@@ -61,10 +57,9 @@ def request_for(
     budget = slice_budget(
         len(series.slices), image_limit=options.image_limit, max_slices=options.max_slices
     )
-    messages, sent = build_study_messages(
-        datasets,
+    messages, sent = series_messages(
+        series,
         question,
-        series_uid=options.series_uid,
         budget=budget,
         window=options.window,
         tags=options.tags,

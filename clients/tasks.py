@@ -21,7 +21,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from clients.errors import SchemaError
-from clients.images import DEFAULT_MAX_SIZE, ImageSource
+from clients.image_input import ImageSource
+from clients.images import DEFAULT_MAX_SIZE
 from clients.messages import RADIOLOGIST, Message, build_messages
 
 

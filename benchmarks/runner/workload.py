@@ -20,7 +20,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
-from clients.images import to_image_part
+from clients.image_input import to_image_part
 from clients.messages import build_messages
 from clients.study import build_study_messages
 from serve.pacs.phantom import PhantomSpec, phantom_series

@@ -32,7 +32,7 @@ from PIL import Image
 
 from benchmarks.runner.workload import dicom_dataset, xray_values
 from clients.chat import MedGemmaClient
-from clients.images import to_data_url
+from clients.image_input import to_data_url
 from clients.messages import RADIOLOGIST, build_messages
 
 REPO = Path(__file__).resolve().parents[2]

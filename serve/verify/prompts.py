@@ -34,7 +34,7 @@ def image_part(filename: str) -> dict[str, Any]:
     """pydicom's test file `filename` as an image_url part (a PNG data URL)."""
     from pydicom.data import get_testdata_file
 
-    from clients.images import to_image_part
+    from clients.image_input import to_image_part
 
     path = get_testdata_file(filename)
     if path is None:  # pragma: no cover - shipped inside the pydicom wheel

@@ -16,7 +16,7 @@ import highdicom as hd
 from clients.batch import DicomwebStudy, run_items
 from clients.chat import MedGemmaClient
 from clients.dicomweb import fetch_study, search_studies
-from clients.study import choose_series, group_series, order_slices
+from clients.series import choose_series, group_series, order_slices
 from clients.study_request import StudyOptions
 from clients.tasks import TASKS
 from serve.pacs.phantom import phantom_series

@@ -21,9 +21,8 @@ from clients.__main__ import main
 from clients.batch import DicomwebStudy, run_items
 from clients.chat import MedGemmaClient
 from clients.dicomweb import StudyRef, fetch_study, search_studies
-from clients.errors import PacsError
+from clients.errors import PacsError, StudyError
 from clients.messages import count_images
-from clients.study import StudyError
 from clients.study_request import StudyOptions, fetch_request, request_for
 from clients.tasks import TASKS
 from serve.process import free_port

@@ -1,4 +1,5 @@
-"""clients.images / clients.dicom on pydicom's bundled test files and generated images."""
+"""clients.image_input (and through it clients.dicom and clients.images) on pydicom's bundled
+test files and generated images."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import UID
 
-from clients.images import ImageError, load_image, to_data_url, to_image_part
+from clients.errors import ImageError
+from clients.image_input import load_image, to_data_url, to_image_part
 from tests.images import chest_like_png
 
 
