@@ -1,4 +1,4 @@
-"""`python -m benchmarks COMMAND`: run a scenario (the runner) or one of the studies built on
+"""`python -m benchmarks COMMAND`: run a scenario (the runner) or one of the experiments built on
 it; `--help` lists the commands, docs/benchmarks.md says what each measures."""
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from serve.config.yaml_file import describe_fields
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # Commands with their own parser: command -> (module whose main(argv) runs it, help)
 DELEGATED = {
-    "overload": ("benchmarks.studies.overload", "twice the server's queue: shed, not lost"),
-    "client-cost": ("benchmarks.studies.client_cost", "client-side ms to prepare a request"),
+    "overload": ("benchmarks.experiments.overload", "twice the server's queue: shed, not lost"),
+    "client-cost": ("benchmarks.experiments.client_cost", "client-side ms to prepare a request"),
     "affinity": (
-        "benchmarks.studies.affinity",
+        "benchmarks.experiments.affinity",
         "follow-up TTFT and prefix-cache hits per vllm-router policy",
     ),
     "compare": ("benchmarks.runner.compare", "two results folders, level by level (B against A)"),
     "study-prep": (
-        "benchmarks.studies.study_prep",
+        "benchmarks.experiments.study_prep",
         "seconds to fetch a CT series from a PACS and prepare its slices",
     ),
     "startup-probe": (
-        "benchmarks.studies.startup_probe",
+        "benchmarks.experiments.startup_probe",
         "start-up seconds with and without the image readiness probe (alternating starts)",
     ),
     "pan-and-scan": (
-        "benchmarks.studies.pan_and_scan",
+        "benchmarks.experiments.pan_and_scan",
         "prompt tokens per image with and without pan-and-scan",
     ),
     "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"results folder: {result.folder}")
         elif args.command == "baseline":
-            from benchmarks.studies.baseline import run_baseline
+            from benchmarks.experiments.baseline import run_baseline
 
             run_baseline(
                 needs_images(scenario, "baseline"),
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "profile":
-            from benchmarks.studies.profile import run_profile
+            from benchmarks.experiments.profile import run_profile
 
             run_profile(
                 needs_images(scenario, "profile"),
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "ab":
-            from benchmarks.studies.ab import run_ab
+            from benchmarks.experiments.ab import run_ab
 
             run_ab(
                 scenario,
@@ -181,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "headroom":
-            from benchmarks.studies.headroom import run_headroom
+            from benchmarks.experiments.headroom import run_headroom
 
             run_headroom(scenario, out_root=args.out, compare=args.compare, command=command)
         elif args.command == "vllm-bench":
-            from benchmarks.studies.agreement import run_agreement
+            from benchmarks.experiments.agreement import run_agreement
 
             run_agreement(
                 scenario,

@@ -1,4 +1,4 @@
-"""The affinity study's pure parts without a server: vLLM's prefix-cache counters read from a
+"""The affinity experiment's pure parts without a server: vLLM's prefix-cache counters read from a
 /metrics page, the conversation's turns, the per-round and per-policy figures, the routers'
 configs (checked by vllm-router's own parser), and the one-line errors for input it refuses
 before starting anything."""
@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from benchmarks.runner.records import RequestRecord
 from benchmarks.runner.scenario import load_scenario
-from benchmarks.studies import affinity
-from benchmarks.studies.affinity import (
+from benchmarks.experiments import affinity
+from benchmarks.experiments.affinity import (
     QUESTIONS,
     CacheCounters,
     RoundResult,

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from benchmarks.studies.study_prep import main
+from benchmarks.experiments.study_prep import main
 from tests.pacs_fixture import needs_orthanc
 
 

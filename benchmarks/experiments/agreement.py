@@ -26,7 +26,7 @@ from benchmarks.runner import preflight
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.run import RESULTS, cpu_note, run_benchmark, served_model, with_seed
 from benchmarks.runner.scenario import Scenario
-from benchmarks.studies.baseline import model_folder
+from benchmarks.experiments.baseline import model_folder
 
 
 def check_comparable(scenario: Scenario) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 A (ready at /health and /v1/models) and B (then one image + text request, the launcher's
 default), each a fresh `ServerProcess` start of the same config, one server at a time.
 
-    flock /tmp/server.lock python -m benchmarks.studies.startup_probe \\
+    flock /tmp/server.lock python -m benchmarks.experiments.startup_probe \\
         --config configs/deployments/cpu-tiny.yaml --rounds 3
 
 Prints every start (seconds to /health, seconds to ready, the probe's share, the load
@@ -92,7 +92,7 @@ def one_start(cfg_path: Path, port: int, arm: str, number: int, log_dir: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.studies.startup_probe", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.experiments.startup_probe", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--config", type=Path, default=Path("configs/deployments/cpu-tiny.yaml"))
     p.add_argument("--rounds", type=int, default=3, help="rounds of A then B (default 3)")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
     command = shlex.join(
-        ["python", "-m", "benchmarks.studies.startup_probe", *(argv or sys.argv[1:])]
+        ["python", "-m", "benchmarks.experiments.startup_probe", *(argv or sys.argv[1:])]
     )
     print(f"command: {command}")
     print(

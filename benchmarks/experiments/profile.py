@@ -10,7 +10,7 @@ folder holds, per level, `<process>.collapsed` (py-spy's raw stacks), `<process>
 flame graph) and, at the top, `profile.json` (CPU ms per request for each stage, each
 process's share of the CPU and the cores it kept busy) and `stages.png`.
 
-Method (benchmarks.studies.stages): a process's CPU seconds are the kernel's; they are split over
+Method (benchmarks.experiments.stages): a process's CPU seconds are the kernel's; they are split over
 stages in proportion to py-spy's non-idle samples (py-spy samples Python threads only, so
 OpenMP's threads count through the kernel's total, under the stage whose Python frame
 started them). Busy polling (vLLM's shared-memory queues spin while they wait) is a stage
@@ -38,8 +38,8 @@ import psutil
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.run import RESULTS, cpu_note, run_benchmark, served_model, with_seed
 from benchmarks.runner.scenario import Scenario
-from benchmarks.studies import stages
-from benchmarks.studies.flame import write_flame_svg
+from benchmarks.experiments import stages
+from benchmarks.experiments.flame import write_flame_svg
 
 SAMPLE_RATE_HZ = 50  # py-spy's cost grows with the rate; 50 Hz gives ~1,500 samples a level
 

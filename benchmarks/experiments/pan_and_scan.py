@@ -1,10 +1,10 @@
 """What Gemma 3's pan-and-scan costs in prompt tokens: the server's `usage.prompt_tokens`
 for the same one-image chat with and without `mm_processor_kwargs: {do_pan_and_scan: true}`
 (sent per request; vLLM 0.32 refuses that with 400 unless the server runs with
-`--trust-request-mm-kwargs`, which this study adds to the server it starts; a config's
+`--trust-request-mm-kwargs`, which this experiment adds to the server it starts; a config's
 `mm_processor_kwargs` sets it for every request), over images of growing aspect ratio.
 
-    flock /tmp/server.lock python -m benchmarks.studies.pan_and_scan \\
+    flock /tmp/server.lock python -m benchmarks.experiments.pan_and_scan \\
         --config configs/deployments/cpu-tiny.yaml [--set 'mm_processor_kwargs={...}']
 
 Starts the config's server (one image + text request proves it ready), or uses a running
@@ -116,7 +116,7 @@ def table(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.studies.pan_and_scan", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.experiments.pan_and_scan", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--config", type=Path, default=Path("configs/deployments/cpu-tiny.yaml"))
     p.add_argument("--base-url", help="a running server's /v1 URL (default: start the config's)")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     command = shlex.join(
-        ["python", "-m", "benchmarks.studies.pan_and_scan", *(argv or sys.argv[1:])]
+        ["python", "-m", "benchmarks.experiments.pan_and_scan", *(argv or sys.argv[1:])]
     )
     print(f"command: {command}")
     print(f"date:    {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; model {cfg.model_name}")
