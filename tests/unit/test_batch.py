@@ -22,8 +22,8 @@ from clients.batch import (
 )
 from clients.chat import MedGemmaClient
 from clients.tasks import TASKS
-from tests.images import chest_like_png
 from tests.fake_openai import serve_fake_openai
+from tests.images import chest_like_png
 
 
 def test_discover_finds_images_and_dicom_with_stable_relative_ids(tmp_path):

@@ -16,8 +16,8 @@ from clients.chat import ClientSettings, MedGemmaClient
 from clients.errors import SchemaError, ServerUnreachableError
 from clients.tasks import ConsistencyCheck
 from serve.process import free_port
-from tests.images import chest_like_png
 from tests.fake_openai import FakeOpenAI, serve_fake_openai
+from tests.images import chest_like_png
 
 IMG = chest_like_png(64)
 

@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from benchmarks.runner.metrics import spread
 from benchmarks.experiments import stages
 from benchmarks.experiments.baseline import round_result
 from benchmarks.experiments.flame import flame_boxes
+from benchmarks.runner.metrics import spread
 from serve.host import cpu_info, resolved_dtype
 
 RAW = """\
