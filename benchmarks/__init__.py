@@ -1,2 +1,2 @@
-"""Locust benchmarks of the serving path: runner/ (scenario to results folder), studies/
-(comparisons built on it), tools/ (what the studies start)."""
+"""Locust benchmarks of the serving path: runner/ (scenario to results folder), experiments/
+(comparisons built on it), tools/ (what the experiments start)."""

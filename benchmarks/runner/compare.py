@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,23 +198,21 @@ def compare(folder_a: Path, folder_b: Path, out: Path | None = None) -> Path:
     return write_plot(path, a, b, names)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks compare", description=__doc__.split("\n\n")[0]
-    )
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", type=Path, metavar="A", help="a results folder (the reference)")
     p.add_argument("b", type=Path, metavar="B", help="a results folder compared with A")
     p.add_argument(
         "--out", type=Path, help="the plot (default: compare-A-vs-B.png in B's parent folder)"
     )
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
     try:
         path = compare(args.a, args.b, args.out)
     except BenchError as exc:
         return report(exc)
     print(f"plot: {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

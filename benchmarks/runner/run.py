@@ -17,6 +17,7 @@ locust_failures.csv, locust.html, locust.log.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from benchmarks.runner import preflight, report, server_metrics, timeline
+from benchmarks.runner.cli import DEFAULT_BASE_URL, add_scenario_args, reported, scenario_from_args
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.metrics import best_level, in_window, summarise
 from benchmarks.runner.prepared import write_workload
@@ -333,3 +335,30 @@ def overall_summary(
             "image_throughput": best["image_throughput"],
         },
     }
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_scenario_args(parser)
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    parser.add_argument(
+        "--start-server",
+        action="store_true",
+        help="if nothing answers at --base-url, start the scenario's deployment there "
+        "(and stop it at the end)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks run`: the scenario's levels, then the results folder's path."""
+
+    def run() -> None:
+        result = run_benchmark(
+            scenario_from_args(args),
+            args.base_url,
+            out_root=args.out,
+            start_server=args.start_server,
+            command=args.command_line,
+        )
+        print(f"results folder: {result.folder}")
+
+    return reported(run)

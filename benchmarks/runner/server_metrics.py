@@ -43,6 +43,7 @@ COUNTERS = {
     "vllm:num_preemptions": "preemptions",
     "vllm:prompt_tokens": "prompt_tokens",
     "vllm:generation_tokens": "generation_tokens",
+    "vllm:request_success": "request_success",  # finished requests, any finish reason
 }
 # Hit rate columns: (rate, hits counter, queries counter)
 HIT_RATES = (

@@ -1,1 +1,1 @@
-"""Tools the studies start: a fake OpenAI endpoint and vLLM's own benchmark."""
+"""Tools the experiments start: a fake OpenAI endpoint and vLLM's own benchmark."""

@@ -123,12 +123,16 @@ async def serve(host: str, port: int, model: str) -> None:
         await server.serve_forever()
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks fake-endpoint", description=__doc__)
+DESCRIPTION = __doc__
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
     p.add_argument("--model", default="fake-model")
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
@@ -140,3 +144,4 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(args.host, args.port, args.model))
     except KeyboardInterrupt:
         print(f"fake endpoint stopped after {time.time() - started:.0f} s")
+    return 0

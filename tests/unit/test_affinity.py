@@ -1,4 +1,4 @@
-"""The affinity study's pure parts without a server: vLLM's prefix-cache counters read from a
+"""The affinity experiment's pure parts without a server: vLLM's prefix-cache counters read from a
 /metrics page, the conversation's turns, the per-round and per-policy figures, the routers'
 configs (checked by vllm-router's own parser), and the one-line errors for input it refuses
 before starting anything."""
@@ -10,24 +10,20 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from benchmarks.runner.records import RequestRecord
-from benchmarks.runner.scenario import load_scenario
-from benchmarks.studies import affinity
-from benchmarks.studies.affinity import (
+from benchmarks.__main__ import main
+from benchmarks.experiments.affinity import run
+from benchmarks.experiments.affinity.conversation import (
     QUESTIONS,
-    CacheCounters,
-    RoundResult,
     TurnRecord,
-    cache_counters,
-    policy_config,
-    round_cells,
-    round_figures,
     send_params,
-    session_workers,
-    summarise,
-    summary_cells,
     turn_messages,
 )
+from benchmarks.experiments.affinity.counters import CacheCounters, cache_counters
+from benchmarks.experiments.affinity.figures import RoundResult, round_figures, summarise
+from benchmarks.experiments.affinity.fleet import policy_config, session_workers
+from benchmarks.experiments.affinity.tables import round_cells, summary_cells
+from benchmarks.runner.records import RequestRecord
+from benchmarks.runner.scenario import load_scenario
 from clients.messages import RADIOLOGIST, count_images
 from serve.command.replicas import check_router_argv, router_argv
 from serve.config.deployment import load_config
@@ -167,7 +163,7 @@ def test_session_keyed_routes_are_read_from_the_router_log() -> None:
     }
 
 
-@pytest.mark.parametrize("policy", affinity.POLICIES)
+@pytest.mark.parametrize("policy", run.POLICIES)
 def test_each_router_differs_from_the_deployments_only_in_policy_and_ports(policy: str) -> None:
     cfg = load_config(REPO / "configs" / "deployments" / "cpu-tiny-2replicas.yaml")
     other = policy_config(cfg, policy, 18100, 18101)
@@ -215,8 +211,8 @@ def test_bad_input_is_one_line_before_anything_starts(
     def no_fleet(*_: object) -> None:
         raise AssertionError("the fleet was started")
 
-    monkeypatch.setattr(affinity, "fleet", no_fleet)
-    code = affinity.main([*args, "--out", str(tmp_path)])
+    monkeypatch.setattr(run, "fleet", no_fleet)
+    code = main(["affinity", *args, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code in (1, 2), err
     assert err.startswith("error: ") and expected in err, err

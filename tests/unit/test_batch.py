@@ -1,5 +1,5 @@
 """clients.batch: study discovery, torn-line tolerant reading, resume, compaction (pure), and
-a run against a stand-in server."""
+a run against a fake OpenAI server."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from clients.batch import (
 )
 from clients.chat import MedGemmaClient
 from clients.tasks import TASKS
+from tests.fake_openai import serve_fake_openai
 from tests.images import chest_like_png
-from tests.openai_standin import serve_standin
 
 
 def test_discover_finds_images_and_dicom_with_stable_relative_ids(tmp_path):
@@ -91,7 +91,7 @@ def test_a_run_asks_for_the_model_once_records_each_study_and_a_rerun_retries_fa
         (folder / f"s{i}.png").write_bytes(chest_like_png(64, seed=i))
     (folder / "broken.png").write_text("not an image")
     findings = TASKS["findings"]
-    with serve_standin() as (url, server):
+    with serve_fake_openai() as (url, server):
         client = MedGemmaClient(base_url=url, max_retries=0)
         first = asyncio.run(batch.run_batch(client, folder, findings, out, concurrency=3))
         gets = [path for method, path, _ in server.seen if method == "GET"]

@@ -1,5 +1,5 @@
 """clients.chat without vLLM: settings from arguments and MEDGEMMA_* variables, a refused
-connection, and MedGemmaClient against a small stand-in OpenAI-compatible HTTP server
+connection, and MedGemmaClient against a small fake OpenAI-compatible HTTP server
 (model resolution, typed answers, streams)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from clients.chat import ClientSettings, MedGemmaClient
 from clients.errors import SchemaError, ServerUnreachableError
 from clients.tasks import ConsistencyCheck
 from serve.process import free_port
+from tests.fake_openai import FakeOpenAI, serve_fake_openai
 from tests.images import chest_like_png
-from tests.openai_standin import StandIn, serve_standin
 
 IMG = chest_like_png(64)
 
@@ -116,13 +116,13 @@ def test_the_settings_model_is_used_without_asking_the_server(monkeypatch):
 
 
 @pytest.fixture
-def standin() -> Iterator[tuple[str, type[StandIn]]]:
-    with serve_standin() as server:
+def fake_openai() -> Iterator[tuple[str, type[FakeOpenAI]]]:
+    with serve_fake_openai() as server:
         yield server
 
 
-def test_the_servers_only_model_is_asked_once(standin):
-    url, handler = standin
+def test_the_servers_only_model_is_asked_once(fake_openai):
+    url, handler = fake_openai
     client = MedGemmaClient(base_url=url, max_retries=0)
     first = client.complete([{"role": "user", "content": "hi"}], max_tokens=5)
     second = client.complete([{"role": "user", "content": "hi"}], max_tokens=5)
@@ -133,15 +133,15 @@ def test_the_servers_only_model_is_asked_once(standin):
 
 
 @pytest.mark.parametrize("models", [["a", "b"], []])
-def test_several_or_no_served_models_ask_for_a_choice(standin, models):
-    url, handler = standin
+def test_several_or_no_served_models_ask_for_a_choice(fake_openai, models):
+    url, handler = fake_openai
     handler.models = models
     with pytest.raises(ValueError, match=f"serves {len(models)} models .*MEDGEMMA_MODEL"):
         MedGemmaClient(base_url=url, max_retries=0).resolve_model()
 
 
-def test_consistency_sends_the_schema_and_returns_the_typed_answer(standin):
-    url, handler = standin
+def test_consistency_sends_the_schema_and_returns_the_typed_answer(fake_openai):
+    url, handler = fake_openai
     handler.content = '{"consistent": false, "discrepancies": ["no effusion"], "confidence": 0.8}'
     r = MedGemmaClient(base_url=url, model="m").run_task("consistency", [IMG], report="Effusion.")
     assert r.parsed == ConsistencyCheck(
@@ -152,8 +152,8 @@ def test_consistency_sends_the_schema_and_returns_the_typed_answer(standin):
     assert sent["max_tokens"] == 1024 and sent["temperature"] == 0.0, sent
 
 
-def test_an_answer_cut_off_by_max_tokens_is_a_schema_error_with_the_raw_text(standin):
-    url, handler = standin
+def test_an_answer_cut_off_by_max_tokens_is_a_schema_error_with_the_raw_text(fake_openai):
+    url, handler = fake_openai
     handler.content, handler.finish_reason = '{"consistent": fa', "length"
     client = MedGemmaClient(base_url=url, model="m")
     with pytest.raises(SchemaError, match="does not match ConsistencyCheck") as err:
@@ -162,8 +162,8 @@ def test_an_answer_cut_off_by_max_tokens_is_a_schema_error_with_the_raw_text(sta
     assert handler.seen[-1][2]["max_tokens"] == 3
 
 
-def test_sync_and_async_streams_end_with_the_servers_usage(standin):
-    url, _ = standin
+def test_sync_and_async_streams_end_with_the_servers_usage(fake_openai):
+    url, _ = fake_openai
     client = MedGemmaClient(base_url=url, max_retries=0)
     s = client.stream([{"role": "user", "content": "hi"}], max_tokens=4)
     deltas = list(s)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.runner.compare import differences, load_summary, main
+from benchmarks.__main__ import main
+from benchmarks.runner.compare import differences, load_summary
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.metrics import summarise
 from benchmarks.runner.records import RequestRecord
@@ -114,7 +115,7 @@ def test_a_folder_that_is_not_a_results_folder_is_one_line(
 ) -> None:
     good = results_folder(tmp_path, "run", 0.1, 0, [1])
     bad = not_results(tmp_path / "not-results", how)
-    assert main([str(good), str(bad)]) == 1
+    assert main(["compare", str(good), str(bad)]) == 1
     out, err = capsys.readouterr()
     assert err == f"error: {bad} is not a results folder: {said}\n", err
     assert out == "" and not list(tmp_path.glob("*.png")), out

@@ -1,7 +1,8 @@
 """clients.dicomweb and `chat/batch --dicomweb` against a real Orthanc (the `pacs` fixture):
 WADO-RS fetch of the 60-slice phantom, QIDO-RS search by modality and date, the one-line
 errors (unknown UID, unreachable PACS, a study above the image limit), and a resumable
-batch over the PACS with the OpenAI stand-in as the model (the model is not under test)."""
+batch over the PACS with the fake OpenAI server (tests/fake_openai.py) as the model (the
+model is not under test)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from clients.messages import count_images
 from clients.study_request import StudyOptions, fetch_request, request_for
 from clients.tasks import TASKS
 from serve.process import free_port
-from tests.openai_standin import serve_standin
+from tests.fake_openai import serve_fake_openai
 from tests.pacs_fixture import LivePacs, needs_orthanc
 
 UNKNOWN = "1.2.826.0.1.3680043.8.498.1"
@@ -194,7 +195,7 @@ def test_chat_bad_input_is_one_line_each(pacs: LivePacs, cli: Callable[..., Run]
 def test_chat_sends_the_sampled_series_and_says_what_it_sent(
     pacs: LivePacs, cli: Callable[..., Run]
 ):
-    with serve_standin() as (url, server):
+    with serve_fake_openai() as (url, server):
         proc = cli(
             "chat", "Any lesion?", "--base-url", url, "--no-stream",
             "--dicomweb", pacs.url, "--study", pacs.phantom_study, "--max-slices", "3",
@@ -215,7 +216,7 @@ def test_a_batch_over_the_pacs_writes_one_record_per_study_and_a_rerun_does_noth
 ):
     out = tmp_path / "results.jsonl"
     ct = [r.study_uid for r in search_studies(pacs.url, modality="CT")]
-    with serve_standin() as (url, server):
+    with serve_fake_openai() as (url, server):
         args = (
             "batch", "--dicomweb", pacs.url, "--modality", "CT", "--max-slices", "2",
             "--out", str(out), "--base-url", url, "--no-progress",
@@ -240,7 +241,7 @@ def test_batch_items_build_requests_in_the_run_and_a_dead_pacs_stops_it(
     options = StudyOptions(max_slices=2)
     items = [DicomwebStudy(pacs.phantom_study, pacs.url, options)]
     dead = [DicomwebStudy(UNKNOWN, dead_url(), options)]
-    with serve_standin() as (url, _):
+    with serve_fake_openai() as (url, _):
         client = MedGemmaClient(base_url=url, max_retries=0)
         summary = asyncio.run(run_items(client, items, TASKS["findings"], out))
         with pytest.raises(PacsError, match="cannot reach the PACS"):
@@ -256,7 +257,7 @@ def test_chat_store_sr_stores_the_answer_into_the_study(pacs: LivePacs, cli: Cal
 
     from tests.unit.test_report_sr import referenced, text_of
 
-    with serve_standin() as (url, _server):
+    with serve_fake_openai() as (url, _server):
         proc = cli(
             "chat", "Any lesion?", "--base-url", url, "--no-stream", "--dicomweb", pacs.url,
             "--study", pacs.phantom_study, "--max-slices", "3", "--store-sr",

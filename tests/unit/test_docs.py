@@ -180,7 +180,7 @@ def test_command_parses(
         assert "--help" in args and "usage:" in capsys.readouterr().out, f"{where}: not parsed"
         return
     if module == "benchmarks" and getattr(ns, "scenario", None) is not None:
-        from benchmarks.__main__ import scenario_from_args
+        from benchmarks.runner.cli import scenario_from_args
         from benchmarks.runner.scenario import load_scenario
         from serve.config.deployment import ConfigError, load_config
 

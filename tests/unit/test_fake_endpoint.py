@@ -52,7 +52,7 @@ def test_models_and_unknown_paths() -> None:
 def test_headroom_starts_the_endpoint_and_waits_until_it_answers(tmp_path) -> None:
     import httpx
 
-    from benchmarks.studies.headroom import start_fake
+    from benchmarks.experiments.headroom import start_fake
 
     proc, base_url = start_fake("m", tmp_path / "fake.log")
     try:

@@ -55,7 +55,7 @@ def test_percentile_interpolates_between_ranks() -> None:
 
 def test_overload_and_summary_report_the_same_p99() -> None:
     """Two reports of the same records give one p99 (overload once took the nearest rank)."""
-    from benchmarks.studies.overload import figures
+    from benchmarks.experiments.overload import figures
 
     records = [*KNOWN, failed()]
     numbers = figures(records, health=[], rss=[], timeout_s=60)

@@ -1,6 +1,6 @@
 # ruff: noqa: E501  (py-spy stack lines are long by nature)
 """The profile's pure parts: py-spy stacks -> stages -> CPU ms per request, flame layout,
-round summaries of the baseline and A/B studies, and the machine's CPU facts."""
+round summaries of the baseline and A/B experiments, and the machine's CPU facts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
+from benchmarks.experiments import stages
+from benchmarks.experiments.baseline import round_result
+from benchmarks.experiments.flame import flame_boxes
 from benchmarks.runner.metrics import spread
-from benchmarks.studies import stages
-from benchmarks.studies.baseline import round_result
-from benchmarks.studies.flame import flame_boxes
 from serve.host import cpu_info, resolved_dtype
 
 RAW = """\

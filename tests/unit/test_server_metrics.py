@@ -44,6 +44,7 @@ def test_a_real_page_gives_every_series() -> None:
         "preemptions": 0.0,
         "prompt_tokens": 101565.0,
         "generation_tokens": 18443.0,
+        "request_success": 273.0,  # finished requests, every finish reason
     }, values
 
 

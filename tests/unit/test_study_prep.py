@@ -7,13 +7,14 @@ import re
 
 import pytest
 
-from benchmarks.studies.study_prep import main
+from benchmarks.__main__ import main
 from tests.pacs_fixture import needs_orthanc
 
 
 @needs_orthanc
 def test_prints_each_round_and_the_medians(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--rounds", "2", "--sizes", "64,96", "--slices", "6", "--send", "6,2"]) == 0
+    args = ["--rounds", "2", "--sizes", "64,96", "--slices", "6", "--send", "6,2"]
+    assert main(["study-prep", *args]) == 0
     out = capsys.readouterr().out
     rounds = re.findall(
         r"^round (\d) (\d+) px: fetch [\d.]+ s, prepare 6 [\d.]+ s, prepare 2", out, re.M
@@ -28,7 +29,7 @@ def test_prints_each_round_and_the_medians(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize("args", [["--sizes", "0"], ["--send", "x"]])
 def test_bad_lists_are_refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(args)
+        main(["study-prep", *args])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "need whole numbers" in err or "not a list" in err, err

@@ -1,6 +1,6 @@
 """serve.verify: the fixed prompts, served-answer parsing, and the CLI's bad-input lines
-(no vLLM server: an unreachable port, a missing folder, and the unit tests' OpenAI
-stand-in serving another model name)."""
+(no vLLM server: an unreachable port, a missing folder, and the unit tests' fake OpenAI
+server serving another model name)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from serve.verify import cli
 from serve.verify.prompts import fixed_prompts
 from serve.verify.served import ServedError, parse
 from tests.conftest import CONFIGS
-from tests.openai_standin import serve_standin
+from tests.fake_openai import serve_fake_openai
 
 CONFIG = str(CONFIGS / "cpu-verify.yaml")
 
@@ -119,7 +119,7 @@ def test_missing_reference_folder_is_one_line(tmp_path, capsys) -> None:
 
 def test_a_server_serving_another_model_is_one_line(tmp_path, capsys) -> None:
     folder = fake_model(tmp_path / "m")
-    with serve_standin() as (url, handler):
+    with serve_fake_openai() as (url, handler):
         handler.models = ["medgemma-4b-it", "other"]
         argv = ["--config", CONFIG, "--base-url", url, "--reference-model", str(folder)]
         assert cli.main(argv) == 2

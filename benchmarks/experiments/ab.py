@@ -13,11 +13,13 @@ max)` (and C/A), and writes ab.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 from benchmarks.runner import preflight
+from benchmarks.runner.cli import add_scenario_args, reported, scenario_from_args
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.machine import machine_state
 from benchmarks.runner.metrics import spread
@@ -123,3 +125,26 @@ def run_ab(
             f"min {x['min']:.2f}, max {x['max']:.2f})"
         )
     return out
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_scenario_args(parser)
+    parser.add_argument("--a", nargs="+", required=True, metavar="KEY=VALUE", help="A's overrides")
+    parser.add_argument("--b", nargs="+", required=True, metavar="KEY=VALUE", help="B's overrides")
+    parser.add_argument("--c", nargs="+", metavar="KEY=VALUE", help="an optional third variant")
+    parser.add_argument("--rounds", type=int, default=3, help="A B rounds (default 3)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks ab`."""
+    return reported(
+        lambda: run_ab(
+            scenario_from_args(args),
+            args.a,
+            args.b,
+            args.c,
+            rounds=args.rounds,
+            out_root=args.out,
+            command=args.command_line,
+        )
+    )

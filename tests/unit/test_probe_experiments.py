@@ -1,12 +1,12 @@
-"""The pure parts of the readiness-probe start-up study and the pan-and-scan study
-(benchmarks.studies.startup_probe, benchmarks.studies.pan_and_scan)."""
+"""The pure parts of the readiness-probe start-up experiment and the pan-and-scan experiment
+(benchmarks.experiments.startup_probe, benchmarks.experiments.pan_and_scan)."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.studies.pan_and_scan import crops
-from benchmarks.studies.startup_probe import Start, summarize
+from benchmarks.experiments.pan_and_scan import crops
+from benchmarks.experiments.startup_probe import Start, summarize
 
 
 def test_summarize_gives_medians_per_arm_and_the_difference() -> None:

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 
+from benchmarks.runner.cli import module_main
 from clients.dicomweb import fetch_study
 from clients.errors import PacsError
 from clients.study import build_study_messages
@@ -39,16 +40,14 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks study-prep",
-        description="Time fetching a CT series from a PACS and preparing it as slices.",
-    )
+DESCRIPTION = "Time fetching a CT series from a PACS and preparing it as slices."
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=5, help="rounds, sizes alternating in each")
     p.add_argument("--sizes", type=int_list, default=[128, 512], help="slice sizes in pixels")
     p.add_argument("--slices", type=int, default=60, help="slices in each series")
     p.add_argument("--send", type=int_list, default=[60, 8], help="slice budgets to prepare")
-    return p
 
 
 def one_round(url: str, spec: PhantomSpec, budgets: list[int]) -> tuple[float, dict[int, float]]:
@@ -65,8 +64,7 @@ def one_round(url: str, spec: PhantomSpec, budgets: list[int]) -> tuple[float, d
     return fetched, prepared
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.slices < 2:
         print("error: --rounds must be at least 1 and --slices at least 2", file=sys.stderr)
         return 2
@@ -105,4 +103,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(
+        module_main("benchmarks.experiments.study_prep", add_cli_args, main, DESCRIPTION)
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -209,15 +208,21 @@ def run_overload(
     return result, numbers
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks overload", description=__doc__)
-    p.add_argument("--scenario", type=Path, default=Path("configs/scenarios/bench-overload.yaml"))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    p.add_argument("--start-server", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    command = [sys.executable, "-m", "benchmarks", "overload", *(argv or sys.argv[1:])]
+DESCRIPTION = __doc__
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario", type=Path, default=Path("configs/scenarios/bench-overload.yaml")
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    parser.add_argument("--start-server", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks overload`: the run, then its figures as JSON."""
     try:
         scenario = load_scenario(args.scenario, args.set)
         result, numbers = run_overload(
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             args.base_url,
             start_server=args.start_server,
             out_root=args.out,
-            command=command,
+            command=args.command_line,
         )
     except (ScenarioError, BenchError) as exc:
         return report(exc)

@@ -2,7 +2,7 @@
 A (ready at /health and /v1/models) and B (then one image + text request, the launcher's
 default), each a fresh `ServerProcess` start of the same config, one server at a time.
 
-    flock /tmp/server.lock python -m benchmarks.studies.startup_probe \\
+    flock /tmp/server.lock python -m benchmarks.experiments.startup_probe \\
         --config configs/deployments/cpu-tiny.yaml --rounds 3
 
 Prints every start (seconds to /health, seconds to ready, the probe's share, the load
@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.runner.cli import module_main
 from serve.command.argv import probes_images
 from serve.config.deployment import ConfigError, load_config
 from serve.launch.probe import probe
@@ -90,16 +91,18 @@ def one_start(cfg_path: Path, port: int, arm: str, number: int, log_dir: Path) -
         return Start(number, arm, server.health_s, server.started_s, first, load)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.studies.startup_probe", description=__doc__.split("\n\n")[0]
-    )
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=Path("configs/deployments/cpu-tiny.yaml"))
     p.add_argument("--rounds", type=int, default=3, help="rounds of A then B (default 3)")
     p.add_argument("--port", type=int, help="server port (default: a free one)")
     p.add_argument("--log-dir", type=Path, help="server logs (default: a temporary folder)")
     p.add_argument("--json", type=Path, help="also write the starts and medians here")
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         print(f"error: --rounds: {args.rounds} is not a positive number", file=sys.stderr)
         return 2
@@ -111,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="startup-probe-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
-    command = shlex.join(
-        ["python", "-m", "benchmarks.studies.startup_probe", *(argv or sys.argv[1:])]
-    )
+    command = shlex.join(["python", *args.command_line[1:]])
     print(f"command: {command}")
     print(
         f"date:    {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; cores: {os.cpu_count()}, "
@@ -150,4 +151,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(
+        module_main("benchmarks.experiments.startup_probe", add_cli_args, main, DESCRIPTION)
+    )

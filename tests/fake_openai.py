@@ -17,7 +17,7 @@ from typing import Any
 from benchmarks.tools.fake_endpoint import stream_reply
 
 
-class StandIn(BaseHTTPRequestHandler):
+class FakeOpenAI(BaseHTTPRequestHandler):
     """/v1/models lists `models`; a chat completion answers `content` with `finish_reason`
     (streamed: the fake endpoint's vLLM-format stream). Requests are kept in `seen`."""
 
@@ -59,10 +59,10 @@ class StandIn(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_standin() -> Iterator[tuple[str, type[StandIn]]]:
-    """A stand-in server on a free port: (its base URL, a handler class of its own to
+def serve_fake_openai() -> Iterator[tuple[str, type[FakeOpenAI]]]:
+    """A fake OpenAI server on a free port: (its base URL, a handler class of its own to
     configure and inspect)."""
-    handler = type("Handler", (StandIn,), {"seen": []})
+    handler = type("Handler", (FakeOpenAI,), {"seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

@@ -163,10 +163,10 @@ def prep_report(args: argparse.Namespace, folder: Path) -> None:
         print(f"  {name:<22} {kb:8.0f} {down:10.1f} {full:10.1f}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks client-cost", description=__doc__.split("\n")[0]
-    )
+DESCRIPTION = __doc__.split("\n")[0]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", help="use this server instead of starting a cpu-tiny one")
     p.add_argument("--api-key", default=None, help="key of --base-url (default MEDGEMMA_API_KEY)")
     p.add_argument("--model", default=None, help="served model (default: the only one)")
@@ -178,11 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=7, help="repetitions per preparation timing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prep-only", action="store_true", help="skip the served part")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="client-cost-") as tmp:
         folder = Path(tmp)
         prep_report(args, folder)

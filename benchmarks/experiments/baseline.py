@@ -14,6 +14,7 @@ thread count and the CPU model and load average at each phase.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.runner import preflight
+from benchmarks.runner.cli import add_scenario_args, needs_images, reported, scenario_from_args
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.machine import machine_state
 from benchmarks.runner.metrics import spread, summarise
@@ -313,3 +315,29 @@ def run_baseline(
         f"min {ratio['min']:.2f}, max {ratio['max']:.2f})"
     )
     return result
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_scenario_args(parser)
+    parser.add_argument(
+        "--base-url", help="use this running server (it must be idle) instead of starting one"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of deployment then seed path, alternated (default 3: A B A B A B)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks baseline`."""
+    return reported(
+        lambda: run_baseline(
+            needs_images(scenario_from_args(args), "baseline"),
+            base_url=args.base_url,
+            rounds=args.rounds,
+            out_root=args.out,
+            command=args.command_line,
+        )
+    )

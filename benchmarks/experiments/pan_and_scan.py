@@ -1,10 +1,10 @@
 """What Gemma 3's pan-and-scan costs in prompt tokens: the server's `usage.prompt_tokens`
 for the same one-image chat with and without `mm_processor_kwargs: {do_pan_and_scan: true}`
 (sent per request; vLLM 0.32 refuses that with 400 unless the server runs with
-`--trust-request-mm-kwargs`, which this study adds to the server it starts; a config's
+`--trust-request-mm-kwargs`, which this experiment adds to the server it starts; a config's
 `mm_processor_kwargs` sets it for every request), over images of growing aspect ratio.
 
-    flock /tmp/server.lock python -m benchmarks.studies.pan_and_scan \\
+    flock /tmp/server.lock python -m benchmarks.experiments.pan_and_scan \\
         --config configs/deployments/cpu-tiny.yaml [--set 'mm_processor_kwargs={...}']
 
 Starts the config's server (one image + text request proves it ready), or uses a running
@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from benchmarks.runner.cli import module_main
 from serve.config.deployment import ConfigError, load_config
 from serve.launch.server import ServerProcess
 from serve.process import LaunchError, free_port
@@ -114,24 +115,24 @@ def table(
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.studies.pan_and_scan", description=__doc__.split("\n\n")[0]
-    )
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=Path("configs/deployments/cpu-tiny.yaml"))
     p.add_argument("--base-url", help="a running server's /v1 URL (default: start the config's)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
     )
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = shlex.join(
-        ["python", "-m", "benchmarks.studies.pan_and_scan", *(argv or sys.argv[1:])]
-    )
+    command = shlex.join(["python", *args.command_line[1:]])
     print(f"command: {command}")
     print(f"date:    {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; model {cfg.model_name}")
     try:
@@ -156,4 +157,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(
+        module_main("benchmarks.experiments.pan_and_scan", add_cli_args, main, DESCRIPTION)
+    )

@@ -8,12 +8,14 @@ prints that limit over the served run's best req/s (the target is >= 20x).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.runner.cli import add_scenario_args, reported, scenario_from_args
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.run import RESULTS, run_benchmark, served_model
 from benchmarks.runner.scenario import Scenario
@@ -91,3 +93,20 @@ def run_headroom(
     (result.folder / "headroom.json").write_text(json.dumps(out, indent=2) + "\n")
     print(line + f" ({out['note']})")
     return out
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_scenario_args(parser)
+    parser.add_argument("--compare", type=Path, help="a summary.json of a served run to compare")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks headroom`."""
+    return reported(
+        lambda: run_headroom(
+            scenario_from_args(args),
+            out_root=args.out,
+            compare=args.compare,
+            command=args.command_line,
+        )
+    )

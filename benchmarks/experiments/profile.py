@@ -10,16 +10,17 @@ folder holds, per level, `<process>.collapsed` (py-spy's raw stacks), `<process>
 flame graph) and, at the top, `profile.json` (CPU ms per request for each stage, each
 process's share of the CPU and the cores it kept busy) and `stages.png`.
 
-Method (benchmarks.studies.stages): a process's CPU seconds are the kernel's; they are split over
-stages in proportion to py-spy's non-idle samples (py-spy samples Python threads only, so
-OpenMP's threads count through the kernel's total, under the stage whose Python frame
-started them). Busy polling (vLLM's shared-memory queues spin while they wait) is a stage
+Method (benchmarks.experiments.stages): a process's CPU seconds are the kernel's; they are
+split over stages in proportion to py-spy's non-idle samples (py-spy samples Python threads
+only, so OpenMP's threads count through the kernel's total, under the stage whose Python
+frame started them). Busy polling (vLLM's shared-memory queues spin while they wait) is a stage
 of its own. py-spy itself costs CPU on the same cores: its processes' CPU is reported as
 `profiler`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -35,11 +36,18 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from benchmarks.experiments import stages
+from benchmarks.experiments.flame import write_flame_svg
+from benchmarks.runner.cli import (
+    DEFAULT_BASE_URL,
+    add_scenario_args,
+    needs_images,
+    reported,
+    scenario_from_args,
+)
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.run import RESULTS, cpu_note, run_benchmark, served_model, with_seed
 from benchmarks.runner.scenario import Scenario
-from benchmarks.studies import stages
-from benchmarks.studies.flame import write_flame_svg
 
 SAMPLE_RATE_HZ = 50  # py-spy's cost grows with the rate; 50 Hz gives ~1,500 samples a level
 
@@ -344,3 +352,22 @@ def print_profile(report: dict[str, Any], folder: Path) -> None:
             for stage, ms in p["stages_ms_per_request"].items():
                 print(f"    {stage}: {ms} ms")
     print(f"profile folder: {folder}")
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_scenario_args(parser)
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    parser.add_argument("--start-server", action="store_true", help="as for `run`")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks profile`."""
+    return reported(
+        lambda: run_profile(
+            needs_images(scenario_from_args(args), "profile"),
+            args.base_url,
+            start_server=args.start_server,
+            out_root=args.out,
+            command=args.command_line,
+        )
+    )

@@ -14,6 +14,7 @@ level make the two closer.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -22,11 +23,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.experiments.baseline import model_folder
 from benchmarks.runner import preflight
+from benchmarks.runner.cli import (
+    DEFAULT_BASE_URL,
+    add_scenario_args,
+    reported,
+    scenario_from_args,
+)
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.run import RESULTS, cpu_note, run_benchmark, served_model, with_seed
 from benchmarks.runner.scenario import Scenario
-from benchmarks.studies.baseline import model_folder
 
 
 def check_comparable(scenario: Scenario) -> tuple[int, int]:
@@ -143,3 +150,22 @@ def run_agreement(
         print(f"users {r['users']}: " + "; ".join(parts))
     print(f"({note}); results: {ours.folder}")
     return rows
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_scenario_args(parser)
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    parser.add_argument("--start-server", action="store_true", help="as for `run`")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m benchmarks vllm-bench`."""
+    return reported(
+        lambda: run_agreement(
+            scenario_from_args(args),
+            args.base_url,
+            out_root=args.out,
+            start_server=args.start_server,
+            command=args.command_line,
+        )
+    )

@@ -1,2 +1,0 @@
-"""Studies built on the runner: baseline, profile, A/B, headroom, agreement, overload,
-client cost."""
