@@ -15,7 +15,7 @@ from serve.config.deployment import load_config
 from serve.model.shapes import SHAPES_DIR, ShapeError, gemma3_layer_types, read_shape_file
 from serve.plan import capacity as cap
 from serve.plan import cli as plan_cli
-from serve.plan.cli import RequestShape, make_plan, resolve_device, suggest
+from serve.plan.planner import RequestShape, make_plan, resolve_device, suggest
 from serve.plan.inputs import load_gpus, shape_for_config
 from serve.plan.roofline import make_roofline
 
