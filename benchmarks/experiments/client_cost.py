@@ -4,7 +4,7 @@ versus downscaled on the client (a benchmark that prints numbers, not a test).
     python -m benchmarks client-cost                      # starts a cpu-tiny server
     python -m benchmarks client-cost --base-url http://127.0.0.1:8000/v1
 
-Part 1 times `clients.images.to_data_url` on files (read + decode + downscale + encode +
+Part 1 times `clients.image_input.to_data_url` on files (read + decode + downscale + encode +
 base64), median of --reps runs: radiograph-like PNGs of 512, 2048 and 4096 px and a
 2048 px 12-bit DICOM, each at max_size=896 and at full resolution (max_size=None).
 Part 2 sends the same --requests distinct 2048 px images at the same concurrency, four

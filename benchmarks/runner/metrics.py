@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runner.records import RequestRecord
-from benchmarks.runner.scenario import Slo
+from serve.workload.request import Slo
 
 PERCENTILES = (50, 90, 99)
 

@@ -1,8 +1,10 @@
 """The benchmark scenario: one pydantic model, loaded from YAML with command-line overrides.
 
-A scenario says what load to send (image mix, prompts, output length, temperature), how
-(closed loop at fixed concurrency levels, or open loop at Poisson arrival rates), for how
-long, and what counts as a good request (the SLO behind goodput). `load_scenario`
+A scenario says what load to send, how (closed loop at fixed concurrency levels, or open
+loop at Poisson arrival rates), for how long, and what counts as a good request. What one
+request sends and expects (image mix, prompts, output length, temperature, the SLO behind
+goodput) is `serve.workload.request.ScenarioRequest`, which `Scenario` extends with the
+run: the deployment, the load, the timeouts, the baseline and the seed. `load_scenario`
 validates the file and the overrides in one `model_validate` call (as deployment configs,
 through serve.config.yaml_file) and raises `ScenarioError`, whose message names the file
 and the field.
@@ -17,86 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve.config.yaml_file import ConfigError, FileKind, load_model
+from serve.config.yaml_file import load_model
+from serve.workload.request import SCENARIO, ScenarioError, ScenarioRequest
 
-
-class ScenarioError(ConfigError):
-    """A scenario file or override that cannot be used; the message names the problem."""
-
-
-class ImageMix(BaseModel):
-    """Which images the requests carry. Every image is generated and encoded before the run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sizes: list[tuple[int, int]] = Field(
-        default_factory=lambda: [(512, 512)],
-        description="Image sizes as [width, height] pairs, used in turn.",
-    )
-    kind: Literal["noise", "xray", "ct"] = Field(
-        "noise",
-        description="`noise`: i.i.d. random RGB pixels, as vLLM's random-mm dataset (sent as "
-        "JPEG); `xray`: a synthetic grey radiograph (sent as PNG); `ct`: each image request is "
-        "one CT study: a synthetic phantom series of `per_request` square slices of `sizes` "
-        "(serve.pacs.phantom, a new noise seed per study) laid out by clients.study as a "
-        "client sends it: ordered, windowed, each slice followed by 'SLICE n', then the "
-        "question (rates are reported as studies/s and slices/s).",
-    )
-    per_request: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="Images in each image request (kind ct: slices per study).",
-    )
-    dicom_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of image requests whose images are synthetic 16-bit DICOM datasets, "
-        "converted by the clients' DICOM path (windowing, 8-bit, PNG).",
-    )
-    text_only_share: float = Field(
-        0.0, ge=0, le=1, description="Share of requests with no image at all."
-    )
-    distinct: int = Field(
-        64,
-        ge=1,
-        le=4096,
-        description="Distinct prepared requests (each with its own images), sent in turn. vLLM "
-        "caches processed images, so repeats are cheaper than new images: use at least as many "
-        "as the run sends to measure uncached images.",
-    )
-    max_size: int = Field(
-        896, ge=16, description="Longest image side sent (the clients downscale larger images)."
-    )
-
-
-class Prompts(BaseModel):
-    """The text of each request: the clients' task presets, or a literal prompt."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tasks: list[str] = Field(
-        default_factory=lambda: ["findings"],
-        min_length=1,
-        description="Names in clients.tasks.TASKS (findings, summary, interpret, teaching, "
-        "consistency), used in turn.",
-    )
-    text: str | None = Field(
-        None, description="A literal user prompt instead of the tasks' (with no system prompt)."
-    )
-
-
-class Slo(BaseModel):
-    """Service-level objective: a request is good if it meets every limit set here."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ttft_ms: float | None = Field(None, gt=0, description="Most time to first token (ms).")
-    tpot_ms: float | None = Field(
-        None, gt=0, description="Most time per output token after the first (ms)."
-    )
-    e2e_ms: float | None = Field(None, gt=0, description="Most end-to-end latency (ms).")
+__all__ = ["Load", "Scenario", "ScenarioError", "load_scenario", "rate_units", "to_yaml"]
 
 
 class Load(BaseModel):
@@ -160,8 +86,10 @@ class Load(BaseModel):
         return [float(u) for u in self.users] if self.mode == "closed" else list(self.rates)
 
 
-class Scenario(BaseModel):
-    """One benchmark workload against an OpenAI-compatible chat endpoint."""
+class Scenario(ScenarioRequest):
+    """One benchmark workload against an OpenAI-compatible chat endpoint: its requests'
+    fields (images, prompts, max_tokens, fixed_output, temperature, slo) are
+    ScenarioRequest's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -185,16 +113,6 @@ class Scenario(BaseModel):
         "MEDGEMMA_API_KEY",
         description="Environment variable holding the API key sent as a Bearer token, if set.",
     )
-    images: ImageMix = Field(default_factory=ImageMix, description="The image mix.")
-    prompts: Prompts = Field(default_factory=Prompts, description="The request texts.")
-    max_tokens: int = Field(64, ge=1, le=32768, description="Output tokens asked for.")
-    fixed_output: bool = Field(
-        True,
-        description="Generate exactly max_tokens (ignore_eos + min_tokens), as vLLM's benchmark "
-        "does; false lets the model stop naturally.",
-    )
-    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0: greedy).")
-    slo: Slo = Field(default_factory=Slo, description="Limits for goodput.")
     load: Load = Field(default_factory=Load, description="Load shape, sweep and duration.")
     request_timeout_s: float = Field(
         600, gt=0, description="Seconds a request may wait between bytes before it fails."
@@ -224,30 +142,6 @@ class Scenario(BaseModel):
         "the images already.",
     )
 
-    @model_validator(mode="after")
-    def _known_tasks(self) -> Scenario:
-        if self.prompts.text is None:
-            from clients.tasks import TASKS
-
-            unknown = [t for t in self.prompts.tasks if t not in TASKS]
-            if unknown:
-                raise ValueError(
-                    f"prompts.tasks: unknown task(s) {unknown}; known: {sorted(TASKS)}"
-                )
-        if self.images.kind == "ct":
-            if self.images.dicom_share > 0:
-                raise ValueError(
-                    "images.dicom_share applies to noise and xray; a CT study is DICOM"
-                )
-            odd = [list(size) for size in self.images.sizes if size[0] != size[1]]
-            if odd:
-                raise ValueError(f"images.sizes: CT slices are square (rows = columns), got {odd}")
-        if self.images.text_only_share == 1 and self.images.dicom_share > 0:
-            raise ValueError(
-                "images.dicom_share > 0 needs some image requests (text_only_share < 1)"
-            )
-        return self
-
 
 def rate_units(scenario: Scenario) -> dict[str, str]:
     """What a request and an image are in this scenario's rates: a CT study of slices, or
@@ -255,15 +149,6 @@ def rate_units(scenario: Scenario) -> dict[str, str]:
     if scenario.images.kind == "ct":
         return {"request": "studies", "image": "slices"}
     return {"request": "req", "image": "images"}
-
-
-SCENARIO = FileKind(
-    noun="scenario",
-    title="benchmark scenario",
-    fields_hint="python -m benchmarks fields",
-    error=ScenarioError,
-    input_chars=80,
-)
 
 
 def load_scenario(

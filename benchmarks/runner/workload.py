@@ -3,10 +3,10 @@
 Images are synthetic (no patient data): i.i.d. noise like vLLM's random-mm dataset, a
 grey radiograph-like picture, a 16-bit DICOM dataset built in memory, or a CT study (the
 phantom series of `serve.pacs.phantom`). They are turned into chat messages by the
-clients' own code (`clients.images.to_image_part`, `clients.messages.build_messages`,
-`clients.study.build_study_messages`, `clients.tasks.TASKS`), so the benchmark sends what a
-client sends. Each request body is serialised to JSON here, so the timed path only
-writes bytes.
+clients' own code (`clients.image_input.to_image_part`, `clients.study.build_study_messages`,
+and the task presets through `serve.workload.messages.task_messages`), so the benchmark
+sends what a client sends. Each request body is serialised to JSON here, so the timed
+path only writes bytes.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
 from clients.image_input import to_image_part
-from clients.messages import build_messages
 from clients.study import build_study_messages
 from serve.pacs.phantom import PhantomSpec, phantom_series
+from serve.workload.messages import task_messages
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 
@@ -89,33 +89,6 @@ def kinds(scenario: Scenario) -> list[str]:
         image = "study" if mix.kind == "ct" else "dicom" if dicom else "image"
         out.append("text" if text_only else image)
     return out
-
-
-SAMPLE_REPORT = (
-    "Findings: The lungs are clear. No pleural effusion or pneumothorax. The heart size is "
-    "normal.\nImpression: No acute cardiopulmonary abnormality."
-)  # synthetic, for the tasks that need a report
-
-
-def task_messages(
-    scenario: Scenario, i: int, parts: list[dict[str, Any]]
-) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    """(task name, messages, extra request fields) of the i-th request, built by the
-    clients' task presets. A text-only request of an image task becomes an `interpret`
-    question (the follow-up a clinician asks without a new image)."""
-    if scenario.prompts.text is not None:
-        return "text", build_messages(scenario.prompts.text, parts), {}
-    from clients.tasks import TASKS
-
-    name = scenario.prompts.tasks[i % len(scenario.prompts.tasks)]
-    task = TASKS[name]
-    if not parts and task.needs_images:
-        task = TASKS["interpret"]
-    req = task.build(parts, report=SAMPLE_REPORT, max_tokens=scenario.max_tokens)
-    extra = {k: v for k, v in req.params.items() if k not in ("max_tokens", "temperature")}
-    if scenario.fixed_output:
-        extra.pop("response_format", None)  # a schema ends the answer early: not fixed length
-    return task.name, req.messages, extra
 
 
 def study_messages(

@@ -1,1 +1,2 @@
-"""Capacity planning: model shapes, GPU specs, KV-cache arithmetic and roofline ceilings."""
+"""Capacity planning: GPU specs, KV-cache arithmetic, the planner (pure) and its report,
+roofline ceilings, and `python -m serve plan` (cli)."""

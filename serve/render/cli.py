@@ -10,9 +10,9 @@ vLLM server with `--distributed-executor-backend ray`. `k8s` prints the manifest
 multi-document YAML (or writes one file each into DIR), the dashboard and the alerting
 rules among them (serve.render.k8s_monitor). `dashboard` prints a Grafana dashboard (JSON),
 `alerts` Prometheus alerting rules (YAML) whose TTFT objective is the scenario's
-`slo.ttft_ms`, else --ttft-slo-ms, else 10 s (for `k8s` too). The rendering is pure
-(`serve.render.ray`, `serve.render.k8s`, `serve.render.dashboard`, `serve.render.alerts`);
-this module only loads, checks and prints.
+`slo.ttft_ms` (read by serve.workload.request), else --ttft-slo-ms, else 10 s (for `k8s`
+too). The rendering is pure (`serve.render.ray`, `serve.render.k8s`,
+`serve.render.dashboard`, `serve.render.alerts`); this module only loads, checks and prints.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from serve.render.alerts import AlertThresholds, render_alerts
 from serve.render.dashboard import render_dashboard
 from serve.render.k8s import render_k8s
 from serve.render.ray import RenderError, render_ray, to_script
+from serve.workload.request import ScenarioError, read_request
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,10 +64,8 @@ def alert_thresholds(scenario: Path | None, ttft_slo_ms: float | None) -> AlertT
         return AlertThresholds(ttft_slo_ms=ttft_slo_ms)
     if scenario is None:
         return AlertThresholds()
-    from benchmarks.runner.scenario import ScenarioError, load_scenario
-
     try:
-        slo_ms = load_scenario(scenario).slo.ttft_ms
+        slo_ms = read_request(scenario).slo.ttft_ms
     except ScenarioError as exc:
         raise RenderError(f"--scenario: {exc}") from None
     if slo_ms is None:

@@ -16,8 +16,8 @@ import pytest
 from serve.command.argv import for_host
 from serve.config.deployment import load_config
 from serve.host import host_cpu
-from serve.plan.cli import RequestShape, make_plan
 from serve.plan.inputs import shape_for_config
+from serve.plan.planner import RequestShape, make_plan
 from tests.conftest import CONFIGS, REPO
 from tests.e2e.launcher import LiveServer
 

@@ -268,8 +268,8 @@ def test_lora_bytes_split_over_tensor_and_pipeline_ranks() -> None:
 
 
 def test_the_plan_subtracts_lora_slots_from_the_gpu_kv_budget() -> None:
-    from serve.plan.cli import RequestShape, make_plan
     from serve.plan.inputs import load_gpus, shape_for_config
+    from serve.plan.planner import RequestShape, make_plan
 
     base = load_config(CONFIGS / "medgemma-4b-it.yaml")
     tuned = load_config(

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.runner.metrics import best_level, in_window, is_good, percentile, summarise
 from benchmarks.runner.records import RequestRecord, StreamParser, parse_lines
-from benchmarks.runner.scenario import Slo
+from serve.workload.request import Slo
 
 
 def rec(ttft: float, latency: float, out: int = 11, *, start: float = 100.0, prompt: int = 300,

@@ -15,9 +15,11 @@ from serve.config.deployment import load_config
 from serve.model.shapes import SHAPES_DIR, ShapeError, gemma3_layer_types, read_shape_file
 from serve.plan import capacity as cap
 from serve.plan import cli as plan_cli
-from serve.plan.cli import RequestShape, make_plan, resolve_device, suggest
 from serve.plan.inputs import load_gpus, shape_for_config
+from serve.plan.planner import RequestShape, make_plan, resolve_device, suggest
+from serve.plan.request import typical_request
 from serve.plan.roofline import make_roofline
+from serve.workload.request import read_request
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "deployments"
@@ -198,6 +200,26 @@ def test_bad_input_names_the_field(args: list[str], needle: str) -> None:
 def test_text_only_model_takes_no_images() -> None:
     out = run_plan("--config", str(CONFIGS / "medgemma-27b-text-it-tp2.yaml"), "--images", "1")
     assert out.returncode == 2 and "--images: medgemma-27b-text-it is text-only" in out.stderr
+
+
+def test_typical_request_is_the_flags_over_the_scenario_over_the_defaults() -> None:
+    """Pure: bench-ct.yaml's 8 slices and max_tokens 32 (its text estimated at 49 tokens),
+    a flag over each, the defaults without a scenario; a text-only model gets no images."""
+    scenario = read_request(REPO / "configs" / "scenarios" / "bench-ct.yaml")
+    cfg = load_config(CONFIGS / "medgemma-4b-it.yaml")
+    sees = shape("medgemma-4b-it")
+    none = {"images": None, "text": None, "output": None}
+    request, source = typical_request(cfg, sees, **none, scenario=scenario, scenario_path="ct")
+    assert request == RequestShape(8, 49, 32), request
+    assert source is not None and source.startswith("scenario ct: images.per_request 8"), source
+    request, _ = typical_request(cfg, sees, **{**none, "output": 5}, scenario=scenario)
+    assert request == RequestShape(8, 49, 5), request
+    assert typical_request(cfg, sees, **none) == (RequestShape(1, 200, 300), None)
+    text_cfg = load_config(CONFIGS / "medgemma-27b-text-it-tp2.yaml")
+    request, source = typical_request(
+        text_cfg, shape("medgemma-27b-text-it"), **none, scenario=scenario, scenario_path="ct"
+    )
+    assert request.images == 0 and source is not None and "text-only" in source, source
 
 
 def test_a_node_holds_only_so_many_gpus() -> None:

@@ -10,8 +10,8 @@ import pytest
 from serve.config.deployment import load_config
 from serve.plan import capacity as cap
 from serve.plan import cli as plan_cli
-from serve.plan.cli import RequestShape, make_plan, resolve_device
 from serve.plan.inputs import load_gpus, shape_for_config
+from serve.plan.planner import RequestShape, make_plan, resolve_device
 from serve.plan.studies import StudyCost, mix_name, mix_rows, parse_shares
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"

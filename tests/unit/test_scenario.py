@@ -1,8 +1,11 @@
-"""Benchmark scenarios: loading, clear messages for bad input, the prepared workload."""
+"""Benchmark scenarios: loading, clear messages for bad input, the prepared workload, and
+the request fields that serve reads without the benchmark (serve.workload)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ from benchmarks.__main__ import main
 from benchmarks.runner.prepared import read_workload, write_workload
 from benchmarks.runner.scenario import ScenarioError, load_scenario
 from benchmarks.runner.workload import kinds, prepare
+from serve.workload.messages import task_messages, text_tokens
+from serve.workload.request import ScenarioRequest, read_request
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
@@ -26,6 +31,50 @@ def test_every_shipped_scenario_loads(path: Path) -> None:
     s = load_scenario(path)
     assert s.name == path.stem
     assert s.load.levels, s.load
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("bench-*.yaml")), ids=lambda p: p.name)
+def test_serve_reads_the_request_fields_the_benchmark_loads(path: Path) -> None:
+    """read_request (plan, render) and load_scenario (the benchmark) agree on every request
+    field; the scenario's other fields are the benchmark's."""
+    full = load_scenario(path)
+    request = read_request(path)
+    assert type(request) is ScenarioRequest
+    assert request.model_dump() == full.model_dump(include=set(ScenarioRequest.model_fields))
+    assert set(ScenarioRequest.model_fields) < set(type(full).model_fields)
+
+
+def test_read_request_leaves_the_benchmark_fields_to_the_benchmark(tmp_path: Path) -> None:
+    path = write(tmp_path, "load: {mode: sideways}\nslo: {ttft_ms: 250}\n")
+    assert read_request(path).slo.ttft_ms == 250
+    with pytest.raises(ScenarioError, match="load.mode"):
+        load_scenario(path)
+    bad = write(tmp_path, "load: {mode: sideways}\nprompts: {tasks: [nope]}\n")
+    with pytest.raises(ScenarioError) as info:
+        read_request(bad)
+    assert str(info.value).startswith(f"{bad}: invalid benchmark scenario"), info.value
+    assert "unknown task(s) ['nope']" in str(info.value) and "load" not in str(info.value)
+
+
+def test_text_tokens_count_the_messages_the_benchmark_sends() -> None:
+    """bench-cpu.yaml: the findings task, one image: ceil((30 system + 116 prompt
+    characters) / 4) + 10 template tokens = 47, the text of task_messages' request."""
+    request = read_request(CONFIGS / "bench-cpu.yaml")
+    _, messages, _ = task_messages(request, 0, [{"type": "image_url", "image_url": {"url": ""}}])
+    system, user = messages[0]["content"], messages[-1]["content"]
+    prompt = "".join(part.get("text", "") for part in user)
+    assert (len(system), len(prompt)) == (30, 116), messages
+    assert text_tokens(request) == 47
+
+
+def test_serve_imports_no_benchmark() -> None:
+    """plan and render read scenarios through serve.workload: no benchmarks module loads."""
+    code = (
+        "import sys, serve.plan.cli, serve.render.cli, serve.workload.messages; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_overrides_merge_into_one_validation(tmp_path: Path) -> None:
