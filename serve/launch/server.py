@@ -89,8 +89,9 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it is ready: /health and /v1/models answer 200,
-        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError,
-        or ConfigError when the files the config names are not usable here (pre-flight)."""
+        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError;
+        the pre-flight's PreflightError (a LaunchError and a ConfigError) comes first when
+        the files the config names are not usable here."""
         preflight(self.cfg)
         if port_in_use(self.cfg.host, self.cfg.port):
             raise LaunchError(
