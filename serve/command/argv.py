@@ -15,9 +15,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from serve.command.lora import lora_argv, lora_env, planned_paths
 from serve.config.deployment import DeploymentConfig, is_local_path
 from serve.host import host_cpu, resolved_dtype
-from serve.launch.lora import adapter_paths, lora_argv, lora_env, planned_paths
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # The ASGI middleware the server imports; `serve` is installed in the server's environment.
@@ -150,11 +150,11 @@ def for_host(cfg: DeploymentConfig, cpu_flags: Collection[str]) -> DeploymentCon
 
 def server_command(cfg: DeploymentConfig, model_path: str | None = None) -> list[str]:
     """The full command for this machine: this Python running vLLM's OpenAI server module.
-    Stand-in LoRA adapters of the config are built first (serve.launch.lora.adapter_paths),
-    so that the folders the command names exist (a --dry-run builds them too)."""
+    Stand-in LoRA adapters are named by the folders they are or will be built in (nothing
+    is built: the launcher builds what is missing before it starts vLLM, and a --dry-run
+    builds nothing)."""
     host = for_host(cfg, host_cpu()["flags"])
-    lora_paths = adapter_paths(cfg) if cfg.lora is not None else None
-    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(host, model_path, lora_paths)]
+    return [sys.executable, "-m", SERVER_MODULE, *to_vllm_argv(host, model_path)]
 
 
 def render_shell(command: list[str], env: Mapping[str, str]) -> str:

@@ -3,12 +3,14 @@
 A config describes one vLLM deployment (model, parallelism, limits, CPU tuning, API key
 variable). It is data: `load_config` validates the file and the overrides in one
 `model_validate` call (serve.config.yaml_file) and raises `ConfigError`, whose message
-names the file and field.
+names the file and field. The schema is pure: it reads no file but the YAML, so
+`python -m serve plan` and `render` load a config on any machine; whether the files a
+config names exist (model folder, TLS files, adapters) is checked by the launch pre-flight
+(serve.launch.preflight) on the machine that starts the server.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -17,127 +19,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve.config.cluster import KubernetesSettings, RaySettings
+from serve.config.lora import LoraSettings, StandInAdapter
+from serve.config.model_source import form_problem, hub_model_config, looks_local
+from serve.config.model_source import is_local_path as is_local_path  # importers use it
 from serve.config.replicas import ReplicaSettings, RouterSettings
-from serve.config.yaml_file import ConfigError, FileKind, load_model
+from serve.config.restart import RestartPolicy
+from serve.config.standin import StandIn, standin_model_config
+from serve.config.yaml_file import ConfigError as ConfigError  # importers use it
+from serve.config.yaml_file import FileKind, load_model
 from serve.model.gemma3 import gemma3_pitfall
 
 Device = Literal["cpu", "cuda"]
-HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class StandIn(BaseModel):
-    """The random-weight MedGemma-architecture model built locally by `serve.standin.tiny_model`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    preset: Literal["tiny", "bench", "verify"] = Field(
-        "tiny",
-        description="Size preset: `tiny` for tests, `bench` (larger) for benchmarks, `verify` "
-        "(tiny's sizes, decisive next tokens, an image projection that is not zero) for "
-        "`python -m serve verify`.",
-    )
-    seed: int = Field(0, ge=0, description="Random seed: the same seed builds the same weights.")
-
-
-class RestartPolicy(BaseModel):
-    """Whether the launcher restarts the vLLM server when it dies after start-up."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="Restart the server if it exits unexpectedly.")
-    max_restarts: int = Field(3, ge=0, description="Give up after this many restarts.")
-    backoff_s: float = Field(2.0, ge=0, description="Seconds to wait before each restart.")
-    unhealthy_after_s: float | None = Field(
-        60.0,
-        gt=0,
-        description="With `enabled`: treat a server whose process is alive but whose /health "
-        "has not answered 200 for this many seconds as dead: kill its process group and "
-        "restart it like an exit (vLLM's API server can hang in its own shutdown after its "
-        "engine dies). null: only an exit counts.",
-    )
-
-
-# The ranks vLLM 0.32 accepts for --max-lora-rank (vllm.config.lora.MaxLoRARanks).
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
-class StandInAdapterSpec(BaseModel):
-    """A random LoRA adapter built locally with peft on the stand-in (serve.standin.adapter)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rank: int = Field(8, ge=1, description="LoRA rank r of every target layer.")
-    seed: int = Field(1, ge=0, description="Random seed: the same seed builds the same weights.")
-
-
-class StandInAdapter(BaseModel):
-    """`{stand_in: {rank: 8, seed: 1}}`: an adapter built for the stand-in, not a file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stand_in: StandInAdapterSpec = Field(
-        default_factory=StandInAdapterSpec,
-        description="Rank and seed of the locally built random adapter.",
-    )
-
-
-class LoraSettings(BaseModel):
-    """LoRA fine-tunes served beside the base model, each as a model name of its own."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    adapters: dict[str, str | StandInAdapter] = Field(
-        default_factory=dict,
-        description="Served name -> a local peft adapter folder (adapter_config.json + "
-        "adapter_model.safetensors), a Hugging Face hub id, or {stand_in: {rank, seed}} for "
-        "a random adapter built on the stand-in. Each name appears in /v1/models.",
-    )
-    max_rank: int = Field(
-        16,
-        description="Largest adapter rank accepted; vLLM reserves every adapter slot at this "
-        f"rank (one of {', '.join(map(str, VLLM_LORA_RANKS))}).",
-    )
-    max_loras: int = Field(
-        1, ge=1, description="Adapters usable in one batch (slots kept on the device)."
-    )
-    max_cpu_loras: int | None = Field(
-        None,
-        ge=1,
-        description="Adapters kept loaded in host memory (at least max_loras); vLLM default: "
-        "max_loras.",
-    )
-    runtime_updates: bool = Field(
-        False,
-        description="Allow loading and unloading adapters while serving "
-        "(POST /v1/load_lora_adapter, /v1/unload_lora_adapter; API key required when set). "
-        "vLLM calls this a development feature: adapters loaded so are lost on restart.",
-    )
-
-    @field_validator("max_rank")
-    @classmethod
-    def _vllm_rank(cls, v: int) -> int:
-        if v not in VLLM_LORA_RANKS:
-            raise ValueError(
-                f"{v} is not a rank vLLM accepts: one of {', '.join(map(str, VLLM_LORA_RANKS))}"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _ranks_and_slots(self) -> LoraSettings:
-        for name, source in self.adapters.items():
-            if not name or name != name.strip() or any(c.isspace() for c in name):
-                raise ValueError(f"adapter name {name!r} must be non-empty, without spaces")
-            if isinstance(source, StandInAdapter) and source.stand_in.rank > self.max_rank:
-                raise ValueError(
-                    f"adapters.{name}: rank {source.stand_in.rank} is above "
-                    f"max_rank {self.max_rank}"
-                )
-        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
-            raise ValueError(
-                f"max_cpu_loras ({self.max_cpu_loras}) must be at least "
-                f"max_loras ({self.max_loras})"
-            )
-        return self
 
 
 class DeploymentConfig(BaseModel):
@@ -341,16 +233,10 @@ class DeploymentConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _tls_and_media_paths(self) -> DeploymentConfig:
+    def _tls_pair(self) -> DeploymentConfig:
+        # Whether the files exist is the launch pre-flight's (serve.launch.preflight).
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("set both `ssl_certfile` and `ssl_keyfile` for HTTPS, or neither")
-        for name in ("ssl_certfile", "ssl_keyfile"):
-            path = getattr(self, name)
-            if path is not None and not path.expanduser().is_file():
-                raise ValueError(f"{name}: {str(path)!r} is not a file")
-        local = self.allowed_local_media_path
-        if local is not None and not local.expanduser().is_dir():
-            raise ValueError(f"allowed_local_media_path: {str(local)!r} is not a folder")
         return self
 
     @field_validator("extra_args")
@@ -366,21 +252,11 @@ class DeploymentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _model_or_stand_in(self) -> DeploymentConfig:
+        # A local folder's existence and config.json are the launch pre-flight's.
         if (self.model is None) == (self.stand_in is None):
             raise ValueError("set exactly one of `model` (hub id or local path) and `stand_in`")
-        if self.model is not None and is_local_path(self.model):
-            path = Path(self.model).expanduser()
-            if not path.is_dir():
-                raise ValueError(
-                    f"model: local path {self.model!r} does not exist or is not a folder"
-                )
-            if not (path / "config.json").is_file():
-                raise ValueError(f"model: {self.model!r} has no config.json; is it a model folder?")
-        elif self.model is not None and not HF_ID.match(self.model):
-            raise ValueError(
-                f"model: {self.model!r} is neither an existing local folder "
-                "nor a hub id like org/name"
-            )
+        if self.model is not None and (problem := form_problem(self.model)):
+            raise ValueError(f"model: {problem}")
         cpu_only = ("cpu_kvcache_space_gib", "cpu_omp_threads_bind", "cpu_num_reserved_cpu")
         if self.device == "cuda":
             set_cpu = [f for f in cpu_only if getattr(self, f) is not None]
@@ -392,6 +268,10 @@ class DeploymentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _gemma3_pitfalls(self) -> DeploymentConfig:
+        # With the facts known without the file system (stand-in preset, hub shape files);
+        # a local folder's config.json is read by the launch pre-flight.
+        if self.model is not None and looks_local(self.model):
+            return self
         problem = gemma3_pitfall(
             self.dtype,
             self.max_model_len,
@@ -458,10 +338,9 @@ class DeploymentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _lora_adapters_fit(self) -> DeploymentConfig:
+        # Local adapter folders, and hub adapters on a stand-in, are the launch pre-flight's.
         if self.lora is None:
             return self
-        from serve.launch.lora import check_local_adapter
-
         for name, source in self.lora.adapters.items():
             where = f"lora.adapters.{name}"
             if name == self.model_name:
@@ -469,18 +348,8 @@ class DeploymentConfig(BaseModel):
             if isinstance(source, StandInAdapter):
                 if self.stand_in is None:
                     raise ValueError(f"{where}: a stand_in adapter needs a `stand_in` model")
-            elif is_local_path(source):
-                check_local_adapter(where, Path(source).expanduser(), self)
-            elif not HF_ID.match(source):
-                raise ValueError(
-                    f"{where}: {source!r} is neither an existing local folder "
-                    "nor a hub id like org/name"
-                )
-            elif self.stand_in is not None:
-                raise ValueError(
-                    f"{where}: hub adapter {source!r} cannot fit the random-weight stand-in "
-                    "(and nothing is downloaded for it); use a local folder or {stand_in: ...}"
-                )
+            elif problem := form_problem(source):
+                raise ValueError(f"{where}: {problem}")
         return self
 
     @property
@@ -500,38 +369,12 @@ class DeploymentConfig(BaseModel):
 
 
 def known_model_config(model: str | None, stand_in: StandIn | None) -> dict[str, Any] | None:
-    """What the config.json of the model is known to hold without downloading anything:
-    the stand-in's preset, a local folder's config.json, or a hub model's shape file
-    (serve/model/hub_configs). None when nothing is known."""
+    """What the config.json of the model is known to hold without the file system: the
+    stand-in's preset, or a hub model's shape file (serve/model/hub_configs). None when
+    nothing is known (a local folder's is read by the launch pre-flight)."""
     if stand_in is not None:
-        from serve.model.presets import PRESETS
-
-        limit = PRESETS[stand_in.preset].max_position_embeddings
-        return {
-            "model_type": "gemma3",
-            "architectures": ["Gemma3ForConditionalGeneration"],
-            "text_config": {"max_position_embeddings": limit},
-        }
-    if model is None:
-        return None
-    if is_local_path(model):
-        path = Path(model).expanduser() / "config.json"
-    elif HF_ID.match(model):
-        from serve.model.shapes import SHAPES_DIR
-
-        path = SHAPES_DIR / f"{model.split('/', 1)[1]}.json"
-    else:
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def is_local_path(model: str) -> bool:
-    """A model string is a local path if it looks like one or exists; else a hub id."""
-    return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+        return standin_model_config(stand_in)
+    return hub_model_config(model) if model is not None else None
 
 
 DEPLOYMENT = FileKind(

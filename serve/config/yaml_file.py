@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,9 +111,21 @@ def merge_overrides(
     return merged
 
 
+def source_name(path: str | os.PathLike[str] | None) -> str:
+    """How a file (or, with none, the command line's overrides) is named in messages."""
+    return str(path) if path is not None else "<overrides>"
+
+
+def invalid_message(source: str, kind: FileKind, problems: Iterable[tuple[str, str]]) -> str:
+    """`<source>: invalid <title>`, then one `  <field>: <problem>` line per problem."""
+    return "\n".join(
+        [f"{source}: invalid {kind.title}", *(f"  {field}: {msg}" for field, msg in problems)]
+    )
+
+
 def format_validation_error(exc: ValidationError, source: str, kind: FileKind) -> str:
     """One line per problem, each naming the file and the field."""
-    lines = [f"{source}: invalid {kind.title}"]
+    problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
@@ -126,8 +138,8 @@ def format_validation_error(exc: ValidationError, source: str, kind: FileKind) -
         ):
             shown = repr(err["input"])
             got = f" (got {shown[: kind.input_chars] if kind.input_chars else shown})"
-        lines.append(f"  {field}: {msg}{got}")
-    return "\n".join(lines)
+        problems.append((field, f"{msg}{got}"))
+    return invalid_message(source, kind, problems)
 
 
 def load_model(
@@ -141,7 +153,7 @@ def load_model(
 ) -> M:
     """Read a YAML file (or none), fill in `defaults` the file leaves out, apply the
     overrides and validate once. Raises `kind.error` naming the file and the field."""
-    source = str(path) if path is not None else "<overrides>"
+    source = source_name(path)
     data = read_yaml_mapping(path, kind) if path is not None else {}
     data = {**(defaults or {}), **data}
     try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
-from serve.config.yaml_file import describe_fields
+from serve.config.yaml_file import describe_fields, source_name
 
 DEFAULT_LOG_DIR = Path("logs")
 
@@ -105,8 +105,19 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
     return load_config(args.config, overrides)
 
 
+def checked_config(args: argparse.Namespace) -> DeploymentConfig:
+    """The config of the command line, after the pre-flight of the files it names.
+    Raises ConfigError."""
+    from serve.launch.preflight import preflight
+
+    cfg = config_from_args(args)
+    preflight(cfg, source_name(args.config))
+    return cfg
+
+
 def dry_run(cfg: DeploymentConfig) -> str:
-    """The exact command and environment, without building or starting anything."""
+    """The exact command and environment, without building or starting anything: a
+    stand-in and its adapters are named by the folders they are or will be built in."""
     import os
 
     from serve.command.argv import local_server_env, render_shell, server_command
@@ -195,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give --config configs/deployments/X.yaml (or --model)", file=sys.stderr)
         return 2
     try:
-        cfg = config_from_args(args)
+        cfg = checked_config(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 from serve.launch import fleet
 
                 log_dir = args.log_file.parent if args.log_file else DEFAULT_LOG_DIR
-                return fleet.run(cfg, log_dir, reload=lambda: config_from_args(args))
+                return fleet.run(cfg, log_dir, reload=lambda: checked_config(args))
             log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
             return run(cfg, log_file)
     except MonitorError as exc:

@@ -21,6 +21,7 @@ import httpx
 
 from serve.command.argv import local_server_env, probes_images, server_command
 from serve.config.deployment import DeploymentConfig
+from serve.launch.preflight import preflight
 from serve.launch.probe import ProbeResult, probe
 from serve.process import (
     LaunchError,
@@ -33,11 +34,15 @@ from serve.process import (
 
 
 def model_to_load(cfg: DeploymentConfig) -> str:
-    """The model folder or hub id vLLM loads for a config; builds the stand-in on demand."""
+    """The model folder or hub id vLLM loads for a config; builds the stand-in and its
+    stand-in LoRA adapters on demand."""
     if cfg.stand_in is not None:
+        from serve.launch.lora import adapter_paths
         from serve.standin import tiny_model
 
-        return str(tiny_model.ensure(cfg.stand_in.preset, cfg.stand_in.seed))
+        folder = tiny_model.ensure(cfg.stand_in.preset, cfg.stand_in.seed)
+        adapter_paths(cfg)  # the stand-in adapters the command names
+        return str(folder)
     assert cfg.model is not None
     return cfg.model
 
@@ -84,7 +89,10 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it is ready: /health and /v1/models answer 200,
-        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError."""
+        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError;
+        the pre-flight's PreflightError (a LaunchError and a ConfigError) comes first when
+        the files the config names are not usable here."""
+        preflight(self.cfg)
         if port_in_use(self.cfg.host, self.cfg.port):
             raise LaunchError(
                 f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what listens "

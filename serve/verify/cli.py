@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serve.config.deployment import ConfigError, DeploymentConfig, is_local_path, load_config
+from serve.config.yaml_file import source_name
 
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_TOKENS = 16
@@ -172,7 +173,10 @@ def server_url(cfg: DeploymentConfig, given: str | None) -> str:
 
 def resolve(args: argparse.Namespace) -> Target:
     """Config + flags -> Target. Raises VerifyError or ConfigError."""
+    from serve.launch.preflight import preflight
+
     cfg = load_config(args.config, list(args.set))
+    preflight(cfg, source_name(args.config))
     for name in ("top_k", "max_tokens"):
         if getattr(args, name) < 1:
             raise VerifyError(f"--{name.replace('_', '-')} must be at least 1")

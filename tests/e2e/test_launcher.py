@@ -71,9 +71,22 @@ def test_malformed_config_one_message(tmp_path: Path) -> None:
 
 
 def test_missing_model_path() -> None:
+    # The schema loads it (plan and render would); the launcher's pre-flight refuses it.
     r = serve("--config", "configs/deployments/cpu-tiny.yaml", "--model", "/nonexistent/medgemma")
-    assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: configs/deployments/cpu-tiny.yaml: invalid deployment config",
+        "  (top level): model: local path '/nonexistent/medgemma' does not exist or is not a "
+        "folder",
+    ], r.stderr
     no_traceback(r)
+    dry = serve(
+        "--config",
+        "configs/deployments/cpu-tiny.yaml",
+        "--model",
+        "/nonexistent/medgemma",
+        "--dry-run",
+    )
+    assert dry.returncode == 2 and dry.stderr == r.stderr, dry.stderr
 
 
 def test_port_in_use_is_refused_before_starting() -> None:

@@ -1,4 +1,5 @@
-"""Deployment config: loading, validation messages, overrides."""
+"""Deployment config: loading, validation messages, overrides; the schema reads no file
+but the YAML (plan and render load any config), the launch pre-flight checks the files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
 from serve.config.yaml_file import describe_fields, merge_overrides
+from serve.launch.preflight import preflight
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
 
@@ -44,16 +46,70 @@ def test_wrong_type_names_field(tmp_path: Path) -> None:
 
 def test_missing_model_path_names_field(tmp_path: Path) -> None:
     p = write(tmp_path, f"model: {tmp_path / 'no-such-model'}\ndevice: cpu\n")
+    cfg = load_config(p)  # the schema reads no file
     with pytest.raises(ConfigError) as err:
-        load_config(p)
+        preflight(cfg, str(p))
     msg = str(err.value)
     assert "model" in msg and "does not exist" in msg and str(p) in msg, msg
 
 
 def test_folder_without_config_json_is_refused(tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
+    cfg = load_config(None, {"model": str(tmp_path / "weights"), "device": "cpu"})
     with pytest.raises(ConfigError, match="no config.json"):
-        load_config(None, {"model": str(tmp_path / "weights"), "device": "cpu"})
+        preflight(cfg)
+
+
+def absent_files_config(tmp_path: Path) -> Path:
+    """A GPU config naming a TLS pair and a media folder that do not exist here."""
+    return write(
+        tmp_path,
+        (CONFIGS / "medgemma-4b-it.yaml").read_text()
+        + f"ssl_certfile: {tmp_path / 'c.pem'}\nssl_keyfile: {tmp_path / 'k.pem'}\n"
+        + f"allowed_local_media_path: {tmp_path / 'media'}\n",
+    )
+
+
+def test_plan_and_render_load_a_config_whose_files_are_absent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve.plan import cli as plan_cli
+    from serve.render import cli as render_cli
+
+    p = absent_files_config(tmp_path)
+    cfg = load_config(p)
+    assert cfg.ssl_certfile == tmp_path / "c.pem"
+    assert plan_cli.main(["--config", str(p)]) == 0, capsys.readouterr().err
+    assert "GiB" in capsys.readouterr().out
+    assert render_cli.main(["k8s", "--config", str(p)]) == 0, capsys.readouterr().err
+    assert "kind: Deployment" in capsys.readouterr().out
+    # A local model folder that is not here loads too (nothing reads it).
+    local = load_config(None, {"model": str(tmp_path / "weights"), "device": "cpu"})
+    assert local.model == str(tmp_path / "weights")
+
+
+def test_the_preflight_refuses_absent_files_with_the_old_message(tmp_path: Path) -> None:
+    p = absent_files_config(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        preflight(load_config(p), str(p))
+    assert str(err.value).splitlines() == [
+        f"{p}: invalid deployment config",
+        f"  (top level): ssl_certfile: {str(tmp_path / 'c.pem')!r} is not a file",
+        f"  (top level): ssl_keyfile: {str(tmp_path / 'k.pem')!r} is not a file",
+        f"  (top level): allowed_local_media_path: {str(tmp_path / 'media')!r} is not a folder",
+    ]
+
+
+def test_the_launcher_runs_the_preflight_before_a_dry_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve.launch import cli
+
+    p = absent_files_config(tmp_path)
+    assert cli.main(["--config", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {p}: invalid deployment config\n  (top level): "), err
+    assert "ssl_certfile" in err and "is not a file" in err, err
 
 
 def test_nested_unknown_key_and_bad_preset(tmp_path: Path) -> None:
@@ -173,3 +229,17 @@ def test_help_config_lists_nested_sections() -> None:
     ):
         assert name in text, name
     assert "None" not in [line.split(": ", 1)[-1] for line in text.splitlines()]
+
+
+def test_a_server_start_runs_the_preflight_first(tmp_path: Path) -> None:
+    """ServerProcess.start (tests, benchmarks, replicas) refuses before starting anything;
+    the error is a ConfigError to the CLIs and a LaunchError to what starts servers."""
+    from serve.launch.server import ServerProcess
+    from serve.process import LaunchError
+
+    cfg = load_config(None, {"model": str(tmp_path / "weights"), "device": "cpu"})
+    server = ServerProcess(cfg, tmp_path / "log" / "serve.log")
+    with pytest.raises(LaunchError) as err:
+        server.start()
+    assert isinstance(err.value, ConfigError) and "does not exist" in str(err.value)
+    assert server.proc is None and not (tmp_path / "log").exists()

@@ -12,6 +12,7 @@ import pytest
 from serve.command.argv import NO_REMOTE_MEDIA, check_vllm_argv, to_server_env, to_vllm_argv
 from serve.config.deployment import ConfigError, load_config
 from serve.guard.middleware import authorized, body_problem, content_length, media_urls, url_problem
+from serve.launch.preflight import preflight
 
 CPU_TINY = Path(__file__).resolve().parents[2] / "configs" / "deployments" / "cpu-tiny.yaml"
 
@@ -110,9 +111,7 @@ def test_tls_media_and_queue_settings_pass_vllms_parser(tmp_path: Path) -> None:
     ("overrides", "says"),
     [
         ({"ssl_certfile": "/etc/hostname"}, "set both `ssl_certfile` and `ssl_keyfile`"),
-        ({"ssl_certfile": "/no/c.pem", "ssl_keyfile": "/no/k.pem"}, "ssl_certfile: '/no/c.pem'"),
         ({"allowed_media_domains": ["https://pacs.example"]}, "is not a host name"),
-        ({"allowed_local_media_path": "/no/such/folder"}, "is not a folder"),
         ({"max_image_pixels": 0}, "max_image_pixels"),
         ({"max_num_queued_reqs": 0}, "max_num_queued_reqs"),
     ],
@@ -120,6 +119,20 @@ def test_tls_media_and_queue_settings_pass_vllms_parser(tmp_path: Path) -> None:
 def test_bad_settings_are_named(overrides: dict, says: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(CPU_TINY, overrides)
+    assert says in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"ssl_certfile": "/no/c.pem", "ssl_keyfile": "/no/k.pem"}, "ssl_certfile: '/no/c.pem'"),
+        ({"allowed_local_media_path": "/no/such/folder"}, "is not a folder"),
+    ],
+)
+def test_missing_files_are_named_by_the_preflight(overrides: dict, says: str) -> None:
+    cfg = load_config(CPU_TINY, overrides)  # the schema reads no file: plan/render load it
+    with pytest.raises(ConfigError) as caught:
+        preflight(cfg, str(CPU_TINY))
     assert says in str(caught.value), str(caught.value)
 
 

@@ -1,6 +1,7 @@
 """LoRA fine-tunes without a server: the `lora:` config section and its errors, the vLLM
-flags and environment it becomes (checked by vLLM's own parser), the adapter-fits-base
-check, the planner's LoRA memory, and the launcher's one-line errors for bad adapters."""
+flags and environment it becomes (checked by vLLM's own parser), the pre-flight's
+adapter-fits-base check, the planner's LoRA memory, and the launcher's one-line errors for
+bad adapters."""
 
 from __future__ import annotations
 
@@ -14,14 +15,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from serve.command.argv import check_vllm_argv, to_server_env, to_vllm_argv
+from serve.command.lora import lora_argv, planned_paths
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
-from serve.launch.lora import (
-    adapter_problem,
-    lora_argv,
-    module_dims,
-    planned_paths,
-    safetensors_shapes,
-)
+from serve.launch.preflight import adapter_problem, module_dims, preflight, safetensors_shapes
 from serve.model.presets import PRESETS
 from serve.model.shapes import ModelShape
 from serve.paths import standin_dir
@@ -75,9 +71,13 @@ def with_adapter(source: str, **lora: object) -> DeploymentConfig:
 
 
 def config_error(source: str, **lora: object) -> str:
+    """The pre-flight's message for an adapter (the config itself loads: it is pure)."""
+    cfg = with_adapter(source, **lora)
     with pytest.raises(ConfigError) as err:
-        with_adapter(source, **lora)
-    return str(err.value)
+        preflight(cfg, str(LORA_YAML))
+    msg = str(err.value)
+    assert msg.startswith(f"{LORA_YAML}: invalid deployment config\n  (top level): "), msg
+    return msg
 
 
 # --- config ---------------------------------------------------------------------------
@@ -96,9 +96,7 @@ def test_the_lora_config_loads_with_a_stand_in_adapter() -> None:
         ("lora.max_rank=12", "12 is not a rank vLLM accepts"),
         ("lora.adapters={x: {stand_in: {rank: 32}}}", "rank 32 is above max_rank 16"),
         ("lora.max_cpu_loras=1", "max_cpu_loras (1) must be at least max_loras (2)"),
-        ("lora.adapters={x: org/adapter}", "hub adapter 'org/adapter' cannot fit"),
         ("lora.adapters={x: 'not an id'}", "neither an existing local folder nor a hub id"),
-        ("lora.adapters={x: /no/such/adapter}", "local path '/no/such/adapter' does not exist"),
         ("lora.adapters={tiny-medgemma-random-weights: {stand_in: {}}}", "served model's own"),
         ("lora.adapters={x: {stand_in: {rnk: 8}}}", "rnk"),
         ("lora.max_loras=0", "max_loras"),
@@ -108,6 +106,17 @@ def test_bad_lora_sections_are_named(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(LORA_YAML, [override])
     assert needle in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("org/adapter", "hub adapter 'org/adapter' cannot fit"),
+        ("/no/such/adapter", "local path '/no/such/adapter' does not exist"),
+    ],
+)
+def test_adapters_this_machine_cannot_serve_are_the_preflights(source: str, needle: str) -> None:
+    assert needle in config_error(source)
 
 
 def test_a_stand_in_adapter_needs_a_stand_in_model(tmp_path: Path) -> None:
@@ -122,6 +131,7 @@ def test_a_stand_in_adapter_needs_a_stand_in_model(tmp_path: Path) -> None:
 def test_a_local_adapter_that_fits_loads(tmp_path: Path) -> None:
     folder = fake_adapter(tmp_path / "ft", base=str(standin_dir("tiny", 0)))
     cfg = with_adapter(str(folder))
+    preflight(cfg)
     assert planned_paths(cfg) == {"ft": str(folder)}
 
 
@@ -320,6 +330,27 @@ def test_bad_adapters_fail_the_launcher_with_one_clear_error(
     error = [ln for ln in r.stderr.splitlines() if "lora.adapters.ft:" in ln]
     assert len(error) == 1 and needle.format(tmp=tmp_path) in error[0], r.stderr
     assert r.stderr.startswith("error: "), r.stderr
+
+
+def test_a_dry_run_builds_nothing(tmp_path: Path) -> None:
+    """The stand-in and its LoRA adapter are named by their planned folders, not built."""
+    import os
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "serve", "--config", str(LORA_YAML), "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MEDGEMMA_CACHE": str(cache)},
+    )
+    assert r.returncode == 0, (r.stdout[-300:], r.stderr[-800:])
+    assert list(cache.iterdir()) == [], sorted(p.name for p in cache.rglob("*"))
+    base = cache / "tiny-medgemma-tiny-seed0"
+    assert f"--model {base} " in r.stdout, r.stdout
+    assert f'"path":"{cache}/tiny-medgemma-tiny-seed0-lora-r8-seed1"' in r.stdout, r.stdout
 
 
 # --- clients --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Known Gemma 3 pitfalls refused at config time (serve.config.deployment.gemma3_pitfall):
-fp16, max_model_len above the model's context, image processor options Gemma 3 lacks."""
+"""Known Gemma 3 pitfalls refused at config time (serve.model.gemma3.gemma3_pitfall):
+fp16, max_model_len above the model's context, image processor options Gemma 3 lacks. A
+local model folder's config.json is read by the launch pre-flight."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve.config.deployment import ConfigError, load_config
+from serve.launch.preflight import preflight
 from serve.model.gemma3 import context_length, gemma3_pitfall, is_gemma3
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deployments"
@@ -70,13 +72,15 @@ def test_max_model_len_of_a_local_folder_comes_from_its_config_json(tmp_path: Pa
     folder = model_folder(
         tmp_path, {"model_type": "gemma3", "text_config": {"max_position_embeddings": 2048}}
     )
+    cfg = load_config(None, {"model": str(folder), "device": "cpu", "max_model_len": 2049})
     with pytest.raises(ConfigError, match="2049 is above the context length .* 2048"):
-        load_config(None, {"model": str(folder), "device": "cpu", "max_model_len": 2049})
+        preflight(cfg)
 
 
 def test_unknown_model_gets_no_context_check(tmp_path: Path) -> None:
     folder = model_folder(tmp_path, {})
     cfg = load_config(None, {"model": str(folder), "device": "cpu", "max_model_len": 10**6})
+    preflight(cfg)
     assert cfg.max_model_len == 10**6
     cfg = load_config(None, {"model": "org/some-model", "device": "cpu", "max_model_len": 10**6})
     assert cfg.max_model_len == 10**6

@@ -152,3 +152,14 @@ def test_bad_numbers_are_one_line(tmp_path, capsys, flag, value, words) -> None:
 def test_bad_config_is_one_line(tmp_path, capsys) -> None:
     assert cli.main(["--config", str(tmp_path / "none.yaml")]) == 2
     assert "none.yaml" in error_line(capsys)
+
+
+def test_files_the_config_names_are_checked_by_the_preflight(tmp_path, capsys) -> None:
+    model = tmp_path / "no-such-model"
+    argv = ["--config", CONFIG, "--set", f"model={model}", "--set", "lora=null"]
+    assert cli.main(argv) == 2
+    _out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"error: {CONFIG}: invalid deployment config",
+        f"  (top level): model: local path {str(model)!r} does not exist or is not a folder",
+    ], err
