@@ -182,8 +182,8 @@ class ManagedProcess:
     poll_interval_s: float = 1.0
     kill_wait_s: float = 10.0  # SIGKILL to giving up on the exit
     reap_group = False  # SIGKILL the group after a clean exit too (children that outlive it)
-    log_path: Path
-    err_path: Path | None = None  # stderr's own file; None: stderr goes to log_path too
+    log_path: Path  # stderr, and stdout unless `out_path` is set; tailed when it fails
+    out_path: Path | None = None  # stdout's own file (a banner read apart from the errors)
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     started_s: float | None = None  # start() to ready
@@ -250,12 +250,12 @@ class ManagedProcess:
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.startup_timeout_s
         with contextlib.ExitStack() as files:
-            out = files.enter_context(open(self.log_path, "ab"))
-            err = files.enter_context(open(self.err_path, "ab")) if self.err_path else None
+            log = files.enter_context(open(self.log_path, "ab"))
+            out = files.enter_context(open(self.out_path, "ab")) if self.out_path else None
             self.proc = subprocess.Popen(
                 list(cmd),
-                stdout=out,
-                stderr=err or subprocess.STDOUT,
+                stdout=out or log,
+                stderr=log if out else subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=None if env is None else dict(env),
                 cwd=self.cwd,

@@ -17,16 +17,17 @@ of vllm-project/router; the header names are in the installed binary too). The o
 policies ignore the header.
 
 The scenario's deployment must have a `replicas:` section. Its replicas are started once,
-side by side, as `python -m serve` starts them (serve.launch.fleet's placement and start,
-without supervision; each replica on a free port), then one vllm-router per policy over the
-same replicas, each with the config's router settings and only `router.policy` changed
-(serve.launch.fleet.Router, so the flags come from serve.command.replicas.router_argv). A
-warm-up conversation goes through each router; then rounds alternate between the routers
-(A B C A B C ...): each round is `--conversations` new conversations with new images
-(distinct pixels, so no round is served from an earlier round's cache), `load.users` of them
-in flight. Around each round every replica's /metrics is read: vLLM's
-vllm:prefix_cache_queries and vllm:prefix_cache_hits (in tokens) and vllm:request_success;
-their deltas give the round's hit rate and the requests each replica served.
+side by side, as `python -m serve` starts them (serve.launch.placement, then
+serve.launch.fleet's start, without supervision; each replica on a free port), then one
+vllm-router per policy over the same replicas, each with the config's router settings and
+only `router.policy` changed (serve.launch.router.Router, so the flags come from
+serve.command.replicas.router_argv). A warm-up conversation goes through each router; then
+rounds alternate between the routers (A B C A B C ...): each round is `--conversations` new
+conversations with new images (distinct pixels, so no round is served from an earlier
+round's cache), `load.users` of them in flight. Around each round every replica's /metrics
+is read: vLLM's vllm:prefix_cache_queries and vllm:prefix_cache_hits (in tokens) and
+vllm:request_success; their deltas give the round's hit rate and the requests each replica
+served.
 
 Why not the runner's Locust workload: it is a file of request bodies serialised before the
 load starts, while a follow-up's body holds the answer to the turn before (known only during
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from serve.config.deployment import DeploymentConfig
-    from serve.launch.fleet import Router
+    from serve.launch.router import Router
     from serve.launch.server import ServerProcess
 
 POLICIES = ("round_robin", "cache_aware", "consistent_hash")
@@ -371,8 +372,10 @@ def fleet(
 ) -> Iterator[tuple[list[ServerProcess], dict[str, Router]]]:
     """The replicas (each on a free port) and one router per policy in front of them, all
     stopped on exit. Raises BenchError naming a replica or router that did not start."""
-    from serve.command.replicas import replica_configs, replica_url
-    from serve.launch.fleet import PlacementError, Router, placement, start_all, stop_all
+    from serve.command.replicas import PlacementError, replica_configs, replica_url
+    from serve.launch.fleet import start_all, stop_all
+    from serve.launch.placement import placement
+    from serve.launch.router import Router
     from serve.launch.server import ServerProcess, model_to_load
     from serve.process import LaunchError, free_port
 
@@ -400,9 +403,9 @@ def fleet(
         print(f"replicas ready in {time.perf_counter() - t0:.0f} s", flush=True)
         for policy in policies:
             rcfg = policy_config(cfg, policy, free_port(), free_port())
-            routers[policy] = Router(rcfg, urls, log_dir / f"router-{policy}.log")
+            routers[policy] = Router(rcfg, urls, log_dir / f"router-{policy}.log", api_key)
             try:
-                routers[policy].start(api_key)
+                routers[policy].start()
             except LaunchError as exc:
                 raise BenchError(
                     f"vllm-router ({policy}) did not start: {str(exc).splitlines()[0]}; "

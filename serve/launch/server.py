@@ -21,7 +21,7 @@ import httpx
 from serve.command.argv import local_server_env, probes_images, server_command
 from serve.config.deployment import DeploymentConfig
 from serve.launch.probe import ProbeResult, probe
-from serve.process import Listen, LaunchError, ManagedProcess, client_host, death_message
+from serve.process import LaunchError, Listen, ManagedProcess, client_host, death_message
 
 
 def model_to_load(cfg: DeploymentConfig) -> str:

@@ -23,7 +23,8 @@ import pytest
 
 from serve.command.replicas import replica_configs, replica_url, rollout_blockers
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.fleet import Fleet, Router, start_all
+from serve.launch.fleet import Fleet, start_all
+from serve.launch.router import Router
 from serve.launch.server import ServerProcess
 from tests.e2e.launcher import free_ports
 
@@ -101,7 +102,7 @@ def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
     fleet = Fleet(cfg, devices, servers, router, threading.Event())
     try:
         assert start_all(servers) == []
-        router.start(None)
+        router.start()
         for i in range(len(servers)):
             fleet.watch(i)
         yield Setup(fleet, port, model, www)
@@ -262,13 +263,13 @@ def test_a_router_that_dies_is_restarted_over_both_replicas(
 ) -> None:
     fleet = setup.fleet
     urls = sorted(replica_url(s.cfg) for s in fleet.servers)
-    assert fleet.keep_router(None) is None  # running: nothing to do
+    assert fleet.keep_router() is None  # running: nothing to do
     old = fleet.router.proc
     assert old is not None
     old.kill()
     old.wait(timeout=10)
     before = fleet.router_restarts
-    assert fleet.keep_router(None) is None, capsys.readouterr().err
+    assert fleet.keep_router() is None, capsys.readouterr().err
     err = capsys.readouterr().err
     assert f"vllm-router exited with status -9; restart {before + 1}/3" in err, err
     assert "vllm-router restarted: answering again after" in err, err
@@ -285,7 +286,7 @@ def test_a_router_past_its_restarts_ends_the_fleet_with_its_status(
         assert proc is not None
         proc.kill()
         proc.wait(timeout=10)
-        assert s.fleet.keep_router(None) == -9
+        assert s.fleet.keep_router() == -9
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: vllm-router exited with status -9 (restart.max_restarts)")
         assert all(server.alive() for server in s.fleet.servers)
