@@ -5,8 +5,9 @@ given) into its storage folder (the project's cache folder, `prometheus/<port>/`
 the binary listening on 127.0.0.1:<port>, logging to `prometheus.log` there, and waits
 until `/-/ready` answers.
 `stop()` sends SIGTERM (Prometheus flushes its head block and exits), then SIGKILL if it
-has not exited in time (the life cycle is serve.process.ManagedProcess's). Bad input raises MonitorError with one line: the binary missing
-(with the install command) or the port in use.
+has not exited in time (the life cycle is serve.process.ManagedProcess's). Bad input
+raises MonitorError with one line: the binary missing (with the install command) or the
+port in use.
 
 `for_deployment(cfg, port)` is the Prometheus `python -m serve --monitor` runs: it scrapes
 every server of the deployment (serve.monitor.scrape) and evaluates its alerting rules

@@ -10,8 +10,9 @@ database and files under `storage`.
 folder (a new temporary folder unless `storage` is given), starts the binary, logging to
 `orthanc.log` there, and waits until /system and /dicom-web/studies answer.
 `stop()` sends SIGTERM, then SIGKILL if Orthanc has not exited in time, and removes a
-temporary storage folder (the life cycle is serve.process.ManagedProcess's). Bad input raises PacsError with one line: the binary or the
-plugin missing (with the install command) or a port in use.
+temporary storage folder (the life cycle is serve.process.ManagedProcess's). Bad input
+raises PacsError with one line: the binary or the plugin missing (with the install
+command) or a port in use.
 """
 
 from __future__ import annotations
