@@ -138,7 +138,6 @@ class Fleet:
     def start_rollout(self, load: Callable[[], DeploymentConfig]) -> None:
         """Re-read the config and, if it can be rolled out, restart the replicas one at a
         time in a thread; else one `error:` line and nothing changes."""
-
         try:
             new = load()
             why = refusal(self.cfg, new)
