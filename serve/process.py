@@ -1,7 +1,12 @@
 """A child process the project manages: start it with its output in a log file, poll it
 until it is ready (failing fast, with the log's last lines, if it exits), stop its whole
-process group. Used by every process the project starts: the vLLM server, the router,
-Prometheus, Orthanc and the tests' launcher."""
+process group.
+
+`ManagedProcess` is that life cycle, once; every process the project starts is one: the
+vLLM server (serve.launch.server), vllm-router (serve.launch.router), Prometheus
+(serve.monitor.prometheus), Orthanc (serve.pacs.orthanc) and the tests' `python -m serve`
+(tests/e2e/launcher.py). The functions below it are its parts, usable on their own.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,10 @@ import ssl
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -134,3 +142,170 @@ def terminate(
 def client_host(host: str) -> str:
     """The address a local client uses to reach a server bound to `host`."""
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+@dataclass(frozen=True)
+class Listen:
+    """A port a process will listen on, and how its busy-port line names it:
+    `<what> N on HOST is already in use: stop what listens there or choose another <hint>`."""
+
+    host: str
+    port: int
+    what: str = "port"
+    hint: str = "port (--port N)"
+
+    def busy_line(self) -> str:
+        return (
+            f"{self.what} {self.port} on {self.host} is already in use: stop what listens "
+            f"there or choose another {self.hint}"
+        )
+
+
+class ManagedProcess:
+    """A child process in its own session (`start_new_session=True`: one signal reaches its
+    whole process group), its output in a log file (a pipe would fill and block).
+
+    `start()` refuses a busy port with one line, starts the child, polls its ready URLs
+    (failing fast with the log's cause and last lines if it exits), runs any extra
+    readiness step, and stops the child if any of that fails. `stop()` sends SIGTERM,
+    waits, then SIGKILLs the group. A context manager: started on entry, stopped on exit.
+
+    Subclasses say what differs by overriding the hooks: `command_and_env` (required),
+    `listens`, `check` and `prepare` (before the start), `ready_urls`, `ready_headers`,
+    `verify` and `after_ready` (readiness), `abandon` (a failed start), and the class
+    attributes below. `start()` raises `failure` (a LaunchError unless a subclass names
+    its own error type), its message one line unless it carries the log's last lines.
+    """
+
+    name = "the process"  # in messages: "<name> exited with status N during start-up"
+    failure: type[Exception] = LaunchError
+    poll_interval_s: float = 1.0
+    kill_wait_s: float = 10.0  # SIGKILL to giving up on the exit
+    reap_group = False  # SIGKILL the group after a clean exit too (children that outlive it)
+    log_path: Path  # stderr, and stdout unless `out_path` is set; tailed when it fails
+    out_path: Path | None = None  # stdout's own file (a banner read apart from the errors)
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_s: float | None = None  # start() to ready
+    health_s: float | None = None  # start() to every ready URL answering 200
+
+    # --- hooks -----------------------------------------------------------------------
+
+    @property
+    def startup_timeout_s(self) -> float:
+        """Start to ready (the extra readiness step included), at most."""
+        return 60.0
+
+    @property
+    def stop_timeout_s(self) -> float:
+        """SIGTERM to SIGKILL."""
+        return 10.0
+
+    def command_and_env(self) -> tuple[Sequence[str], Mapping[str, str] | None]:
+        """The child's command line and its whole environment (None: this process's)."""
+        raise NotImplementedError
+
+    def listens(self) -> Sequence[Listen]:
+        """The ports the child will listen on: each must be free before it starts."""
+        return ()
+
+    def check(self) -> None:
+        """Refuse, before anything is written or started, what would make the start fail
+        (by default a busy port). Raises `failure` with one line."""
+        for listen in self.listens():
+            if port_in_use(listen.host, listen.port):
+                raise self.failure(listen.busy_line())
+
+    def prepare(self) -> None:
+        """Write what the child reads (configuration files) before it starts."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def ready_urls(self) -> Sequence[str]:
+        """URLs that answer 200 once the child is ready (none: ready once started)."""
+        return ()
+
+    def ready_headers(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """How the readiness poll trusts the child's certificate."""
+        return True
+
+    def after_ready(self, deadline: float) -> None:
+        """An extra readiness step once the ready URLs answer, to finish by `deadline`
+        (time.monotonic()). Raises LaunchError."""
+
+    def abandon(self, exc: BaseException) -> None:
+        """Clean up after a failed start (`exc`): stop the child."""
+        self.stop()
+
+    # --- the life cycle --------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the child and wait until it is ready. Raises `failure`."""
+        self.check()
+        self.prepare()
+        cmd, env = self.command_and_env()
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + self.startup_timeout_s
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(open(self.log_path, "ab"))
+            out = files.enter_context(open(self.out_path, "ab")) if self.out_path else None
+            self.proc = subprocess.Popen(
+                list(cmd),
+                stdout=out or log,
+                stderr=log if out else subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=None if env is None else dict(env),
+                cwd=self.cwd,
+                start_new_session=True,  # its own process group: we signal the whole tree
+            )
+        try:
+            wait_until_ready(
+                self.proc,
+                self.ready_urls(),
+                timeout_s=deadline - time.monotonic(),
+                log_path=self.log_path,
+                name=self.name,
+                headers=self.ready_headers(),
+                verify=self.verify,
+                interval_s=self.poll_interval_s,
+            )
+            self.health_s = time.perf_counter() - t0
+            self.after_ready(deadline)
+        except BaseException as exc:
+            self.abandon(exc)
+            if isinstance(exc, LaunchError) and not isinstance(exc, self.failure):
+                raise self.failure(str(exc)) from None
+            raise
+        self.started_s = time.perf_counter() - t0
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the child's whole process group."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM to the child, wait up to `timeout_s` (default `stop_timeout_s`), then
+        SIGKILL its group. Returns the exit status (None if it was never started)."""
+        if self.proc is None:
+            return None
+        wait = self.stop_timeout_s if timeout_s is None else timeout_s
+        return terminate(self.proc, wait, kill_wait_s=self.kill_wait_s, reap_group=self.reap_group)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

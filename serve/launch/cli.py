@@ -128,9 +128,9 @@ def dry_run(cfg: DeploymentConfig) -> str:
 
         model_path = str(standin_dir(cfg.stand_in.preset, cfg.stand_in.seed))
     if cfg.replicas is not None:
-        from serve.launch import fleet
+        from serve.launch import placement
 
-        return fleet.dry_run(cfg, str(model_path))
+        return placement.dry_run(cfg, str(model_path))
     env = local_server_env(cfg, os.environ)
     return render_shell(server_command(cfg, model_path), env)
 
@@ -172,22 +172,11 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
             return 130
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"ready in {server.started_s:.0f} s")
-    print(f"base URL: {server.base_url}")
-    print(f"model:    {cfg.model_name}")
-    if cfg.stand_in is not None:
-        from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
+    from serve.launch.banner import ready_banner
 
-        print(f"note:     {RANDOM_WEIGHTS_NOTICE}")
-    from serve.host import image_attention_notice
-
-    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
-        print(f"note:     {notice}")
-    if server.api_key:
-        print(f"auth:     API key required (from ${cfg.api_key_env})")
-    if cfg.restart.enabled:
-        print(f"restart:  up to {cfg.restart.max_restarts} times if the server dies")
-    sys.stdout.flush()
+    ready_s = server.started_s or 0.0
+    keyed = server.api_key is not None
+    print(ready_banner(cfg, ready_s=ready_s, root_url=server.root_url, keyed=keyed), flush=True)
     from serve.launch.supervise import supervise
 
     def report(line: str) -> None:
@@ -244,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with monitoring(cfg, monitor_port):
             if cfg.replicas is not None:
-                from serve.launch import fleet
+                from serve.launch import serve_replicas
 
                 log_dir = args.log_file.parent if args.log_file else DEFAULT_LOG_DIR
-                return fleet.run(cfg, log_dir, reload=lambda: checked_config(args))
+                return serve_replicas.run(cfg, log_dir, reload=lambda: checked_config(args))
             log_file = args.log_file or DEFAULT_LOG_DIR / f"serve-{cfg.port}.log"
             return run(cfg, log_file)
     except MonitorError as exc:

@@ -1,13 +1,13 @@
 """Start the vLLM OpenAI server for a deployment config, wait until it is ready, stop it.
 
 `ServerProcess` is the one way a server is run: by `python -m serve`, by the test
-fixtures and by the benchmarks. Its output goes to a log file (a pipe would fill and
-block); the life cycle (poll, fail fast, stop the group) is serve.process's.
+fixtures and by the benchmarks. The life cycle (a log file, a busy port refused, poll,
+fail fast, stop the group) is serve.process.ManagedProcess's; what is vLLM's is here: the
+command, the ready URLs and key, TLS, the image + text probe, the drain on stop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import ssl
 import subprocess
@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
@@ -23,14 +22,7 @@ from serve.command.argv import local_server_env, probes_images, server_command
 from serve.config.deployment import DeploymentConfig
 from serve.launch.preflight import preflight
 from serve.launch.probe import ProbeResult, probe
-from serve.process import (
-    LaunchError,
-    client_host,
-    death_message,
-    port_in_use,
-    terminate,
-    wait_until_ready,
-)
+from serve.process import LaunchError, Listen, ManagedProcess, client_host, death_message
 
 
 def model_to_load(cfg: DeploymentConfig) -> str:
@@ -48,8 +40,14 @@ def model_to_load(cfg: DeploymentConfig) -> str:
 
 
 @dataclass
-class ServerProcess:
-    """A running vLLM OpenAI server. Use as a context manager, or call start()/stop()."""
+class ServerProcess(ManagedProcess):
+    """A running vLLM OpenAI server. Use as a context manager, or call start()/stop().
+
+    Ready once /health and /v1/models answer 200 (with the key), then (with `ready_probe`)
+    once one image + text request succeeds (serve.launch.probe). `stop()` sends SIGTERM to
+    the API server only (vLLM drains in-flight requests for up to `drain_timeout_s`, then
+    stops its engine: a worker that received it directly would die at once and take the
+    requests it is running with it), waits, then SIGKILLs the group."""
 
     cfg: DeploymentConfig
     log_path: Path
@@ -58,6 +56,10 @@ class ServerProcess:
     started_s: float | None = None  # start() to ready
     health_s: float | None = None  # start() to /health and /v1/models answering 200
     ready_probe: bool = True  # False: ready at /health (a file server; start-up A/B runs)
+
+    name = "the vLLM server"
+    kill_wait_s = 30.0
+    reap_group = True  # engine workers may outlive the API process
 
     @property
     def base_url(self) -> str:
@@ -84,51 +86,40 @@ class ServerProcess:
     def api_key(self) -> str | None:
         return self.environ.get(self.cfg.api_key_env) or None
 
+    @property
+    def startup_timeout_s(self) -> float:
+        return self.cfg.startup_timeout_s
+
+    @property
+    def stop_timeout_s(self) -> float:
+        """vLLM drains in-flight requests for up to `drain_timeout_s` on SIGTERM."""
+        return self.cfg.drain_timeout_s + 10
+
     def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
         return server_command(self.cfg, model_path), local_server_env(self.cfg, self.environ)
 
-    def start(self) -> ServerProcess:
-        """Start the server and wait until it is ready: /health and /v1/models answer 200,
-        then (with `ready_probe`) one image + text request succeeds. Raises LaunchError;
-        the pre-flight's PreflightError (a LaunchError and a ConfigError) comes first when
-        the files the config names are not usable here."""
+    def check(self) -> None:
+        """The pre-flight first (its PreflightError is a LaunchError and a ConfigError: the
+        files the config names are not usable here), then the busy-port check."""
         preflight(self.cfg)
-        if port_in_use(self.cfg.host, self.cfg.port):
-            raise LaunchError(
-                f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what listens "
-                f"there or choose another port (--port N)"
-            )
-        model_path = model_to_load(self.cfg)
-        cmd, extra_env = self.command(model_path)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.environ, **extra_env}
-        t0, deadline = time.perf_counter(), time.monotonic() + self.cfg.startup_timeout_s
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # its own process group: we signal the whole tree
-            )
-        try:
-            wait_until_ready(
-                self.proc,
-                [f"{self.root_url}/health", f"{self.base_url}/models"],
-                timeout_s=deadline - time.monotonic(),
-                log_path=self.log_path,
-                headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
-                verify=self.verify,
-            )
-            self.health_s = time.perf_counter() - t0
-            if self.ready_probe:
-                self.prove(deadline)
-        except BaseException:
-            self.stop()
-            raise
-        self.started_s = time.perf_counter() - t0
-        return self
+        super().check()
+
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        cmd, extra_env = self.command(model_to_load(self.cfg))  # builds a stand-in first
+        return cmd, {**self.environ, **extra_env}
+
+    def listens(self) -> list[Listen]:
+        return [Listen(self.cfg.host, self.cfg.port)]
+
+    def ready_urls(self) -> list[str]:
+        return [f"{self.root_url}/health", f"{self.base_url}/models"]
+
+    def ready_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def after_ready(self, deadline: float) -> None:
+        if self.ready_probe:
+            self.prove(deadline)
 
     def prove(self, deadline: float, interval_s: float = 1.0) -> ProbeResult | None:
         """After /health: send the readiness probe (serve.launch.probe: one image + text
@@ -174,9 +165,6 @@ class ServerProcess:
                 )
             time.sleep(interval_s)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def healthy(self, timeout_s: float = 10) -> bool:
         """Whether GET /health answers 200 within `timeout_s` (no key: it is outside
         vLLM's key check and the guard's)."""
@@ -185,31 +173,3 @@ class ServerProcess:
         except httpx.HTTPError:
             return False
         return r.status_code == 200
-
-    def signal(self, sig: int) -> None:
-        """Send a signal to the server's whole process group."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM to the API server (vLLM drains in-flight requests for up to
-        `drain_timeout_s`, then stops its engine), wait, then SIGKILL the group. Only the
-        API server gets the SIGTERM: a worker that receives it directly dies at once and
-        takes the requests it is running with it."""
-        if self.proc is None:
-            return None
-        wait = self.cfg.drain_timeout_s + 10 if timeout_s is None else timeout_s
-        # Engine workers may outlive the API process: reap_group makes sure the group is gone.
-        return terminate(self.proc, wait, kill_wait_s=30, reap_group=True)
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

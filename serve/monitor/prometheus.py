@@ -5,8 +5,9 @@ given) into its storage folder (the project's cache folder, `prometheus/<port>/`
 the binary listening on 127.0.0.1:<port>, logging to `prometheus.log` there, and waits
 until `/-/ready` answers.
 `stop()` sends SIGTERM (Prometheus flushes its head block and exits), then SIGKILL if it
-has not exited in time. Bad input raises MonitorError with one line: the binary missing
-(with the install command) or the port in use.
+has not exited in time (the life cycle is serve.process.ManagedProcess's). Bad input
+raises MonitorError with one line: the binary missing (with the install command) or the
+port in use.
 
 `for_deployment(cfg, port)` is the Prometheus `python -m serve --monitor` runs: it scrapes
 every server of the deployment (serve.monitor.scrape) and evaluates its alerting rules
@@ -17,14 +18,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from serve.config.deployment import DeploymentConfig
 from serve.paths import cache_dir
-from serve.process import LaunchError, port_in_use, terminate, wait_until_ready
+from serve.process import Listen, ManagedProcess
 
 DEFAULT_PORT = 9090
 HOST = "127.0.0.1"
@@ -61,8 +60,14 @@ def storage_dir(port: int, root: Path | None = None) -> Path:
     return (root or cache_dir()) / "prometheus" / str(port)
 
 
-class Prometheus:
-    """A Prometheus child process in its own process group. Use as a context manager."""
+class Prometheus(ManagedProcess):
+    """A Prometheus child process (serve.process.ManagedProcess). Use as a context manager."""
+
+    name = "prometheus"
+    failure = MonitorError
+    poll_interval_s = 0.2
+    startup_timeout_s: float = 60.0
+    stop_timeout_s = 30.0  # SIGTERM: Prometheus flushes its head block first
 
     def __init__(
         self,
@@ -78,7 +83,8 @@ class Prometheus:
         self.folder = storage_dir(port, root)
         self.environ = dict(os.environ if environ is None else environ)
         self.startup_timeout_s = startup_timeout_s
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.folder / "prometheus.log"
+        self.binary = ""
 
     @property
     def url(self) -> str:
@@ -92,10 +98,6 @@ class Prometheus:
     def rules_path(self) -> Path:
         return self.folder / RULES_FILE
 
-    @property
-    def log_path(self) -> Path:
-        return self.folder / "prometheus.log"
-
     def command(self, binary: str) -> list[str]:
         return [
             binary,
@@ -104,60 +106,25 @@ class Prometheus:
             f"--web.listen-address={HOST}:{self.port}",
         ]
 
-    def start(self) -> Prometheus:
-        """Start Prometheus and wait until it is ready. Raises MonitorError."""
-        binary = find_binary(self.environ)
-        if port_in_use(HOST, self.port):
-            raise MonitorError(
-                f"monitor port {self.port} on {HOST} is already in use: stop what listens "
-                "there or choose another (--monitor-port N)"
-            )
+    def listens(self) -> list[Listen]:
+        return [Listen(HOST, self.port, "monitor port", "(--monitor-port N)")]
+
+    def check(self) -> None:
+        """The binary, then the port. Raises MonitorError."""
+        self.binary = find_binary(self.environ)
+        super().check()
+
+    def prepare(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
         if self.rules_text is not None:
             self.rules_path.write_text(self.rules_text)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(binary),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.environ,
-                start_new_session=True,
-            )
-        try:
-            wait_until_ready(
-                self.proc,
-                [f"{self.url}/-/ready"],
-                timeout_s=self.startup_timeout_s,
-                log_path=self.log_path,
-                name="prometheus",
-                interval_s=0.2,
-            )
-        except LaunchError as exc:
-            self.stop()
-            raise MonitorError(str(exc)) from None
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def stop(self, timeout_s: float = 30) -> int | None:
-        """SIGTERM, wait, then SIGKILL the group. Returns the exit status."""
-        if self.proc is None:
-            return None
-        return terminate(self.proc, timeout_s)
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        return self.command(self.binary), self.environ
 
-    def __enter__(self) -> Prometheus:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def ready_urls(self) -> list[str]:
+        return [f"{self.url}/-/ready"]
 
 
 def for_deployment(cfg: DeploymentConfig, port: int = DEFAULT_PORT) -> Prometheus:

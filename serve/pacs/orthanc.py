@@ -10,8 +10,9 @@ database and files under `storage`.
 folder (a new temporary folder unless `storage` is given), starts the binary, logging to
 `orthanc.log` there, and waits until /system and /dicom-web/studies answer.
 `stop()` sends SIGTERM, then SIGKILL if Orthanc has not exited in time, and removes a
-temporary storage folder. Bad input raises PacsError with one line: the binary or the
-plugin missing (with the install command) or a port in use.
+temporary storage folder (the life cycle is serve.process.ManagedProcess's). Bad input
+raises PacsError with one line: the binary or the plugin missing (with the install
+command) or a port in use.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from clients.errors import PacsError
-from serve.process import LaunchError, port_in_use, terminate, wait_until_ready
+from serve.process import LaunchError, Listen, ManagedProcess
 
 DEFAULT_HTTP_PORT = 8042
 DEFAULT_DICOM_PORT = 4242
@@ -98,12 +97,18 @@ def find_binary(path: str) -> str:
     return found
 
 
-class Orthanc:
-    """An Orthanc child process in its own process group. Use as a context manager.
+class Orthanc(ManagedProcess):
+    """An Orthanc child process (serve.process.ManagedProcess). Use as a context manager.
 
     `environ` is the child's environment; Orthanc is looked for on its PATH, and in
     /usr/sbin too unless `environ` is given (a test hides the binary by passing one).
     """
+
+    name = "Orthanc"
+    failure = PacsError
+    poll_interval_s = 0.2
+    startup_timeout_s: float = 30.0
+    stop_timeout_s = 20.0
 
     def __init__(
         self,
@@ -120,7 +125,7 @@ class Orthanc:
         self.environ = dict(os.environ if environ is None else environ)
         self.path = search_path(self.environ) if environ is None else self.environ.get("PATH", "")
         self.startup_timeout_s = startup_timeout_s
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.binary = ""
 
     @property
     def url(self) -> str:
@@ -141,82 +146,46 @@ class Orthanc:
     def config_path(self) -> Path:
         return self.folder / "orthanc.json"
 
-    @property
-    def log_path(self) -> Path:
-        return self.folder / "orthanc.log"
+    def listens(self) -> list[Listen]:
+        return [
+            Listen(HOST, self.http_port, "PACS HTTP port", "(--http-port N)"),
+            Listen(HOST, self.dicom_port, "PACS DICOM port", "(--dicom-port N)"),
+        ]
 
-    def check(self) -> str:
-        """The binary, once the binary, the plugin and both ports are there. Raises PacsError."""
-        binary = find_binary(self.path)
+    def check(self) -> None:
+        """The binary, the plugin, then both ports. Raises PacsError."""
+        self.binary = find_binary(self.path)
         if not self.plugin.exists():
             raise PacsError(
                 f"Orthanc's DICOMweb plugin is not installed ({self.plugin} is missing); "
                 f"install it with: {install_hint(os.geteuid())}"
             )
-        for what, port, flag in (
-            ("HTTP", self.http_port, "--http-port"),
-            ("DICOM", self.dicom_port, "--dicom-port"),
-        ):
-            if port_in_use(HOST, port):
-                raise PacsError(
-                    f"PACS {what} port {port} on {HOST} is already in use: stop what listens "
-                    f"there or choose another ({flag} N)"
-                )
-        return binary
+        super().check()
 
-    def start(self) -> Orthanc:
-        """Start Orthanc and wait until DICOMweb answers. Raises PacsError."""
-        binary = self.check()
+    def prepare(self) -> None:
+        """A storage folder (a new temporary one unless given) holding the configuration."""
         if self.storage is None:
             self.storage = Path(tempfile.mkdtemp(prefix="orthanc-"))
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.folder / "orthanc.log"
+        self.cwd = self.folder
         config = orthanc_config(self.http_port, self.dicom_port, self.folder, self.plugin)
         self.config_path.write_text(json.dumps(config, indent=2))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.environ,
-                cwd=self.folder,
-                start_new_session=True,
-            )
-        try:
-            wait_until_ready(
-                self.proc,
-                [f"{self.url}/system", f"{self.dicomweb_url}/studies"],
-                timeout_s=self.startup_timeout_s,
-                log_path=self.log_path,
-                name="Orthanc",
-                interval_s=0.2,
-            )
-        except LaunchError as exc:
-            self.stop(keep=True)
-            raise PacsError(str(exc)) from None
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def stop(self, timeout_s: float = 20, *, keep: bool = False) -> int | None:
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        return [self.binary, str(self.config_path)], self.environ
+
+    def ready_urls(self) -> list[str]:
+        return [f"{self.url}/system", f"{self.dicomweb_url}/studies"]
+
+    def abandon(self, exc: BaseException) -> None:
+        """A failed start keeps a throwaway storage folder: its log is named in the error."""
+        self.stop(keep=isinstance(exc, LaunchError))
+
+    def stop(self, timeout_s: float | None = None, *, keep: bool = False) -> int | None:
         """SIGTERM, wait, then SIGKILL the group; remove a throwaway storage folder unless
-        `keep` (a failed start keeps it: its log is named in the error). Returns the exit
-        status."""
-        code = None
-        if self.proc is not None:
-            code = terminate(self.proc, timeout_s)
+        `keep`. Returns the exit status."""
+        code = super().stop(timeout_s)
         if self.throwaway and self.storage is not None and not keep:
             shutil.rmtree(self.storage, ignore_errors=True)
         return code
-
-    def __enter__(self) -> Orthanc:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

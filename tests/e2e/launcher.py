@@ -1,11 +1,12 @@
 """Real servers for the end-to-end tests, and the one handle a test holds: `LiveServer`.
 
-Two ways to start a server, both context managers that always stop what they started:
-`serving(cfg, log_path)` runs the vLLM OpenAI server through `ServerProcess` (the session's
-server, tensor parallel, Ray); `launched(workdir, *overrides, config=...)` runs `python -m
-serve` as a subprocess, the way an operator runs it (TLS, restart supervision, drain on
-SIGTERM, replicas behind the router, the launcher's own output). Output goes to files (pipes
-would fill and block); a start-up failure raises LaunchError with the log's last lines.
+Two ways to start a server, both context managers that always stop what they started, both
+serve.process.ManagedProcess: `serving(cfg, log_path)` runs the vLLM OpenAI server through
+`ServerProcess` (the session's server, tensor parallel, Ray); `launched(workdir, *overrides,
+config=...)` runs `python -m serve` as a subprocess (`Launcher`), the way an operator runs
+it (TLS, restart supervision, drain on SIGTERM, replicas behind the router, the launcher's
+own output). Output goes to files (pipes would fill and block); a start-up failure raises
+LaunchError with the log's last lines.
 
 A `LiveServer` builds URLs (`url_for("v1", "models")`), hands out configured clients
 (`get_client`, `get_async_client`, `get_http_client`) and lists every log file its run
@@ -16,14 +17,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ import psutil
 
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.launch.server import ServerProcess
-from serve.process import LaunchError, free_port, port_in_use
+from serve.process import LaunchError, ManagedProcess, free_port, port_in_use, terminate
 from tests.conftest import CONFIGS, REPO
 
 API_KEY = "test-key-not-a-secret"
@@ -182,6 +182,51 @@ def engine_core(root: psutil.Process | int) -> psutil.Process | None:
     return None
 
 
+class Launcher(ManagedProcess):
+    """`python -m serve` as a child process (serve.process.ManagedProcess), run from the
+    repository with the test's API key: its stdout (the ready banner) in `out_path`, its
+    stderr in `log_path`. Ready once it prints `base URL: <root>/v1`; the files named in
+    `evidence` (its two, then the server's log) are quoted when it fails. Stopped with
+    SIGTERM, as a service manager stops it: it drains and stops its servers."""
+
+    name = "python -m serve"
+    poll_interval_s = 0.5
+    startup_timeout_s: float = 900.0
+    stop_timeout_s = 90.0
+    kill_wait_s = 30.0
+
+    def __init__(
+        self, cmd: list[str], out: Path, err: Path, evidence: Sequence[Path], timeout_s: float
+    ) -> None:
+        self.cmd, self.out_path, self.log_path, self.cwd = cmd, out, err, REPO
+        self.evidence, self.startup_timeout_s = evidence, timeout_s
+        self.root_url = ""
+
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        return self.cmd, {**os.environ, "MEDGEMMA_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+
+    def text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.evidence if p.exists())
+
+    def after_ready(self, deadline: float) -> None:
+        """Wait for the printed URL. Raises LaunchError with the files' last 3000 characters."""
+        assert self.proc is not None and self.out_path is not None
+        while time.monotonic() < deadline:
+            found = re.search(r"^base URL: (\S+)/v1$", self.out_path.read_text(), re.M)
+            if found is not None:
+                self.root_url = found[1]
+                return
+            if self.proc.poll() is not None:
+                raise LaunchError(
+                    f"python -m serve exited with {self.proc.returncode}:\n{self.text()[-3000:]}"
+                )
+            time.sleep(self.poll_interval_s)
+        raise LaunchError(
+            f"python -m serve was not ready:\n{self.text()[-3000:]} "
+            f"(waited {self.startup_timeout_s:.0f} s)"
+        )
+
+
 @contextmanager
 def launched(
     workdir: Path,
@@ -205,46 +250,21 @@ def launched(
     cmd += ["--port", str(port or free_port()), "--log-file", str(workdir / "server.log")]
     cmd += [arg for o in overrides for arg in ("--set", o)] + list(args)
     out, err = workdir / "launcher.out", workdir / "launcher.err"
-    with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            stdout=o,
-            stderr=e,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "MEDGEMMA_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"},
+    launcher = Launcher(cmd, out, err, [out, err, workdir / "server.log"], timeout_s)
+    with launcher:
+        cert = tls[0] if tls else None
+        yield LiveServer(
+            launcher.root_url,
+            API_KEY,
+            model,
+            workdir / "server.log",
+            (out, err),
+            cert,
+            launcher.proc,
         )
-    cert = tls[0] if tls else None
-    run = LiveServer("", API_KEY, model, workdir / "server.log", (out, err), cert, proc)
-
-    def printed_url() -> str | None:
-        found = re.search(r"^base URL: (\S+)/v1$", out.read_text(), re.M)
-        if found is None and proc.poll() is not None:
-            raise LaunchError(
-                f"python -m serve exited with {proc.returncode}:\n{run.text()[-3000:]}"
-            )
-        return found and found[1]
-
-    try:
-        try:
-            root_url = wait_until(
-                printed_url,
-                timeout_s,
-                lambda: f"python -m serve was not ready:\n{run.text()[-3000:]}",
-            )
-        except TimeoutError as exc:
-            raise LaunchError(str(exc)) from None
-        yield replace(run, root_url=root_url)
-    finally:
-        stop(proc)
 
 
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 90) -> int:
-    """SIGTERM (the launcher drains and stops its server), then SIGKILL after `timeout_s`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout=30)
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 90) -> int | None:
+    """SIGTERM (the launcher drains and stops its server), then SIGKILL its process group
+    after `timeout_s`; its exit status."""
+    return terminate(proc, timeout_s, kill_wait_s=Launcher.kill_wait_s)

@@ -35,7 +35,7 @@ from PIL import Image
 
 from clients.messages import user_turn
 from serve.config.deployment import load_config
-from serve.launch.fleet import Router
+from serve.launch.router import Router
 from serve.process import LaunchError, port_in_use
 from tests.conftest import CONFIGS
 from tests.e2e.launcher import (
@@ -453,7 +453,7 @@ def stub_fleet(workdir: Path, *overrides: str) -> Iterator[StubFleet]:
         stub_replica(port + 2) as b,
         httpx.Client(timeout=30) as http,
     ):
-        router.start(None)
+        router.start()
         try:
             yield StubFleet(router, a, b, http)
         finally:

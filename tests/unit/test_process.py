@@ -1,7 +1,11 @@
-"""The one readiness poll (serve.process.wait_until_ready) against real processes."""
+"""The managed-process life cycle (serve.process: ManagedProcess and its readiness poll,
+wait_until_ready) against real processes."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from serve.process import LaunchError, free_port, wait_until_ready
+from serve.process import (
+    LaunchError,
+    Listen,
+    ManagedProcess,
+    free_port,
+    port_in_use,
+    wait_until_ready,
+)
 
 
 def start(code: str, log: Path) -> subprocess.Popen[bytes]:
@@ -74,3 +85,112 @@ def test_a_child_that_never_answers_times_out(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# --- ManagedProcess: the one life cycle ------------------------------------------------
+
+
+class Error(RuntimeError):
+    """A subclass's own error type (as MonitorError, PacsError)."""
+
+
+class FileServer(ManagedProcess):
+    """http.server over `root` on `port`: ready once /health answers; `code` replaces it."""
+
+    name = "the file server"
+    failure = Error
+    poll_interval_s = 0.1
+    startup_timeout_s: float = 30.0
+
+    def __init__(self, root: Path, port: int, code: str | None = None, probe_ok: bool = True):
+        self.root, self.port, self.code, self.probe_ok = root, port, code, probe_ok
+        self.log_path, self.cwd = root / "logs" / "server.log", root
+        self.probed = False
+
+    def command_and_env(self) -> tuple[list[str], None]:
+        if self.code is not None:
+            return [sys.executable, "-c", self.code], None
+        return [sys.executable, "-m", "http.server", str(self.port), "-b", "127.0.0.1"], None
+
+    def listens(self) -> list[Listen]:
+        return [Listen("127.0.0.1", self.port, "file port", "(--file-port N)")]
+
+    def ready_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.port}/health"]
+
+    def after_ready(self, deadline: float) -> None:
+        self.probed = True
+        if not self.probe_ok:
+            raise LaunchError("the file server answers /health but its probe failed")
+
+
+def test_managed_process_starts_logs_and_stops_its_group(tmp_path: Path) -> None:
+    (tmp_path / "health").write_text("ok")
+    port = free_port()
+    with FileServer(tmp_path, port) as server:
+        assert server.alive() and server.probed
+        assert server.health_s is not None and server.started_s is not None
+        assert server.started_s >= server.health_s
+        assert port_in_use("127.0.0.1", port)
+        proc = server.proc
+        assert proc is not None and os.getpgid(proc.pid) == proc.pid, "not its own group"
+    assert proc.poll() is not None and not server.alive()
+    assert '"GET /health HTTP/1.1" 200' in server.log_path.read_text()  # stderr in the log
+
+
+def test_a_busy_port_is_refused_up_front_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        server = FileServer(tmp_path, port)
+        with pytest.raises(Error) as err:
+            server.start()
+    assert str(err.value) == (
+        f"file port {port} on 127.0.0.1 is already in use: stop what listens there or "
+        "choose another (--file-port N)"
+    )
+    assert server.proc is None and not server.log_path.exists(), "started anyway"
+
+
+def test_a_child_that_dies_fails_fast_in_the_subclass_error(tmp_path: Path) -> None:
+    server = FileServer(tmp_path, free_port(), "import sys; sys.exit('OSError: no disk')")
+    t0 = time.monotonic()
+    with pytest.raises(Error) as err:
+        server.start()
+    assert time.monotonic() - t0 < 20, "did not fail fast"
+    first = str(err.value).splitlines()[0]
+    assert first == "the file server exited with status 1 during start-up: OSError: no disk"
+    assert f"last lines of {server.log_path}" in str(err.value)
+
+
+def test_a_failed_readiness_step_stops_the_child(tmp_path: Path) -> None:
+    (tmp_path / "health").write_text("ok")
+    server = FileServer(tmp_path, free_port(), probe_ok=False)
+    with pytest.raises(Error, match="probe failed"):
+        server.start()
+    assert server.probed and server.proc is not None and server.proc.poll() is not None
+
+
+class Banner(ManagedProcess):
+    """A child that prints a line on stdout and an error on stderr, then sleeps."""
+
+    name = "the banner"
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.log_path, self.out_path = tmp_path / "err.log", tmp_path / "out.log"
+
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        code = "import sys, time; print('ready'); print('warn', file=sys.stderr); time.sleep(60)"
+        return [sys.executable, "-u", "-c", code], {"PATH": os.environ.get("PATH", "")}
+
+    def after_ready(self, deadline: float) -> None:
+        while "ready" not in (self.out_path.read_text() if self.out_path else ""):
+            time.sleep(0.05)
+
+
+def test_stdout_may_have_a_file_of_its_own(tmp_path: Path) -> None:
+    with Banner(tmp_path) as banner:
+        assert banner.out_path is not None and banner.out_path.read_text() == "ready\n"
+    assert "warn" in banner.log_path.read_text() and "ready" not in banner.log_path.read_text()
+    assert banner.proc is not None and banner.proc.returncode == -signal.SIGTERM

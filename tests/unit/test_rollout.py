@@ -6,7 +6,8 @@ What a rollout must do: restart the replicas one at a time (never both out of th
 each with the re-read config, without its supervisor taking the planned stop for a crash;
 refuse a config that does not load or changes what it cannot apply, touching nothing; go
 back to the running config when a replica does not start with the new one. The vLLM
-version of all this, under load, is tests/e2e/test_replicas.py.
+version of all this, under load, is tests/e2e/test_replicas.py. What may be rolled out,
+and the lines said, are pure (serve.launch.rollout): tested without a process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ import pytest
 
 from serve.command.replicas import replica_configs, replica_url, rollout_blockers
 from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.fleet import Fleet, Router, start_all
+from serve.launch.fleet import Fleet, start_all
+from serve.launch.rollout import (
+    done_line,
+    one_line,
+    refusal,
+    refused_line,
+    rollout_plan,
+    router_restart_refusal,
+    stopped_line,
+)
+from serve.launch.router import Router
 from serve.launch.server import ServerProcess
 from tests.e2e.launcher import free_ports
 
@@ -101,7 +112,7 @@ def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
     fleet = Fleet(cfg, devices, servers, router, threading.Event())
     try:
         assert start_all(servers) == []
-        router.start(None)
+        router.start()
         for i in range(len(servers)):
             fleet.watch(i)
         yield Setup(fleet, port, model, www)
@@ -221,6 +232,54 @@ def test_rollout_blockers_name_only_what_a_rolling_restart_cannot_apply() -> Non
     ]
 
 
+# --- the pure decisions (serve.launch.rollout) -----------------------------------------
+
+
+def test_a_config_is_refused_in_one_line_naming_what_it_changes() -> None:
+    running = load_config(CONFIG)
+    assert refusal(running, load_config(CONFIG, ["max_num_seqs=8"])) is None
+    why = refusal(running, load_config(CONFIG, ["port=9000", "router.policy=random"]))
+    assert why is not None and "\n" not in why, why
+    assert why.startswith("a rolling restart cannot change port (8000 -> 9000), router.policy")
+    assert why.endswith("stop and start the launcher to change them"), why
+    assert refused_line("x") == "error: SIGHUP: x; still serving with the running config"
+
+
+def test_a_rollout_restarts_each_replica_on_its_own_cores_in_order() -> None:
+    new = load_config(CONFIG, ["max_num_seqs=8"])
+    plan = rollout_plan(new, ["0", "1"])
+    assert [(r.port, r.cpu_omp_threads_bind, r.max_num_seqs) for r in plan] == [
+        (8001, "0", 8),
+        (8002, "1", 8),
+    ]
+
+
+def test_a_config_error_becomes_one_line() -> None:
+    message = "config.yaml is not a valid deployment\n  port: not a number\n\n  host: bad\n"
+    assert (
+        one_line(message) == "config.yaml is not a valid deployment: port: not a number; host: bad"
+    )
+    assert one_line("just this") == "just this" and one_line("") == ""
+
+
+def test_the_router_is_restarted_as_the_restart_policy_allows() -> None:
+    policy = load_config(CONFIG, ["restart.max_restarts=2"]).restart
+    assert policy.enabled
+    assert router_restart_refusal(policy, 0) is None
+    assert router_restart_refusal(policy, 1) is None
+    assert router_restart_refusal(policy, 2) == "restart.max_restarts"
+    off = load_config(CONFIG, ["restart.enabled=false"]).restart
+    assert router_restart_refusal(off, 0) == "restart.enabled is off"
+
+
+def test_rollout_lines() -> None:
+    assert stopped_line(1, 12.4) == (
+        "rolling restart stopped at replica 1 after 12 s: replicas before it run the new "
+        "config, the others the previous one"
+    )
+    assert done_line(2, 30.6) == "rolling restart done: 2 replicas restarted one at a time in 31 s"
+
+
 def test_stopping_during_a_rollout_stops_everything(tmp_path: Path) -> None:
     """SIGTERM while a replica is starting with the new config: the rollout ends and no
     replica outlives the fleet (the one the rollout was starting included)."""
@@ -262,13 +321,13 @@ def test_a_router_that_dies_is_restarted_over_both_replicas(
 ) -> None:
     fleet = setup.fleet
     urls = sorted(replica_url(s.cfg) for s in fleet.servers)
-    assert fleet.keep_router(None) is None  # running: nothing to do
+    assert fleet.keep_router() is None  # running: nothing to do
     old = fleet.router.proc
     assert old is not None
     old.kill()
     old.wait(timeout=10)
     before = fleet.router_restarts
-    assert fleet.keep_router(None) is None, capsys.readouterr().err
+    assert fleet.keep_router() is None, capsys.readouterr().err
     err = capsys.readouterr().err
     assert f"vllm-router exited with status -9; restart {before + 1}/3" in err, err
     assert "vllm-router restarted: answering again after" in err, err
@@ -285,7 +344,7 @@ def test_a_router_past_its_restarts_ends_the_fleet_with_its_status(
         assert proc is not None
         proc.kill()
         proc.wait(timeout=10)
-        assert s.fleet.keep_router(None) == -9
+        assert s.fleet.keep_router() == -9
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: vllm-router exited with status -9 (restart.max_restarts)")
         assert all(server.alive() for server in s.fleet.servers)

@@ -1,0 +1,43 @@
+"""What `python -m serve` prints on stdout once the deployment is ready (pure).
+
+One server and replicas behind vllm-router print the same banner: how long the start
+took, the base URL clients use, the model, notes about the model and the device, where
+the API key comes from; then what is particular to each (the restart policy of one
+server; the replicas' ports, the router and the rolling restart of replicas). Tests and
+operators read it: `base URL: <root>/v1` is the line the tests' launcher waits for.
+"""
+
+from __future__ import annotations
+
+from serve.command.replicas import ports
+from serve.config.deployment import DeploymentConfig
+from serve.host import image_attention_notice
+from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
+
+
+def ready_banner(cfg: DeploymentConfig, *, ready_s: float, root_url: str, keyed: bool) -> str:
+    """The lines printed once `cfg` is ready after `ready_s` seconds, answering at
+    `root_url` (the server's or, with `replicas:`, the router's); `keyed`: whether the
+    server requires the API key from `cfg.api_key_env`."""
+    lines = [
+        f"ready in {ready_s:.0f} s",
+        f"base URL: {root_url}/v1",
+        f"model:    {cfg.model_name}",
+    ]
+    if cfg.replicas is not None:
+        p = ports(cfg)
+        lines.append(f"replicas: {len(p.replicas)} on ports {', '.join(map(str, p.replicas))}")
+        lines.append(
+            f"router:   vllm-router, policy {cfg.router.policy}, metrics on port {p.metrics}"
+        )
+    if cfg.stand_in is not None:
+        lines.append(f"note:     {RANDOM_WEIGHTS_NOTICE}")
+    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
+        lines.append(f"note:     {notice}")
+    if keyed:
+        lines.append(f"auth:     API key required (from ${cfg.api_key_env})")
+    if cfg.replicas is not None:
+        lines.append("rollout:  SIGHUP restarts the replicas one at a time with the re-read config")
+    elif cfg.restart.enabled:
+        lines.append(f"restart:  up to {cfg.restart.max_restarts} times if the server dies")
+    return "\n".join(lines)

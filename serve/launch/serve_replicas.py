@@ -1,0 +1,132 @@
+"""`python -m serve` for a replicas config: every replica, then vllm-router in front of them.
+
+`run` checks the placement and every port before starting anything, starts the replicas
+side by side (each a ServerProcess with its own log), starts the router once all are
+ready, prints the ready banner (serve.launch.banner), and hands the running fleet to
+serve.launch.fleet.Fleet: supervision, a rolling restart on SIGHUP (the config read again
+with the same command-line overrides), and on SIGTERM/SIGINT the router stopped first,
+then the replicas drained.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from serve.command.replicas import PlacementError, replica_configs, replica_url
+from serve.config.deployment import DeploymentConfig
+from serve.launch.banner import ready_banner
+from serve.launch.fleet import Fleet, say, start_all, stop_all
+from serve.launch.placement import busy_ports, placement
+from serve.launch.router import Router
+from serve.launch.server import ServerProcess, model_to_load
+from serve.process import LaunchError
+
+
+def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentConfig]) -> int:
+    """Start replicas and router, print the ready lines, supervise; SIGHUP rolls out the
+    config `reload` returns; SIGTERM/SIGINT stop everything."""
+    try:
+        devices = placement(cfg)
+    except PlacementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    busy = busy_ports(cfg)
+    if busy:
+        print(f"error: {busy[0]}", file=sys.stderr)
+        return 1
+    replicas = replica_configs(cfg, devices)
+    servers = [
+        ServerProcess(rep, log_dir / f"serve-{cfg.port}-replica{i}.log")
+        for i, rep in enumerate(replicas)
+    ]
+    api_key = servers[0].api_key
+    urls = [replica_url(r) for r in replicas]
+    router = Router(cfg, urls, log_dir / f"router-{cfg.port}.log", api_key)
+    stopping, ready, hup = threading.Event(), threading.Event(), threading.Event()
+    fleet = Fleet(cfg, devices, servers, router, stopping)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        print(f"\nstopping ({signal.Signals(signum).name})...", file=sys.stderr, flush=True)
+        if not ready.is_set():  # still starting: end the start-up waits now
+            for proc in [s.proc for s in servers] + [router.proc]:
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        if ready.is_set():
+            hup.set()  # the main loop acts on it
+        elif not stopping.is_set():
+            os.write(2, b"SIGHUP during start-up: ignored\n")  # unbuffered: safe in a handler
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
+    for i, s in enumerate(servers):
+        print(
+            f"starting replica {i} of {cfg.model_name} on port {s.cfg.port} "
+            f"({'cores' if cfg.device == 'cpu' else 'GPUs'} {devices[i]}; log: {s.log_path})",
+            file=sys.stderr,
+        )
+    t0 = time.perf_counter()
+    model_to_load(cfg)  # build the stand-in once, not in each replica's thread
+    failed = start_all(servers)
+    if failed or stopping.is_set():
+        stop_all(servers)
+        if stopping.is_set():
+            return 130
+        i, why = failed[0]
+        first = str(why).splitlines()[0]
+        print(
+            f"error: replica {i} (port {servers[i].cfg.port}) did not become healthy: "
+            f"{first}; see its log {servers[i].log_path}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"starting vllm-router ({cfg.router.policy}; log: {router.log_path})", file=sys.stderr)
+    try:
+        router.start()
+    except LaunchError as exc:
+        stop_all(servers)
+        if stopping.is_set():
+            return 130
+        first = str(exc).splitlines()[0]
+        print(f"error: {first}; see its log {router.log_path}", file=sys.stderr)
+        return 1
+    ready.set()
+    print(
+        ready_banner(
+            cfg, ready_s=time.perf_counter() - t0, root_url=router.root_url, keyed=bool(api_key)
+        ),
+        flush=True,
+    )
+
+    for i in range(len(servers)):
+        fleet.watch(i)
+    code = 0
+    while not stopping.is_set():
+        if hup.is_set():
+            hup.clear()
+            if fleet.rolling():
+                say("SIGHUP: a rolling restart is in progress; ignored (send it again when done)")
+            else:
+                fleet.start_rollout(reload)
+        router_code = fleet.keep_router()
+        if router_code is not None:
+            code = router_code
+            break
+        if len(fleet.exits) == len(servers) and not fleet.rolling():
+            print("error: every replica is down; stopping the router", file=sys.stderr)
+            code = max(fleet.exits.values()) or 1
+            break
+        time.sleep(0.5)
+    fleet.stop()
+    return code

@@ -1,0 +1,53 @@
+"""The ready banner `python -m serve` prints (serve.launch.banner), for one server and for
+replicas behind vllm-router: one pure function, so both print the same lines."""
+
+from __future__ import annotations
+
+from serve.config.deployment import load_config
+from serve.host import IMAGE_ATTENTION_NOTICE
+from serve.launch.banner import ready_banner
+from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
+from tests.conftest import CONFIGS
+
+
+def test_one_server() -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["restart.enabled=true"])
+    lines = ready_banner(
+        cfg, ready_s=41.6, root_url="https://127.0.0.1:8000", keyed=True
+    ).splitlines()
+    assert lines[:3] == [
+        "ready in 42 s",
+        "base URL: https://127.0.0.1:8000/v1",
+        f"model:    {cfg.model_name}",
+    ], lines
+    assert f"note:     {RANDOM_WEIGHTS_NOTICE}" in lines, lines
+    assert f"note:     {IMAGE_ATTENTION_NOTICE}" in lines, lines
+    assert f"auth:     API key required (from ${cfg.api_key_env})" in lines, lines
+    assert lines[-1] == f"restart:  up to {cfg.restart.max_restarts} times if the server dies"
+    assert not any(ln.startswith(("replicas:", "router:", "rollout:")) for ln in lines), lines
+
+
+def test_one_server_without_key_restart_or_images() -> None:
+    cfg = load_config(
+        CONFIGS / "cpu-tiny.yaml",
+        ["restart.enabled=false", "limit_mm_per_prompt={image: 0}"],
+    )
+    text = ready_banner(cfg, ready_s=3, root_url="http://127.0.0.1:8000", keyed=False)
+    assert "auth:" not in text and "restart:" not in text, text
+    assert IMAGE_ATTENTION_NOTICE not in text, text
+
+
+def test_replicas_behind_the_router() -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["port=9000"])
+    lines = ready_banner(cfg, ready_s=95, root_url="http://127.0.0.1:9000", keyed=True)
+    assert lines.splitlines()[:5] == [
+        "ready in 95 s",
+        "base URL: http://127.0.0.1:9000/v1",
+        f"model:    {cfg.model_name}",
+        "replicas: 2 on ports 9001, 9002",
+        f"router:   vllm-router, policy {cfg.router.policy}, metrics on port 9003",
+    ], lines
+    assert lines.splitlines()[-1] == (
+        "rollout:  SIGHUP restarts the replicas one at a time with the re-read config"
+    )
+    assert "restart:" not in lines, "a replica's restarts are the fleet's, not one server's"
