@@ -20,7 +20,7 @@ The scenario's deployment must have a `replicas:` section. Its replicas are star
 side by side, as `python -m serve` starts them (serve.launch.fleet's placement and start,
 without supervision; each replica on a free port), then one vllm-router per policy over the
 same replicas, each with the config's router settings and only `router.policy` changed
-(serve.launch.fleet.Router, so the flags come from serve.command.replicas.router_argv). A
+(serve.launch.router.Router, so the flags come from serve.command.replicas.router_argv). A
 warm-up conversation goes through each router; then rounds alternate between the routers
 (A B C A B C ...): each round is `--conversations` new conversations with new images
 (distinct pixels, so no round is served from an earlier round's cache), `load.users` of them

@@ -22,7 +22,7 @@ from benchmarks.runner.scenario import Scenario
 
 if TYPE_CHECKING:
     from serve.config.deployment import DeploymentConfig
-    from serve.launch.fleet import Router
+    from serve.launch.router import Router
     from serve.launch.server import ServerProcess
 
 # vllm-router 0.1.17 logs each consistent_hash decision at info level in this form.
@@ -69,8 +69,9 @@ def session_workers(router_log: str) -> dict[str, set[str]]:
 def start_replicas(cfg: DeploymentConfig, log_dir: Path) -> list[ServerProcess]:
     """The config's replicas, placed as `python -m serve` places them, each on a free port,
     started side by side; all stopped again if one does not start. Raises BenchError."""
-    from serve.command.replicas import replica_configs
-    from serve.launch.fleet import PlacementError, placement, start_all, stop_all
+    from serve.command.replicas import PlacementError, replica_configs
+    from serve.launch.fleet import start_all, stop_all
+    from serve.launch.placement import placement
     from serve.launch.server import ServerProcess, model_to_load
     from serve.process import free_port
 
@@ -104,14 +105,17 @@ def start_router(
     cfg: DeploymentConfig, policy: str, urls: list[str], log_dir: Path, api_key: str | None
 ) -> Router:
     """A vllm-router with `policy` in front of `urls`, on free ports. Raises BenchError."""
-    from serve.launch.fleet import Router
+    from serve.launch.router import Router
     from serve.process import LaunchError, free_port
 
     router = Router(
-        policy_config(cfg, policy, free_port(), free_port()), urls, log_dir / f"router-{policy}.log"
+        policy_config(cfg, policy, free_port(), free_port()),
+        urls,
+        log_dir / f"router-{policy}.log",
+        api_key,
     )
     try:
-        router.start(api_key)
+        router.start()
     except LaunchError as exc:
         raise BenchError(
             f"vllm-router ({policy}) did not start: {str(exc).splitlines()[0]}; "
