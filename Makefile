@@ -17,7 +17,7 @@ help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
 	@echo "make monitor   make serve, plus Prometheus on http://127.0.0.1:9090 scraping it (alerts loaded)"
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
-	@echo "make test-fast the same without the slow tests (extra servers: TP=2, Ray)"
+	@echo "make test-fast the same without the slow tests (extra servers: verify, launcher, TP=2, replicas, Ray)"
 	@echo "make pacs      a local PACS (Orthanc + DICOMweb) on http://127.0.0.1:8042/dicom-web with sample studies"
 	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus and orthanc when root (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
