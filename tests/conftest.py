@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import grouping
+from tests.grouping import SESSION
 from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def tiny_model_dir() -> Path:
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle and -k/-m deselection
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    grouping.order(items)
+    SESSION.order(items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -39,4 +39,4 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)
     finally:
-        grouping.after_test(item)
+        SESSION.after_test(item)

@@ -7,7 +7,7 @@ start servers of their own. Inside a group the shuffled order stays, so any orde
 exercised there; the tests that disturb the shared launcher (marker `destructive`) run last
 in its group, in the order of DISTURBANCES.
 
-A session fixture that starts a server hands its ExitStack to `stop_after_last_user`;
+A session fixture that starts a server hands its ExitStack to `SESSION.stop_after_last_user`;
 `after_test` closes it once the last test that uses the fixture is done, so later tests
 do not share 2 cores and the memory with an idle server. The fixture's own end of session
 closes the stack again, which then does nothing.
@@ -23,9 +23,6 @@ import pytest
 SERVERS = ("server", "verify_server", "launcher_run")
 # What a `destructive` test does to the shared launcher, in the order such tests run.
 DISTURBANCES = ("overloads", "restarts", "stops")
-
-_stacks: dict[str, ExitStack] = {}  # fixture name -> what stops its server(s)
-_last_user: dict[str, str] = {}  # fixture name -> node id of the last test that uses it
 
 
 def disturbance(item: pytest.Item) -> int:
@@ -48,22 +45,32 @@ def group(item: pytest.Item) -> tuple[int, int]:
     return (0 if "unit" in item.nodeid.split("/") else 1), 0
 
 
-def order(items: list[pytest.Item]) -> None:
-    """Sort `items` in place by group (stable) and note each server's last user."""
-    items.sort(key=group)
-    _last_user.clear()
-    for item in items:
-        for fixture in set(getattr(item, "fixturenames", ())) & set(SERVERS):
-            _last_user[fixture] = item.nodeid
+class Lifetimes:
+    """The servers of a session (or of a unit test's pretend session), each stopped after
+    the last test that uses its fixture."""
+
+    def __init__(self) -> None:
+        self.stacks: dict[str, ExitStack] = {}  # fixture name -> what stops its server(s)
+        self.last_user: dict[str, str] = {}  # fixture name -> node id of its last test
+
+    def order(self, items: list[pytest.Item]) -> None:
+        """Sort `items` in place by group (stable) and note each server's last user."""
+        items.sort(key=group)
+        self.last_user = {
+            fixture: item.nodeid
+            for item in items
+            for fixture in set(getattr(item, "fixturenames", ())) & set(SERVERS)
+        }
+
+    def stop_after_last_user(self, fixture: str, stack: ExitStack) -> None:
+        """Close `stack` (stopping the fixture's servers) once its last user has run."""
+        self.stacks[fixture] = stack
+
+    def after_test(self, item: pytest.Item) -> None:
+        """Stop the servers whose last user `item` was."""
+        for fixture, last in self.last_user.items():
+            if last == item.nodeid and fixture in self.stacks:
+                self.stacks.pop(fixture).close()
 
 
-def stop_after_last_user(fixture: str, stack: ExitStack) -> None:
-    """Close `stack` (stopping the fixture's servers) once its last user has run."""
-    _stacks[fixture] = stack
-
-
-def after_test(item: pytest.Item) -> None:
-    """Stop the servers whose last user `item` was."""
-    for fixture, last in list(_last_user.items()):
-        if last == item.nodeid and fixture in _stacks:
-            _stacks.pop(fixture).close()
+SESSION = Lifetimes()  # this test session's (tests/conftest.py, tests/e2e/conftest.py)

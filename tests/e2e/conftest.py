@@ -36,7 +36,7 @@ from serve.monitor.prometheus import storage_dir
 from serve.process import LaunchError, free_port
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.e2e.launcher import API_KEY, LiveServer, launched, serving, wait_until
-from tests.grouping import stop_after_last_user
+from tests.grouping import SESSION
 
 LAUNCHER = (  # restart once if the server dies; at most 16 queued; a 60 s drain on SIGTERM
     "restart.enabled=true",
@@ -103,7 +103,7 @@ def verify_server() -> Iterator[LiveServer]:
     cfg = load_config(CONFIGS / "cpu-verify.yaml", {"port": free_port()})
     environ = {**os.environ, cfg.api_key_env: API_KEY}
     with ExitStack() as stack:
-        stop_after_last_user("verify_server", stack)
+        SESSION.stop_after_last_user("verify_server", stack)
         t0 = time.perf_counter()
         live = start(
             stack,
@@ -127,7 +127,7 @@ def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
     log_path = LOG_DIR / f"pytest-server-{cfg.port}.log"
     environ = {**os.environ, cfg.api_key_env: API_KEY}
     with ExitStack() as stack:
-        stop_after_last_user("server", stack)
+        SESSION.stop_after_last_user("server", stack)
         t0 = time.perf_counter()
         live = start(stack, "the session's vLLM server", serving(cfg, log_path, environ))
         print(f"\nvLLM server ready in {time.perf_counter() - t0:.1f} s at {live.base_url}")
@@ -142,7 +142,7 @@ def launcher_run(
     starting it on first use and again whenever a test has stopped it; every one started,
     and its Prometheus' folder, is gone after the last test that uses it."""
     with ExitStack() as stack:
-        stop_after_last_user("launcher_run", stack)
+        SESSION.stop_after_last_user("launcher_run", stack)
         current: list[LiveServer] = []
 
         def running() -> LiveServer:
