@@ -26,15 +26,15 @@ help:
 	@echo "make profile   where the server's CPU goes, at one user and at saturation (py-spy)"
 	@echo "make lint      ruff + mypy"
 
-# --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
-# each of the three processes of a vLLM server compiled vLLM and torch from source at
-# every start (docs/operations.md, "Start-up time").
 # The sync runs only when pyproject.toml or uv.lock changed since the last one, or .venv/
-# is missing (the stamp below); `make test` then `make lint` sync once, not twice.
+# is missing (the stamp .venv/.synced); `make test` then `make lint` sync once, not twice.
 install: .venv/.synced
 	@$(MAKE) --no-print-directory prometheus
 	@$(MAKE) --no-print-directory orthanc
 
+# --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
+# each of the three processes of a vLLM server compiled vLLM and torch from source at
+# every start (docs/operations.md, "Start-up time").
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --compile-bytecode --extra $(EXTRA) --extra ray
