@@ -17,7 +17,7 @@ help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
 	@echo "make monitor   make serve, plus Prometheus on http://127.0.0.1:9090 scraping it (alerts loaded)"
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
-	@echo "make test-fast the same without the slow tests (extra servers: TP=2, Ray)"
+	@echo "make test-fast the same without the slow tests (extra servers: verify, launcher, TP=2, replicas, Ray)"
 	@echo "make pacs      a local PACS (Orthanc + DICOMweb) on http://127.0.0.1:8042/dicom-web with sample studies"
 	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus and orthanc when root (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
@@ -26,14 +26,19 @@ help:
 	@echo "make profile   where the server's CPU goes, at one user and at saturation (py-spy)"
 	@echo "make lint      ruff + mypy"
 
+# The sync runs only when pyproject.toml or uv.lock changed since the last one, or .venv/
+# is missing (the stamp .venv/.synced); `make test` then `make lint` sync once, not twice.
+install: .venv/.synced
+	@$(MAKE) --no-print-directory prometheus
+	@$(MAKE) --no-print-directory orthanc
+
 # --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
 # each of the three processes of a vLLM server compiled vLLM and torch from source at
 # every start (docs/operations.md, "Start-up time").
-install:
+.venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --compile-bytecode --extra $(EXTRA) --extra ray
-	@$(MAKE) --no-print-directory prometheus
-	@$(MAKE) --no-print-directory orthanc
+	@touch $@
 
 # Debian's prometheus (for serve --monitor and its tests): installed when missing and root;
 # otherwise a note with the command. Never fails the install.

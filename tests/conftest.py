@@ -3,14 +3,17 @@
 The real vLLM servers and the fixtures that start them are end-to-end only:
 tests/e2e/conftest.py and tests/e2e/launcher.py. The `pacs` fixture (a real Orthanc with
 sample studies, quick to start) is for every kind of test: tests/pacs_fixture.py.
+The order the tests run in, and when each server stops: tests/grouping.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
+from tests.grouping import SESSION
 from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,3 +27,16 @@ def tiny_model_dir() -> Path:
     from serve.standin import tiny_model
 
     return tiny_model.ensure("tiny", 0)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle and -k/-m deselection
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    SESSION.order(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    finally:
+        SESSION.after_test(item)

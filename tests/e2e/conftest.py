@@ -6,12 +6,16 @@ its log goes to logs/. For quick iteration, MEDGEMMA_TEST_SERVER_URL (root URL, 
 http://127.0.0.1:8100) and MEDGEMMA_TEST_API_KEY make it a server you started yourself
 with the same config.
 
-`launched_tls`: `python -m serve` serving HTTPS with a self-signed certificate made here.
-`supervised`: `python -m serve` with a restart policy and a bounded queue; a test that stops
-it (the SIGTERM drain test) leaves the next test a fresh one, so any order works.
+`verify_server`: cpu-verify.yaml's server (the `verify` stand-in and its LoRA adapter).
 
-Each starts when a test first asks for it and stops at the end of the session; a start-up
-failure fails the test with the server's last log lines.
+`launcher`: ONE `python -m serve` for the TLS, monitoring, log and supervision tests, the way
+an operator runs it: HTTPS from a self-signed certificate made here, `--monitor` (its own
+Prometheus), a restart policy, a bounded queue and an API key. The tests that overload,
+restart or stop it are marked `destructive` and run after the others; a test that finds it
+stopped (the SIGTERM drain test stopped it) gets a fresh one, so any test also runs alone.
+
+Each starts when a test first asks for it and stops after the last test that needs it
+(tests/grouping.py); a start-up failure fails the test with the server's last log lines.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -27,11 +32,13 @@ from pathlib import Path
 import pytest
 
 from serve.config.deployment import load_config
+from serve.monitor.prometheus import storage_dir
 from serve.process import LaunchError, free_port
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.e2e.launcher import API_KEY, LiveServer, launched, serving, wait_until
+from tests.grouping import SESSION
 
-SUPERVISED = (
+LAUNCHER = (  # restart once if the server dies; at most 16 queued; a 60 s drain on SIGTERM
     "restart.enabled=true",
     "restart.max_restarts=1",
     "restart.backoff_s=1",
@@ -91,11 +98,12 @@ def self_signed_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]
 @pytest.fixture(scope="session")
 def verify_server() -> Iterator[LiveServer]:
     """The vLLM server of cpu-verify.yaml (the decisive `verify` stand-in plus its LoRA
-    adapter `verify-lora`, runtime loading on) on a free port, with an API key: one for the
-    session, shared by the verify and the LoRA tests."""
+    adapter `verify-lora`, runtime loading on) on a free port, with an API key: shared by
+    the verify and the LoRA tests."""
     cfg = load_config(CONFIGS / "cpu-verify.yaml", {"port": free_port()})
     environ = {**os.environ, cfg.api_key_env: API_KEY}
     with ExitStack() as stack:
+        SESSION.stop_after_last_user("verify_server", stack)
         t0 = time.perf_counter()
         live = start(
             stack,
@@ -119,6 +127,7 @@ def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
     log_path = LOG_DIR / f"pytest-server-{cfg.port}.log"
     environ = {**os.environ, cfg.api_key_env: API_KEY}
     with ExitStack() as stack:
+        SESSION.stop_after_last_user("server", stack)
         t0 = time.perf_counter()
         live = start(stack, "the session's vLLM server", serving(cfg, log_path, environ))
         print(f"\nvLLM server ready in {time.perf_counter() - t0:.1f} s at {live.base_url}")
@@ -126,21 +135,14 @@ def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def launched_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`python -m serve` with TLS from a self-signed certificate and an API key."""
-    work = tmp_path_factory.mktemp("launched-tls")
-    with ExitStack() as stack:
-        tls = self_signed_cert(work / "tls")
-        yield start(stack, "the TLS launcher", launched(work, tls=tls))
-
-
-@pytest.fixture(scope="session")
-def supervised_launcher(
+def launcher_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[[], LiveServer]]:
-    """A function that returns the supervised launcher, starting it on first use and again
-    whenever a test has stopped it; every one started is stopped at the end."""
+    """A function that returns the session's launcher (see the module's docstring),
+    starting it on first use and again whenever a test has stopped it; every one started,
+    and its Prometheus' folder, is gone after the last test that uses it."""
     with ExitStack() as stack:
+        SESSION.stop_after_last_user("launcher_run", stack)
         current: list[LiveServer] = []
 
         def running() -> LiveServer:
@@ -149,11 +151,17 @@ def supervised_launcher(
                 wait_until(
                     lambda: run.healthy() or not run.running(),
                     600,
-                    lambda: f"the supervised server did not come back:\n{run.text()[-3000:]}",
+                    lambda: f"the launcher did not come back:\n{run.text()[-3000:]}",
                 )
             if run is None or not run.running():
-                work = tmp_path_factory.mktemp("supervised")
-                run = start(stack, "the supervised launcher", launched(work, *SUPERVISED))
+                work = tmp_path_factory.mktemp("launcher")
+                tls = self_signed_cert(work / "tls")
+                args: tuple[str, ...] = ()
+                if shutil.which("prometheus"):  # else test_monitoring skips
+                    monitor_port = free_port()
+                    stack.callback(shutil.rmtree, storage_dir(monitor_port), ignore_errors=True)
+                    args = ("--monitor", "--monitor-port", str(monitor_port))
+                run = start(stack, "the launcher", launched(work, *LAUNCHER, tls=tls, args=args))
                 current.append(run)
             return run
 
@@ -161,7 +169,8 @@ def supervised_launcher(
 
 
 @pytest.fixture()
-def supervised(supervised_launcher: Callable[[], LiveServer]) -> LiveServer:
-    """`python -m serve` restarting the server once if it dies, with at most 16 requests
-    in flight (more get 503) and a 60 s drain on SIGTERM; running when the test starts."""
-    return supervised_launcher()
+def launcher(launcher_run: Callable[[], LiveServer]) -> LiveServer:
+    """`python -m serve` over HTTPS with `--monitor`, restarting the server once if it
+    dies, at most 16 requests queued (more get 503) and a 60 s drain on SIGTERM; running
+    when the test starts."""
+    return launcher_run()

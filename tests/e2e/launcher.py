@@ -95,12 +95,15 @@ class LiveServer:
 
     def client_env(self, **extra: str) -> dict[str, str]:
         """The environment of a `python -m clients` or `python -m benchmarks` subprocess aimed
-        at this server: MEDGEMMA_BASE_URL and MEDGEMMA_API_KEY, no other MEDGEMMA_ setting."""
+        at this server: MEDGEMMA_BASE_URL and MEDGEMMA_API_KEY, no other MEDGEMMA_ setting;
+        over HTTPS, SSL_CERT_FILE names the server's certificate (httpx trusts it then)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDGEMMA_")}
+        trust = {"SSL_CERT_FILE": str(self.cert)} if self.cert else {}
         return {
             **env,
             "MEDGEMMA_BASE_URL": self.base_url,
             "MEDGEMMA_API_KEY": self.api_key,
+            **trust,
             **extra,
         }
 

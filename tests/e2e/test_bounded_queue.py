@@ -1,8 +1,9 @@
 """Overload, short CI variant: `python -m benchmarks overload` at twice the server's queue
-bound for 20 s against the `supervised` launcher (max_num_queued_reqs=16). Every request
+bound for 20 s against the session's `launcher` (max_num_queued_reqs=16). Every request
 ends in a completion or an explicit 503 with a reason, none runs past its timeout, /health
 answers 200 throughout, a normal request is served afterwards, and the RSS figures are
-recorded. The full run (64 users, 3 minutes) is `make`-free:
+recorded. It fills the queue (503s an alert would count), so it runs after the launcher's
+other tests (`destructive`). The full run (64 users, 3 minutes) is `make`-free:
 `python -m benchmarks overload --scenario configs/scenarios/bench-overload.yaml --start-server`.
 """
 
@@ -21,8 +22,9 @@ from tests.e2e.launcher import LiveServer
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.destructive("overloads")
 def test_overload_ends_every_request_in_a_completion_or_an_explicit_503(
-    supervised: LiveServer, tmp_path: Path
+    launcher: LiveServer, tmp_path: Path
 ) -> None:
     cmd = [
         sys.executable,
@@ -32,7 +34,7 @@ def test_overload_ends_every_request_in_a_completion_or_an_explicit_503(
         "--scenario",
         "configs/scenarios/bench-overload.yaml",
     ]
-    cmd += ["--base-url", supervised.base_url, "--out", str(tmp_path)]
+    cmd += ["--base-url", launcher.base_url, "--out", str(tmp_path)]
     for override in (
         "load.users=[32]",
         "load.duration_s=20",
@@ -42,7 +44,7 @@ def test_overload_ends_every_request_in_a_completion_or_an_explicit_503(
         "request_timeout_s=60",
     ):
         cmd += ["--set", override]
-    env = supervised.client_env()
+    env = launcher.client_env()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     (overload_json,) = tmp_path.glob("*/overload.json")

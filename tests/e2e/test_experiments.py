@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer
+from tests.in_process import run_main
 
 SMOKE = REPO / "configs" / "scenarios" / "bench-smoke.yaml"
 
@@ -118,9 +119,20 @@ def test_baseline_alternates_rounds_and_prints_the_median(
         (["ab", "--a", "max_num_seqs", "--b", "dtype=float32"], "is not of the form key=value"),
     ],
 )
-def test_bad_input_is_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+def test_bad_input_is_one_line(
+    tmp_path: Path,
+    args: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused before any load: benchmarks' `main(argv)` in this process."""
+    from benchmarks.__main__ import main
+
+    monkeypatch.setenv("MEDGEMMA_API_KEY", "")
     command, rest = args[0], args[1:]
-    proc = bench(None, tmp_path, command, "--scenario", str(SMOKE), *rest)
+    argv = [command, "--scenario", str(SMOKE), *rest, "--out", str(tmp_path)]
+    proc = run_main(main, argv, capsys)
     line = one_error_line(proc)
     assert expected in line, line
     assert not any(tmp_path.iterdir()), "a refused run must not leave a results folder"

@@ -3,8 +3,10 @@ policy; the launcher restarts the server, clients that retry finish every reques
 batch client resumes with nothing lost or duplicated. Then SIGTERM: in-flight requests
 finish within the drain timeout.
 
-The server is the `supervised` launcher (tests/e2e/conftest.py): the kill test uses its one
-restart; the drain test stops it, and a test after it gets a fresh one.
+The server is the session's `launcher` (tests/e2e/conftest.py, HTTPS, a restart policy):
+the kill test uses its one restart and the drain test stops it, so both are `destructive`
+and run after the launcher's other tests, the kill first; a test after the drain gets a
+fresh one.
 """
 
 from __future__ import annotations
@@ -81,10 +83,11 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.destructive("restarts")
 def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
-    supervised: LiveServer, tmp_path: Path
+    launcher: LiveServer, tmp_path: Path
 ) -> None:
-    run = supervised
+    run = launcher
     assert run.proc is not None
     client = run.get_client(timeout=60)
     studies, out = make_studies(tmp_path / "studies"), tmp_path / "results.jsonl"
@@ -154,10 +157,10 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
     )
 
 
-def test_sighup_to_one_server_is_refused_and_it_keeps_serving(supervised: LiveServer) -> None:
+def test_sighup_to_one_server_is_refused_and_it_keeps_serving(launcher: LiveServer) -> None:
     """SIGHUP restarts replicas one at a time; one server has no second to serve meanwhile,
     so the launcher says so and goes on (SIGHUP's default would end it and orphan vLLM)."""
-    run = supervised
+    run = launcher
     assert run.proc is not None
     before = run.text().count("SIGHUP ignored")
     run.proc.send_signal(signal.SIGHUP)
@@ -174,10 +177,11 @@ def test_sighup_to_one_server_is_refused_and_it_keeps_serving(supervised: LiveSe
     assert answer.choices[0].finish_reason in ("stop", "length"), answer
 
 
-def test_sigterm_drains_in_flight_requests(supervised: LiveServer) -> None:
+@pytest.mark.destructive("stops")
+def test_sigterm_drains_in_flight_requests(launcher: LiveServer) -> None:
     """SIGTERM to the launcher while four long streamed answers are being generated: each
     finishes in full (all its tokens, finish_reason length), and the launcher exits 0."""
-    run = supervised
+    run = launcher
     assert run.proc is not None and run.log_path is not None
     client = run.get_client()
     max_tokens = 1000

@@ -1,4 +1,8 @@
-"""`python -m serve`: dry run, and the clear failures a user can cause."""
+"""`python -m serve`: dry run, and the clear failures a user can cause.
+
+What a command prints before it starts anything runs in this process (`in_process`, serve's
+`main(argv)`); the dry run of cpu-tiny, the port check (it installs the launcher's signal
+handlers), a start that fails inside vLLM and the probe keep their own process."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer
+from tests.in_process import run_main
 
 
 def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
@@ -23,6 +28,13 @@ def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m serve ARGS` as serve's `main(argv)` in this process."""
+    from serve.__main__ import main
+
+    return run_main(main, args, capsys)
 
 
 def no_traceback(r: subprocess.CompletedProcess) -> None:
@@ -55,37 +67,32 @@ def test_dry_run_prints_command_and_env_without_the_key() -> None:
         "medgemma-27b-it-tp4.yaml",
     ],
 )
-def test_dry_run_of_gpu_configs(name: str) -> None:
-    r = serve("--config", f"configs/deployments/{name}", "--dry-run")
+def test_dry_run_of_gpu_configs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    r = in_process(capsys, "--config", str(REPO / "configs" / "deployments" / name), "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "--model google/medgemma-" in r.stdout and "HF_HUB_OFFLINE" not in r.stdout
 
 
-def test_malformed_config_one_message(tmp_path: Path) -> None:
+def test_malformed_config_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("stand_in: {preset: tiny}\ndevice: cpu\nmax_num_seqs: -3\nbogus: 1\n")
-    r = serve("--config", str(bad))
+    r = in_process(capsys, "--config", str(bad))
     assert r.returncode == 2
     assert "max_num_seqs" in r.stderr and "bogus" in r.stderr and str(bad) in r.stderr
     no_traceback(r)
 
 
-def test_missing_model_path() -> None:
+def test_missing_model_path(capsys: pytest.CaptureFixture[str]) -> None:
     # The schema loads it (plan and render would); the launcher's pre-flight refuses it.
-    r = serve("--config", "configs/deployments/cpu-tiny.yaml", "--model", "/nonexistent/medgemma")
+    config = str(REPO / "configs" / "deployments" / "cpu-tiny.yaml")
+    r = in_process(capsys, "--config", config, "--model", "/nonexistent/medgemma")
     assert r.returncode == 2 and r.stderr.splitlines() == [
-        "error: configs/deployments/cpu-tiny.yaml: invalid deployment config",
+        f"error: {config}: invalid deployment config",
         "  (top level): model: local path '/nonexistent/medgemma' does not exist or is not a "
         "folder",
     ], r.stderr
     no_traceback(r)
-    dry = serve(
-        "--config",
-        "configs/deployments/cpu-tiny.yaml",
-        "--model",
-        "/nonexistent/medgemma",
-        "--dry-run",
-    )
+    dry = in_process(capsys, "--config", config, "--model", "/nonexistent/medgemma", "--dry-run")
     assert dry.returncode == 2 and dry.stderr == r.stderr, dry.stderr
 
 
@@ -99,6 +106,7 @@ def test_port_in_use_is_refused_before_starting() -> None:
     no_traceback(r)
 
 
+@pytest.mark.slow  # a vLLM start that fails inside vLLM
 def test_server_dying_during_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
     # Passes the config and vLLM's parser, then fails inside vLLM: the stand-in has no
     # AWQ quantization config. (A max_model_len above the model's is refused by the

@@ -26,6 +26,7 @@ from tests.conftest import CONFIGS, REPO
 from tests.e2e.launcher import LiveServer
 from tests.images import chest_like_png, data_url
 
+pytestmark = pytest.mark.slow  # verify_server: a vLLM server besides the session's `server`
 ADAPTER = "verify-lora"
 
 

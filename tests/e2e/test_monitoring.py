@@ -1,18 +1,20 @@
 """`python -m serve --monitor`: a real Prometheus scraping the real vLLM server under load,
 and every dashboard query and alert expression evaluated through Prometheus' HTTP API.
 
-One launcher for the module: cpu-tiny with `--monitor` (its Prometheus loads the alerting
-rules with the default thresholds). A second Prometheus, started from the same code
-(serve.monitor), scrapes the same server with the same rules at thresholds a test run
-crosses (TTFT objective 1 ms, `for: 2s`), so one alert is seen firing.
+The server is the session's `launcher` (tests/e2e/conftest.py: cpu-tiny over HTTPS with
+`--monitor`; its Prometheus loads the alerting rules with the default thresholds). A second
+Prometheus, started from the same code (serve.monitor), scrapes the same server with the
+same rules at thresholds a test run crosses (TTFT objective 1 ms, `for: 2s`), so one alert
+is seen firing.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,15 @@ from serve.render.dashboard import Panel, Query, panel_queries, panels
 from serve.render.k8s import render_k8s
 from serve.render.k8s_monitor import prometheus_rule_groups
 from tests.conftest import CONFIGS
-from tests.e2e.launcher import LiveServer, launched, wait_until
+from tests.e2e.launcher import LiveServer, wait_until
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="prometheus not installed (make install, as root)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None,
+        reason="prometheus not installed (make install, as root)",
+    ),
+]
 
 CONFIG = CONFIGS / "cpu-tiny.yaml"
 REQUESTS = 24  # image + text chats, 4 at a time
@@ -100,35 +106,36 @@ def send_load(run: LiveServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
-    work = tmp_path_factory.mktemp("monitor")
-    port, fast_port = free_port(), free_port()
-    storage = storage_dir(port)
-    args = ["--monitor", "--monitor-port", str(port)]
+def monitored(launcher_run: Callable[[], LiveServer]) -> Iterator[Monitored]:
+    run = launcher_run()
+    said = re.search(r"^monitor:  Prometheus on (http://[\d.:]+)", run.text(), re.M)
+    assert said, run.text()[-2000:]
+    url, fast_port = said[1], free_port()
+    assert run.cert is not None
+    server_port = int(run.root_url.rsplit(":", 1)[1])
+    tls = [f"ssl_certfile={run.cert}", f"ssl_keyfile={run.cert.with_name('key.pem')}"]
+    cfg = load_config(CONFIG, [f"port={server_port}", *tls])
+    rules = to_yaml(render_alerts(cfg, FAST))
+    config = to_yaml(scrape_config(cfg, rule_files=[RULES_FILE]))
     try:
-        with launched(work, args=args) as run:
-            server_port = int(run.root_url.rsplit(":", 1)[1])
-            cfg = load_config(CONFIG, [f"port={server_port}"])
-            rules = to_yaml(render_alerts(cfg, FAST))
-            config = to_yaml(scrape_config(cfg, rule_files=[RULES_FILE]))
-            with Prometheus(config, fast_port, rules_text=rules) as fast:
-                url = f"http://127.0.0.1:{port}"
-                wait_until(  # a sample before the load: rate() then sees it rise
-                    lambda: instant(url, "up == 1") and instant(fast.url, "up == 1"),
-                    60,
-                    "Prometheus did not scrape the server",
-                )
-                start = time.time()
-                send_load(run)
-                wait_until(
-                    lambda: min(finished(url, cfg), finished(fast.url, cfg)) >= REQUESTS,
-                    120,
-                    "Prometheus did not scrape the finished requests",
-                )
-                end = time.time()
-                yield Monitored(run, cfg, url, fast.url, storage, start, end)
+        with Prometheus(config, fast_port, rules_text=rules) as fast:
+            wait_until(  # a sample before the load: rate() then sees it rise
+                lambda: instant(url, "up == 1") and instant(fast.url, "up == 1"),
+                60,
+                "Prometheus did not scrape the server",
+            )
+            start = time.time()
+            before = finished(url, cfg)  # the launcher's earlier tests' requests
+            send_load(run)
+            wait_until(
+                lambda: min(finished(url, cfg), finished(fast.url, cfg)) - before >= REQUESTS,
+                120,
+                "Prometheus did not scrape the finished requests",
+            )
+            end = time.time()
+            storage = storage_dir(int(url.rsplit(":", 1)[1]))
+            yield Monitored(run, cfg, url, fast.url, storage, start, end)
     finally:
-        shutil.rmtree(storage, ignore_errors=True)
         shutil.rmtree(storage_dir(fast_port), ignore_errors=True)
 
 

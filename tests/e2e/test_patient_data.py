@@ -115,9 +115,9 @@ def test_session_server_logs_no_prompt_or_image(
 
 @pytest.mark.slow
 def test_launcher_and_server_logs_hold_no_prompt_or_image(
-    launched_tls: LiveServer, canaries: tuple[str, bytes, dict[str, str]]
+    launcher: LiveServer, canaries: tuple[str, bytes, dict[str, str]]
 ) -> None:
-    run = launched_tls
+    run = launcher
     run_canaries(run, canaries)
     files = run.files()  # stdout, stderr, server log: stderr may well be empty
     assert all(p.stat().st_size > 0 for p in files[:1] + files[2:]), [str(p) for p in files]
@@ -125,8 +125,9 @@ def test_launcher_and_server_logs_hold_no_prompt_or_image(
     assert not found, found
 
 
-def test_launcher_says_the_cpu_image_attention_differs(launched_tls: LiveServer) -> None:
+@pytest.mark.slow
+def test_launcher_says_the_cpu_image_attention_differs(launcher: LiveServer) -> None:
     """The launcher of an image deployment on the CPU prints what `verify` found there."""
     from serve.host import IMAGE_ATTENTION_NOTICE
 
-    assert f"note:     {IMAGE_ATTENTION_NOTICE}" in launched_tls.files()[0].read_text()
+    assert f"note:     {IMAGE_ATTENTION_NOTICE}" in launcher.files()[0].read_text()

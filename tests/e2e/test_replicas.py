@@ -48,7 +48,6 @@ from tests.e2e.launcher import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
 CONFIG = CONFIGS / "cpu-tiny-2replicas.yaml"
 MODEL = "tiny-medgemma-random-weights"
 LOAD_THREADS = 4
@@ -183,6 +182,7 @@ def router_workers(router_url: str) -> Iterator[list[list[str]]]:
         t.join(timeout=30)
 
 
+@pytest.mark.slow
 def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"  # a copy: the rollout edits it
     config.write_text(CONFIG.read_text())
@@ -359,6 +359,7 @@ def counter(metrics: str, name: str) -> float:
     )
 
 
+@pytest.mark.slow
 def test_a_replica_that_never_becomes_healthy_is_named_with_its_log(tmp_path: Path) -> None:
     port = free_ports(4)
     with (

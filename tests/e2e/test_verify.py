@@ -1,7 +1,8 @@
 """`python -m serve verify` against the real vLLM server on the `verify` stand-in
 (configs/deployments/cpu-verify.yaml: the session's `verify_server`, shared with
 test_lora), and the mutations it must catch: broken image preprocessing, and the image
-attention mask flipped.
+attention mask flipped. The command runs in this process (its `main(argv)`), the reference
+models loaded once for the module; the error test runs it as a user types it.
 
 Finding (vLLM 0.32, CPU): the CPU attention backend attends causally over image tokens,
 where Gemma 3 (and transformers, and vLLM's GPU backends) attend bidirectionally within
@@ -27,14 +28,18 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from serve.standin import tiny_model
 from tests.conftest import CONFIGS, REPO
 from tests.e2e.launcher import LiveServer
+from tests.in_process import run_main
 
+pytestmark = pytest.mark.slow  # verify_server: a vLLM server besides the session's `server`
 CONFIG = CONFIGS / "cpu-verify.yaml"
 IMAGE_PROMPTS = ("one-image", "two-images", "follow-up")
 CPU_MASK_FINDING = (
@@ -44,14 +49,48 @@ CPU_MASK_FINDING = (
 )
 
 
-def verify(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m serve verify --config cpu-verify.yaml --base-url URL ARGS`."""
-    argv = [sys.executable, "-m", "serve", "verify", "--config", str(CONFIG)]
-    argv += ["--base-url", server.base_url, *args]
-    env = {**os.environ, "MEDGEMMA_API_KEY": server.api_key, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
-    print(r.stdout)
-    return r
+Verify = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture(scope="module")
+def reference_once() -> Iterator[None]:
+    """verify's reference models loaded once for the module: `serve.verify.reference.load`
+    answers a (folder, dtype, device, adapter) it has loaded before from memory (most tests
+    compare against the same weights; a load takes seconds)."""
+    from serve.verify import reference
+
+    real, loaded = reference.load, dict[tuple[Any, ...], Any]()
+
+    def load_once(
+        folder: Path, dtype: str, device: str = "cpu", adapter_dir: Path | None = None
+    ) -> Any:
+        key = (Path(folder), dtype, device, adapter_dir and Path(adapter_dir))
+        if key not in loaded:
+            loaded[key] = real(folder, dtype, device, adapter_dir=adapter_dir)
+        return loaded[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reference, "load", load_once)
+        yield
+
+
+@pytest.fixture
+def verify(
+    reference_once: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Verify:
+    """`verify(server, ARGS)`: `python -m serve verify --config cpu-verify.yaml --base-url
+    URL ARGS`, run in this process (serve's `main(argv)`)."""
+    from serve.__main__ import main
+
+    def run(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.setenv("MEDGEMMA_API_KEY", server.api_key)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        argv = ["verify", "--config", str(CONFIG), "--base-url", server.base_url, *args]
+        r = run_main(main, argv, capsys)
+        print(r.stdout)
+        return r
+
+    return run
 
 
 def lines(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
@@ -79,7 +118,7 @@ def verify_model_dir() -> Path:
 
 
 def test_served_answers_equal_a_reference_with_causal_image_attention(
-    verify_server: LiveServer,
+    verify_server: LiveServer, verify: Verify
 ) -> None:
     r = verify(verify_server, "--image-attention", "causal")
     assert r.returncode == 0, (r.stdout, r.stderr[-2000:])
@@ -90,19 +129,19 @@ def test_served_answers_equal_a_reference_with_causal_image_attention(
 
 
 @pytest.mark.xfail(reason=CPU_MASK_FINDING, strict=True)
-def test_served_answers_equal_gemma3s_reference(verify_server: LiveServer) -> None:
+def test_served_answers_equal_gemma3s_reference(verify_server: LiveServer, verify: Verify) -> None:
     r = verify(verify_server)
     assert r.returncode == 0 and "fidelity: 4/4 prompts match" in r.stdout, r.stdout
 
 
-def test_the_flipped_image_mask_is_caught(verify_server: LiveServer) -> None:
+def test_the_flipped_image_mask_is_caught(verify_server: LiveServer, verify: Verify) -> None:
     """One thing differs from the passing comparison above: the reference's image mask
     (bidirectional, Gemma 3's). Text matches; every image prompt fails."""
     assert_image_prompts_fail(verify(verify_server, "--image-attention", "bidirectional"))
 
 
 def test_broken_image_preprocessing_is_caught(
-    verify_server: LiveServer, verify_model_dir: Path, tmp_path: Path
+    verify_server: LiveServer, verify: Verify, verify_model_dir: Path, tmp_path: Path
 ) -> None:
     """The reference normalises pixels with another mean: text matches, images do not."""
     broken = tmp_path / "broken-preprocessing"
@@ -117,7 +156,11 @@ def test_broken_image_preprocessing_is_caught(
 
 
 def test_a_server_serving_another_model_is_one_line(verify_server: LiveServer) -> None:
-    r = verify(verify_server, "--model", "medgemma-4b-it")
+    """The command as a user types it, in its own process."""
+    argv = [sys.executable, "-m", "serve", "verify", "--config", str(CONFIG)]
+    argv += ["--base-url", verify_server.base_url, "--model", "medgemma-4b-it"]
+    env = {**os.environ, "MEDGEMMA_API_KEY": verify_server.api_key, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
     line = r.stderr.strip()
     assert line.startswith(
@@ -147,7 +190,9 @@ def test_the_image_changes_the_served_answer(verify_server: LiveServer) -> None:
     assert answers[0] != answers[1], answers
 
 
-def test_the_adapter_equals_transformers_plus_peft(verify_server: LiveServer) -> None:
+def test_the_adapter_equals_transformers_plus_peft(
+    verify_server: LiveServer, verify: Verify
+) -> None:
     """`verify --model ADAPTER`: the served LoRA adapter against transformers + peft on the
     same adapter folder (causal image attention, as for the base on this CPU)."""
     r = verify(verify_server, "--model", "verify-lora", "--image-attention", "causal")

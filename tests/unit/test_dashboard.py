@@ -18,6 +18,7 @@ from grafanalib.core import Dashboard
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.render.alerts import AlertThresholds, alert_rules, render_alerts
 from serve.render.dashboard import build_dashboard, panel_queries, panels, render_dashboard
+from tests.in_process import run_main
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = sorted((REPO / "configs" / "deployments").glob("*.yaml"))
@@ -326,8 +327,16 @@ def test_cli_alerts_take_the_scenario_slo() -> None:
         ),
     ],
 )
-def test_cli_bad_input_is_one_line(args: list[str], message: str) -> None:
-    result = run_render(*args)
+def test_cli_bad_input_is_one_line(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from serve.__main__ import main
+
+    monkeypatch.chdir(REPO)  # `python -m serve render ARGS` in this process, from the checkout
+    result = run_main(main, ["render", *args], capsys)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert result.stdout == "", result.stdout
     lines = result.stderr.strip().splitlines()

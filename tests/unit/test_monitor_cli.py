@@ -20,6 +20,7 @@ from serve.process import free_port
 from serve.render.alerts import render_alerts
 from serve.render.dashboard import Panel, Query
 from tests.conftest import CONFIGS, REPO
+from tests.in_process import run_main
 
 TINY = CONFIGS / "cpu-tiny.yaml"
 
@@ -36,6 +37,14 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m serve ARGS` as serve's `main(argv)` in this process: for the refusals
+    before anything starts (the tests that start Prometheus keep their own process)."""
+    from serve.__main__ import main
+
+    return run_main(main, args, capsys)
+
+
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert "Traceback" not in done.stderr, done.stderr
@@ -43,21 +52,24 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[-1]
 
 
-def test_monitor_port_without_monitor_is_refused() -> None:
-    done = serve("--config", str(TINY), "--monitor-port", "9999")
+def test_monitor_port_without_monitor_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    done = in_process(capsys, "--config", str(TINY), "--monitor-port", "9999")
     assert done.returncode == 2
     assert "--monitor-port needs --monitor" in one_error_line(done)
 
 
 @pytest.mark.parametrize("port", ["0", "70000"])
-def test_monitor_port_out_of_range_is_refused(port: str) -> None:
-    done = serve("--config", str(TINY), "--monitor", "--monitor-port", port)
+def test_monitor_port_out_of_range_is_refused(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = in_process(capsys, "--config", str(TINY), "--monitor", "--monitor-port", port)
     assert done.returncode == 2
     assert f"--monitor-port: {port} is not a TCP port" in one_error_line(done)
 
 
-def test_monitor_port_that_is_the_servers_is_refused() -> None:
-    done = serve("--config", str(TINY), "--port", "8123", "--monitor", "--monitor-port", "8123")
+def test_monitor_port_that_is_the_servers_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("--config", str(TINY), "--port", "8123", "--monitor", "--monitor-port", "8123")
+    done = in_process(capsys, *args)
     assert done.returncode == 2
     assert "8123 is a port of the deployment itself" in one_error_line(done)
 
@@ -131,17 +143,26 @@ def test_empty_queries_names_each_query_without_a_finite_value() -> None:
     assert empty_queries(shown, data) == ["A: a2", "B: b1"]
 
 
-def test_panels_with_prometheus_unreachable_is_one_line(tmp_path: Path) -> None:
+def test_panels_with_prometheus_unreachable_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    done = serve(
-        "panels", "--config", str(TINY), "--prometheus", url, "--out", str(tmp_path / "p.png")
+    done = in_process(
+        capsys,
+        "panels",
+        "--config",
+        str(TINY),
+        "--prometheus",
+        url,
+        "--out",
+        str(tmp_path / "p.png"),
     )
     assert done.returncode == 1
     assert f"cannot reach Prometheus at {url}" in one_error_line(done)
     assert not (tmp_path / "p.png").exists()
 
 
-def test_panels_with_bad_minutes_is_one_line(tmp_path: Path) -> None:
-    done = serve("panels", "--config", str(TINY), "--minutes", "0")
+def test_panels_with_bad_minutes_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    done = in_process(capsys, "panels", "--config", str(TINY), "--minutes", "0")
     assert done.returncode == 2
     assert "--minutes must be above 0" in one_error_line(done)

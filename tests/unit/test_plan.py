@@ -20,6 +20,7 @@ from serve.plan.planner import RequestShape, make_plan, resolve_device, suggest
 from serve.plan.request import typical_request
 from serve.plan.roofline import make_roofline
 from serve.workload.request import read_request
+from tests.in_process import run_main as run_command
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "deployments"
@@ -30,6 +31,16 @@ DEPLOYMENTS = sorted(CONFIGS.glob("*.yaml"))
 
 def shape(name: str):
     return read_shape_file(SHAPES_DIR / f"{name}.json", name)
+
+
+def plan_in_process(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m serve plan ARGS` as serve's `main(argv)` in this process (for what it
+    prints and exits with; the documented command lines keep `run_plan`)."""
+    from serve.__main__ import main
+
+    return run_command(main, ["plan", *args], capsys)
 
 
 def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
@@ -190,15 +201,18 @@ def test_cli_prints_the_numbers(tmp_path: Path) -> None:
         (["--images", "-1"], "--images must be >= 0"),
     ],
 )
-def test_bad_input_names_the_field(args: list[str], needle: str) -> None:
-    out = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), *args)
+def test_bad_input_names_the_field(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = plan_in_process(capsys, "--config", str(CONFIGS / "medgemma-4b-it.yaml"), *args)
     assert out.returncode == 2, out
     assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
 
 
-def test_text_only_model_takes_no_images() -> None:
-    out = run_plan("--config", str(CONFIGS / "medgemma-27b-text-it-tp2.yaml"), "--images", "1")
+def test_text_only_model_takes_no_images(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(CONFIGS / "medgemma-27b-text-it-tp2.yaml")
+    out = plan_in_process(capsys, "--config", config, "--images", "1")
     assert out.returncode == 2 and "--images: medgemma-27b-text-it is text-only" in out.stderr
 
 
@@ -394,11 +408,14 @@ def test_scenario_sets_the_request_shape(capsys: pytest.CaptureFixture[str]) -> 
         ),
     ],
 )
-def test_bad_scenario_is_one_line(tmp_path: Path, text: str | None, needle: str) -> None:
+def test_bad_scenario_is_one_line(
+    tmp_path: Path, text: str | None, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     scenario = tmp_path / "bad.yaml"
     if text is not None:
         scenario.write_text(text)
-    out = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--scenario", str(scenario))
+    config = str(CONFIGS / "medgemma-4b-it.yaml")
+    out = plan_in_process(capsys, "--config", config, "--scenario", str(scenario))
     assert out.returncode == 2, out
     assert out.stderr.startswith("error: --scenario: ") and needle in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr

@@ -19,6 +19,7 @@ from serve.launch.probe import build_parser as probe_parser
 from serve.render.k8s import render_k8s
 from serve.render.k8s_monitor import MONITORING_API
 from serve.render.ray import RenderError, env_assignments, render_ray, to_script
+from tests.in_process import run_main
 from tests.unit.test_k8s_monitor import validate_crd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -349,28 +350,28 @@ def test_k8s_cli_stdout_and_out_dir(tmp_path: Path) -> None:
         (["k8s", "--config", "configs/nope.yaml"], "config file not found"),
     ],
 )
-def test_bad_input_names_the_field(args: list[str], needle: str) -> None:
-    out = run_render(*args)
+def test_bad_input_names_the_field(
+    args: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from serve.__main__ import main
+
+    monkeypatch.chdir(REPO)  # the configs/ paths are relative
+    out = run_main(main, ["render", *args], capsys)  # `python -m serve render ARGS`
     assert out.returncode == 2, out
     assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
 
 
-def test_the_local_launcher_refuses_a_multi_node_config() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "serve",
-            "--config",
-            "configs/deployments/medgemma-27b-it-2nodes.yaml",
-            "--dry-run",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_the_local_launcher_refuses_a_multi_node_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from serve.__main__ import main
+
+    config = CONFIGS / "medgemma-27b-it-2nodes.yaml"
+    out = run_main(main, ["--config", str(config), "--dry-run"], capsys)
     assert out.returncode == 2, out
     assert out.stderr.startswith("error: nodes: 2 nodes cannot be started"), out.stderr
     assert "render ray|k8s" in out.stderr
