@@ -99,7 +99,7 @@ profile: install
 	$(PY) -m benchmarks profile --scenario configs/scenarios/bench-baseline.yaml --start-server $(ARGS)
 
 tiny-model: install
-	$(PY) -m serve standin .cache/tiny-medgemma-tiny-seed0 --preset tiny
+	$(PY) -m serve standin --preset tiny
 
 clean:
 	rm -rf .cache logs results .pytest_cache .mypy_cache .ruff_cache

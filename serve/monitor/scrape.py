@@ -8,7 +8,7 @@ query can be read per replica and summed over them.
 No API key is sent: vLLM 0.32 checks its key only under /v1, /v2, /inference and /cohere
 (vllm.entrypoints.serve.middleware.authenticate.GUARDED_PREFIX) and serve.guard leaves
 /metrics open (OPEN_PATHS), so the key never enters the configuration or a file.
-tests/unit/test_monitor.py fails if either changes.
+tests/unit/serve/monitor/test_monitor.py fails if either changes.
 
 With TLS (`ssl_certfile`) the replicas are scraped over https without checking the
 certificate: Prometheus reaches them by a loopback address the certificate need not name,

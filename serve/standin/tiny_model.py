@@ -277,12 +277,21 @@ def main(argv: list[str] | None = None) -> int:
         description="Build a random-weight MedGemma-architecture model (nothing is downloaded). "
         + RANDOM_WEIGHTS_NOTICE,
     )
-    parser.add_argument("out_dir", type=Path, help="folder to write the model into")
+    parser.add_argument(
+        "out_dir",
+        type=Path,
+        nargs="?",
+        help="folder to write the model into (default: the cache folder, where configs with "
+        "`stand_in:` look; built once)",
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--seed", type=int, default=0, help="weights are the same for a seed")
     args = parser.parse_args(argv)
     try:
-        out = build(args.out_dir, preset=args.preset, seed=args.seed)
+        if args.out_dir is None:
+            out = ensure(args.preset, args.seed)
+        else:
+            out = build(args.out_dir, preset=args.preset, seed=args.seed)
     except OSError as exc:
         print(f"error: cannot write the model to {args.out_dir}: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from serve.pacs.phantom import phantom_series
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer
 from tests.pacs_fixture import LivePacs, needs_orthanc
-from tests.unit.test_report_sr import referenced, text_of
+from tests.unit.clients.test_report_sr import referenced, text_of
 
 IMAGE_TOKENS = 256  # MedGemma's (and the stand-in's) tokens per image
 

@@ -110,7 +110,7 @@ def test_port_in_use_is_refused_before_starting() -> None:
 def test_server_dying_during_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
     # Passes the config and vLLM's parser, then fails inside vLLM: the stand-in has no
     # AWQ quantization config. (A max_model_len above the model's is refused by the
-    # config now, before vLLM starts: tests/unit/test_pitfalls.py.)
+    # config now, before vLLM starts: tests/unit/serve/model/test_pitfalls.py.)
     log = tmp_path / "serve.log"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,428 @@
+"""The capacity planner: model shapes, vLLM's KV arithmetic, fit and suggestions, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serve.config.deployment import load_config
+from serve.model.shapes import SHAPES_DIR, ShapeError, gemma3_layer_types, read_shape_file
+from serve.plan import capacity as cap
+from serve.plan import cli as plan_cli
+from serve.plan.inputs import load_gpus, shape_for_config
+from serve.plan.planner import RequestShape, make_plan, resolve_device, suggest
+from serve.plan.request import typical_request
+from serve.plan.roofline import make_roofline
+from serve.workload.request import read_request
+from tests.conftest import REPO
+from tests.in_process import run_main as run_command
+
+REPO = REPO
+CONFIGS = REPO / "configs" / "deployments"
+GPUS = load_gpus()
+# Deployment configs (configs/scenarios/bench-*.yaml are benchmark scenarios, not deployments).
+DEPLOYMENTS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def shape(name: str):
+    return read_shape_file(SHAPES_DIR / f"{name}.json", name)
+
+
+def plan_in_process(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m serve plan ARGS` as serve's `main(argv)` in this process (for what it
+    prints and exits with; the documented command lines keep `run_plan`)."""
+    from serve.__main__ import main
+
+    return run_command(main, ["plan", *args], capsys)
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serve", "plan", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_parameter_count_matches_the_stand_in_checkpoint(tiny_model_dir: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as f:
+        stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    counted = cap.param_counts(read_shape_file(tiny_model_dir / "config.json", "tiny")).total
+    assert counted == stored, f"formula {counted:,} vs checkpoint {stored:,}"
+
+
+@pytest.mark.parametrize(
+    ("name", "billions", "full", "sliding"),
+    [
+        ("medgemma-4b-it", 4.30, 5, 29),  # Gemma 3 4B: 3.88 B text + 0.42 B SigLIP
+        ("medgemma-27b-it", 27.43, 10, 52),
+        ("medgemma-27b-text-it", 27.01, 10, 52),
+    ],
+)
+def test_published_shapes(name: str, billions: float, full: int, sliding: int) -> None:
+    s = shape(name)
+    total = cap.param_counts(s).total / 1e9
+    assert total == pytest.approx(billions, rel=0.01), f"{name}: {total:.3f} B parameters"
+    assert (s.num_full_layers, s.num_sliding_layers) == (full, sliding), s.layer_types
+    assert s.sliding_window == 1024
+    data = json.loads((SHAPES_DIR / f"{name}.json").read_text())
+    assert "config.json" in data["_source"], "the data file must say where it comes from"
+
+
+def test_gemma3_layer_pattern_of_34_layers() -> None:
+    """MedGemma 4B: layers 6, 12, 18, 24 and 30 (1-based) are global, the other 29 sliding."""
+    types = gemma3_layer_types(34)
+    full = [i + 1 for i, t in enumerate(types) if t == "full_attention"]
+    assert full == [6, 12, 18, 24, 30], types
+    assert types.count("sliding_attention") == 29, types
+    assert gemma3_layer_types(4, pattern=2) == (
+        "sliding_attention",
+        "full_attention",
+        "sliding_attention",
+        "full_attention",
+    )
+
+
+def test_kv_groups_follow_vllm_hybrid_grouping() -> None:
+    # 5 global + 29 sliding -> groups of 5: 1 global group, ceil(29/5) = 6 sliding groups.
+    assert cap.kv_groups(shape("medgemma-4b-it")) == cap.KvGroups(5, 1, 6)
+    assert cap.kv_groups(shape("medgemma-27b-it")) == cap.KvGroups(10, 1, 6)
+
+
+def test_cpu_tiny_arithmetic_by_hand() -> None:
+    """1 GiB / (1 layer x 128 tokens x 128 B) = 65,536 blocks; a 4,096-token request needs
+    32 blocks in the global group and ceil((512 - 1 + 2048) / 128) + 1 = 21 in each of the
+    5 sliding groups: 137 blocks, so 65,536 / 137 = 478.36 requests."""
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml")
+    p = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
+    assert p.num_blocks == 65_536
+    assert p.vllm_max_concurrency == pytest.approx(65_536 / 137)
+    assert p.vllm_kv_tokens == int(65_536 / 137 * 4096)
+    assert p.fits and p.concurrent_requests == cfg.max_num_seqs, p
+
+
+@pytest.mark.parametrize("path", DEPLOYMENTS, ids=lambda p: p.stem)
+def test_every_shipped_config_fits_its_target(path: Path) -> None:
+    cfg = load_config(path)
+    if cfg.device == "cuda":
+        assert cfg.gpu_type, f"{path.name}: GPU configs name their sizing target"
+    device = resolve_device(cfg, None, GPUS)
+    p = make_plan(cfg, shape_for_config(cfg), device, RequestShape(images=0))
+    assert p.fits, f"{path.name}: {p.problems}"
+    assert p.concurrent_requests >= cfg.data_parallel_size, p
+
+
+def test_gpu_budget_is_utilisation_minus_weights_minus_overhead() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it.yaml")
+    p = make_plan(cfg, shape("medgemma-4b-it"), GPUS["l4-24gb"], RequestShape())
+    expected = 0.90 * p.device_memory_gib - p.weights_gib - p.overhead_gib  # type: ignore[operator]
+    assert p.kv_budget_gib == pytest.approx(expected, abs=1e-6)
+    assert 7.5 < p.weights_gib < 8.5, p.weights_gib  # ~8.6 GB of bf16 weights
+
+
+def test_more_tensor_parallel_means_less_weight_and_more_kv_per_gpu() -> None:
+    s = shape("medgemma-27b-it")
+    base = load_config(CONFIGS / "medgemma-27b-it-tp4.yaml")
+    plans = [
+        make_plan(
+            base.model_copy(update={"tensor_parallel_size": tp}),
+            s,
+            GPUS["h100-80gb"],
+            RequestShape(),
+        )
+        for tp in (1, 2, 4, 8)
+    ]
+    weights = [p.weights_gib for p in plans]
+    assert weights == sorted(weights, reverse=True), weights
+    assert plans[0].fits and plans[-1].vllm_max_concurrency > plans[0].vllm_max_concurrency
+
+
+def test_too_big_says_so_and_suggests_the_smallest_parallel_size() -> None:
+    cfg = load_config(CONFIGS / "medgemma-27b-it-tp4.yaml", ["tensor_parallel_size=1"])
+    s, l4 = shape("medgemma-27b-it"), GPUS["l4-24gb"]
+    p = make_plan(cfg, s, l4, RequestShape())
+    assert not p.fits and "exceed" in p.problems[0], p.problems
+    hint = suggest(cfg, s, l4, RequestShape())
+    assert hint is not None and hint.startswith("tensor_parallel_size: 4,"), hint
+    tp2 = cfg.model_copy(update={"tensor_parallel_size": 2})
+    assert not make_plan(tp2, s, l4, RequestShape()).fits, "then 4 would not be the smallest"
+    out = run_plan(
+        "--config",
+        str(CONFIGS / "medgemma-27b-it-tp4.yaml"),
+        "--gpu",
+        "l4-24gb",
+        "--set",
+        "tensor_parallel_size=1",
+    )
+    assert out.returncode == 1, out
+    assert "fits:               NO" in out.stdout and "tensor_parallel_size: 4" in out.stdout
+
+
+def test_cli_prints_the_numbers(tmp_path: Path) -> None:
+    out = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["device"] == "l4-24gb" and data["fits"] is True, data
+    assert data["request_tokens"] == 260 + 200 + 300, data
+    text = run_plan("--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--gpu", "h100-80gb")
+    for needle in (
+        "weights per device",
+        "KV bytes per token",
+        "global layers",
+        "sliding layers",
+        "KV budget per device",
+        "concurrent requests",
+        "ESTIMATE",
+    ):
+        assert needle in text.stdout, text.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--gpu", "v100-16gb"], "--gpu: unknown GPU type 'v100-16gb'"),
+        (["--set", "gpu_type=tpu"], "gpu_type: unknown GPU type 'tpu'"),
+        (["--gpu", "cpu"], "--gpu: cpu plans `device: cpu` configs only"),
+        (["--set", "tensor_parallel_size=3"], "tensor_parallel_size: 3 does not divide the 8"),
+        (["--set", "pipeline_parallel_size=4"], "pipeline_parallel_size: 4 does not divide the 34"),
+        (["--set", "model=google/medgemma-2b"], "model: no shape data for 'google/medgemma-2b'"),
+        (["--set", "nodes=3"], "nodes: 3 nodes cannot share"),
+        (["--images", "-1"], "--images must be >= 0"),
+    ],
+)
+def test_bad_input_names_the_field(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = plan_in_process(capsys, "--config", str(CONFIGS / "medgemma-4b-it.yaml"), *args)
+    assert out.returncode == 2, out
+    assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_text_only_model_takes_no_images(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(CONFIGS / "medgemma-27b-text-it-tp2.yaml")
+    out = plan_in_process(capsys, "--config", config, "--images", "1")
+    assert out.returncode == 2 and "--images: medgemma-27b-text-it is text-only" in out.stderr
+
+
+def test_typical_request_is_the_flags_over_the_scenario_over_the_defaults() -> None:
+    """Pure: bench-ct.yaml's 8 slices and max_tokens 32 (its text estimated at 49 tokens),
+    a flag over each, the defaults without a scenario; a text-only model gets no images."""
+    scenario = read_request(REPO / "configs" / "scenarios" / "bench-ct.yaml")
+    cfg = load_config(CONFIGS / "medgemma-4b-it.yaml")
+    sees = shape("medgemma-4b-it")
+    none = {"images": None, "text": None, "output": None}
+    request, source = typical_request(cfg, sees, **none, scenario=scenario, scenario_path="ct")
+    assert request == RequestShape(8, 49, 32), request
+    assert source is not None and source.startswith("scenario ct: images.per_request 8"), source
+    request, _ = typical_request(cfg, sees, **{**none, "output": 5}, scenario=scenario)
+    assert request == RequestShape(8, 49, 5), request
+    assert typical_request(cfg, sees, **none) == (RequestShape(1, 200, 300), None)
+    text_cfg = load_config(CONFIGS / "medgemma-27b-text-it-tp2.yaml")
+    request, source = typical_request(
+        text_cfg, shape("medgemma-27b-text-it"), **none, scenario=scenario, scenario_path="ct"
+    )
+    assert request.images == 0 and source is not None and "text-only" in source, source
+
+
+def test_a_node_holds_only_so_many_gpus() -> None:
+    cfg = load_config(CONFIGS / "medgemma-4b-it-dp4.yaml", ["data_parallel_size=16"])
+    p = make_plan(cfg, shape("medgemma-4b-it"), GPUS["l4-24gb"], RequestShape())
+    assert not p.fits and p.problems[0].startswith("nodes: 1 node(s) need 16 x l4-24gb"), p
+
+
+def test_cpu_tiny_tp2_arithmetic_by_hand() -> None:
+    """TP=2 on the CPU: vLLM doubles max_num_batched_tokens (4,096) and replicates the one
+    KV head on both ranks; the sliding groups then hold the whole 4,096-token request:
+    32 + 5 x 33 = 197 blocks per request (vLLM logged 1,362,616 tokens, 332.67x)."""
+    cfg = load_config(CONFIGS / "cpu-tiny-tp2.yaml")
+    p = make_plan(cfg, shape_for_config(cfg), None, RequestShape())
+    assert p.num_blocks == 65_536 and p.vllm_max_concurrency == pytest.approx(65_536 / 197), p
+
+
+# --- the roofline (serve/plan/roofline.py) -------------------------------------------------
+
+H100_REALISTIC = dict(dtype_bytes=2, tp=1, pp=1, dp=1, batch=256, images=1, text_tokens=300)
+
+
+def test_roofline_arithmetic_by_hand() -> None:
+    """MedGemma 4B bf16 on one H100: one 896 px image + 300 text tokens in, 300 out, 256
+    sequences decoding together, 70% of 3,350 GB/s and 60% of 989 TFLOP/s."""
+    r = make_roofline(
+        shape("medgemma-4b-it"), GPUS["h100-80gb"], **H100_REALISTIC, output_tokens=300
+    )
+    # SigLIP: (896 / 14)^2 = 4,096 patches, hidden 1,152, MLP 4,304, 27 layers.
+    assert r.vision is not None and r.vision.patches == 4096
+    assert r.vision.linear_per_layer == 124_721_823_744  # 2 x (4 x 1152^2 + 2 x 1152 x 4304) x 4096
+    assert r.vision.attention_per_layer == 77_309_411_328  # 4 x 4096^2 x 1152
+    assert r.vision.patch_embedding == 5_549_064_192  # 2 x 3 x 14^2 x 1152 x 4096
+    assert r.vision.projector == 1_509_949_440  # 2 x 1152 x 2560 x 256 image tokens
+    # 27 x (124,721,823,744 + 77,309,411,328) + 5,549,064,192 + 1,509,949,440: the issue's ~5.4 T
+    assert r.vision_flops == 5_461_902_360_576
+    # Decoder matrices: 34 x (2560 x 256 x (2 x 8 + 2 x 4) + 3 x 2560 x 10240) = 34 x 94,371,840
+    assert r.decoder_matrix_params == 3_208_642_560
+    # Prompt: 256 image tokens + 4 wrapper tokens + 300 text = 560, under the 1,024 window:
+    # 2 x 3,208,642,560 x 560 + 4 x 8 heads x 256 x 34 layers x (560 x 561 / 2) + 2 x 262208 x 2560
+    assert r.prompt_tokens == 560
+    assert r.prefill_flops == 3_593_679_667_200 + 43_751_178_240 + 1_342_504_960
+    assert r.request_flops == 5_461_902_360_576 + 3_638_773_350_400
+    assert r.kv_bytes_per_token == 139_264  # 34 x 2 x 4 x 256 x 2 = 136 KiB
+    # Weights read per step: (34 x 94,382,592 (with norms) + 262,208 x 2,560 + 2,560) x 2 bytes
+    assert r.weight_bytes == 7_760_526_336
+    # 299 decode steps at contexts 561..859: mean 710 tokens, 139,264 x 710 bytes of KV
+    assert r.decode_steps == 299 and r.mean_context == 710
+    assert r.mean_kv_bytes == pytest.approx(98_877_440)
+    # 2 x (3,208,642,560 + 262,208 x 2,560) + 4 x 8 x 256 x 34 x 710
+    assert r.decode_flops_per_token == pytest.approx(7_759_790_080 + 197_754_880)
+    step = (7_760_526_336 + 256 * 98_877_440) / (0.70 * 3350e9)  # 14.10 ms, memory-bound
+    compute = 9_100_675_710_976 / (0.60 * 989e12)  # 15.34 ms of vision + prefill
+    c = r.ceiling
+    assert c.step_bound == "memory" and c.step_s == pytest.approx(step, rel=1e-12)
+    assert c.compute_s == pytest.approx(compute, rel=1e-12)
+    assert c.req_s == pytest.approx(1 / (compute + 299 * step / 256), rel=1e-12)  # 31.4
+    assert c.tok_s == pytest.approx(300 * c.req_s, rel=1e-12)
+    hard_step = (7_760_526_336 + 256 * 98_877_440) / 3350e9
+    hard = 1 / (9_100_675_710_976 / 989e12 + 299 * hard_step / 256)  # 48.2
+    assert r.hard_bound.req_s == pytest.approx(hard, rel=1e-12)
+    assert round(c.req_s, 1) == 31.4 and round(r.hard_bound.req_s, 1) == 48.2, (c, r.hard_bound)
+
+
+def test_sliding_layers_stop_reading_kv_at_their_window() -> None:
+    """A 2,000-token text prompt, 3 output tokens: decode steps at contexts 2,001 and 2,002
+    read 5 global layers x 2,001.5 tokens + 29 sliding layers x 1,024 tokens, 4,096 B each."""
+    s = shape("medgemma-4b-it")
+    args = {**H100_REALISTIC, "images": 0, "text_tokens": 2000}
+    r = make_roofline(s, GPUS["h100-80gb"], **args, output_tokens=3)
+    assert r.vision is None and r.vision_flops == 0 and r.decode_steps == 2
+    assert r.mean_kv_bytes == pytest.approx(4096 * (5 * 2001.5 + 29 * 1024))  # 162,625,536
+
+
+def test_tensor_and_data_parallel_scale_the_ceiling() -> None:
+    """4 KV heads split evenly over 2 ranks: every term halves, so TP 2 doubles req/s; two
+    replicas double it too. Pipeline stages re-read their weights per micro-batch."""
+    s, h100 = shape("medgemma-4b-it"), GPUS["h100-80gb"]
+    one = make_roofline(s, h100, **H100_REALISTIC, output_tokens=300)
+    tp2 = make_roofline(s, h100, **{**H100_REALISTIC, "tp": 2}, output_tokens=300)
+    dp2 = make_roofline(s, h100, **{**H100_REALISTIC, "dp": 2}, output_tokens=300)
+    pp2 = make_roofline(s, h100, **{**H100_REALISTIC, "pp": 2}, output_tokens=300)
+    assert tp2.ceiling.req_s == pytest.approx(2 * one.ceiling.req_s, rel=1e-12)
+    assert dp2.ceiling.req_s == pytest.approx(2 * one.ceiling.req_s, rel=1e-12)
+    pp_step = (2 * 7_760_526_336 + 256 * 98_877_440) / (2 * 0.70 * 3350e9)
+    assert pp2.ceiling.step_s == pytest.approx(pp_step, rel=1e-12)
+    assert one.ceiling.req_s < pp2.ceiling.req_s < tp2.ceiling.req_s
+
+
+def test_gpu_catalogue_has_the_roofline_data() -> None:
+    h200 = GPUS["h200-141gb"]
+    assert (h200.memory_bandwidth_gb_s, h200.bf16_dense_tflops) == (4800, 989), h200
+    assert (GPUS["h100-80gb"].memory_bandwidth_gb_s, GPUS["l4-24gb"].bf16_dense_tflops) == (
+        3350,
+        121,
+    )
+    for gpu in GPUS.values():
+        assert gpu.memory_bandwidth_gb_s > 0 and gpu.bf16_dense_tflops > 0, gpu
+
+
+def test_gpu_catalogue_entry_without_roofline_data_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "gpus.yaml"
+    bad.write_text(
+        "x-1gb: {description: X, memory_mib: 1024, nvlink: false, max_per_node: 1, "
+        "memory_bandwidth_gb_s: 100}\n"
+    )
+    with pytest.raises(ShapeError, match=r"GPU 'x-1gb' has no bf16_dense_tflops"):
+        load_gpus(bad)
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = plan_cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+CEILING = re.compile(r"^ceiling: (\d+\.\d) req/s, (\d+) tok/s$", re.M)
+HARD_BOUND = re.compile(r"^hard bound: (\d+\.\d) req/s, (\d+) tok/s ", re.M)
+
+
+def test_ceiling_line_of_the_h100_config(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(CONFIGS / "medgemma-4b-it-h100.yaml")
+    flags = ["--images", "1", "--text-tokens", "300", "--output-tokens", "300"]
+    code, out, err = run_main(capsys, "--config", config, *flags)
+    assert code == 0, err
+    ceiling, hard = CEILING.search(out), HARD_BOUND.search(out)
+    assert ceiling and hard, out
+    assert ceiling.groups() == ("31.4", "9431"), ceiling.group(0)
+    assert hard.group(1) == "48.2", hard.group(0)
+    for needle in ("70% of memory bandwidth, 60% MFU", "139,264 B per token", "5.46 TFLOP"):
+        assert needle in out, out
+    code, out, err = run_main(capsys, "--config", config, *flags, "--mfu", "1", "--json")
+    data = json.loads(out)
+    assert data["roofline"]["ceiling"]["mfu"] == 1 and data["roofline"]["batch"] == 256, data
+    assert data["roofline"]["hard_bound"]["req_s"] == pytest.approx(48.25, abs=0.05), data
+
+
+def test_no_ceiling_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, "--config", str(CONFIGS / "cpu-tiny.yaml"))
+    assert code == 0, err
+    assert "roofline:           not computed for the CPU" in out, out
+    assert not CEILING.search(out) and "hard bound" not in out, out
+
+
+def test_scenario_sets_the_request_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench-cpu.yaml: one image, the findings prompt, max_tokens 64. Text estimate:
+    ceil((30 system + 116 prompt characters) / 4) + 10 template tokens = 47."""
+    args = ["--config", str(CONFIGS / "medgemma-4b-it.yaml"), "--scenario"]
+    code, out, err = run_main(
+        capsys, *args, str(REPO / "configs" / "scenarios" / "bench-cpu.yaml"), "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["request_tokens"] == 260 + 47 + 64, data["request_source"]
+    assert data["roofline"]["prompt_tokens"] == 307 and data["roofline"]["decode_steps"] == 63
+    assert "bench-cpu.yaml" in data["request_source"], data["request_source"]
+    code, out, err = run_main(
+        capsys, *args, str(REPO / "configs" / "scenarios" / "bench-cpu.yaml"), "--text-tokens", "9"
+    )
+    assert "1 image(s) + 9 text + 64 output" in out and CEILING.search(out), out
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (None, "bad.yaml: scenario file not found"),
+        ("images: [1,\n", "bad.yaml: not valid YAML: while parsing a flow node; expected"),
+        (
+            "max_tokens: 0\nimages: {per_request: 0}\n",
+            "invalid benchmark scenario; images.per_request: Input should be greater than or "
+            "equal to 1 (got 0); max_tokens:",
+        ),
+    ],
+)
+def test_bad_scenario_is_one_line(
+    tmp_path: Path, text: str | None, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "bad.yaml"
+    if text is not None:
+        scenario.write_text(text)
+    config = str(CONFIGS / "medgemma-4b-it.yaml")
+    out = plan_in_process(capsys, "--config", config, "--scenario", str(scenario))
+    assert out.returncode == 2, out
+    assert out.stderr.startswith("error: --scenario: ") and needle in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("flag", ["--bw-efficiency", "--mfu"])
+def test_efficiency_must_be_a_share(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    code, _, err = run_main(capsys, "--config", str(CONFIGS / "medgemma-4b-it.yaml"), flag, "1.5")
+    assert code == 2 and err.startswith(f"error: {flag} must be in (0, 1]"), err
