@@ -1,6 +1,7 @@
 """The `pacs` fixture: one real Orthanc (with DICOMweb) for the session, on free local
-ports with throwaway storage, loaded by STOW-RS with pydicom's sample files and the CT
-phantom. Registered for every test by tests/conftest.py (pytest_plugins).
+ports with throwaway storage, loaded by STOW-RS with pydicom's sample files, the CT
+phantom (60 slices), the CT volume (120 slices) and the MR head (40 slices). Registered
+for every test by tests/conftest.py (pytest_plugins).
 
 Tests may store more into it (an SR, say) but must not delete what was loaded, and must
 not count on the exact set of studies: other tests add theirs, in any order.
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 import pytest
 
 from clients.errors import PacsError
+from serve.pacs import head
 from serve.pacs.orthanc import DICOMWEB_PLUGIN, Orthanc, install_hint, search_path
 from serve.pacs.phantom import PhantomSpec, uid
-from serve.pacs.samples import PHANTOM, all_samples, load
+from serve.pacs.samples import CT_VOLUME, MR_VOLUME, PHANTOM, all_samples, load
 from serve.process import free_port
 
 ORTHANC_INSTALLED = (
@@ -46,6 +48,16 @@ class LivePacs:
     @property
     def phantom_series(self) -> str:
         return str(uid(self.phantom, "series"))
+
+    @property
+    def ct_volume_study(self) -> str:
+        """The 120-slice CT volume (serve.pacs.samples.CT_VOLUME)."""
+        return str(uid(CT_VOLUME, "study"))
+
+    @property
+    def mr_volume_study(self) -> str:
+        """The 40-slice sagittal MR head (serve.pacs.samples.MR_VOLUME)."""
+        return str(head.uid(MR_VOLUME, "study"))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """`python -m serve pacs`: a local Orthanc with DICOMweb, loaded with the samples, until
 Ctrl-C or SIGTERM. Prints the DICOMweb URL and each study's UID, modalities and instance
-count (never patient attributes)."""
+count, and what the synthetic ones are (never patient attributes)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import FrameType
 from clients.dicomweb import search_studies
 from clients.errors import PacsError
 from serve.pacs.orthanc import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Orthanc
-from serve.pacs.samples import all_samples, load
+from serve.pacs.samples import all_samples, load, synthetic_labels
 
 
 class Stopped(Exception):
@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serve pacs",
         description="Start Orthanc with its DICOMweb plugin on 127.0.0.1, load pydicom's "
-        "sample files and a synthetic 60-slice CT phantom by STOW-RS, print the DICOMweb URL "
-        "and the studies, and run until Ctrl-C. Storage is temporary unless --storage.",
+        "sample files and three synthetic studies (a 60-slice CT phantom, a 120-slice CT "
+        "volume, a 40-slice MR head) by STOW-RS, print the DICOMweb URL and the studies, and "
+        "run until Ctrl-C. Storage is temporary unless --storage.",
     )
     p.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="HTTP / DICOMweb port")
     p.add_argument("--dicom-port", type=int, default=DEFAULT_DICOM_PORT, help="DICOM port")
@@ -57,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_samples:
                 load(url, all_samples())
             print(f"DICOMweb: {url}")
+            labels = synthetic_labels()
             for s in search_studies(url):
-                print(f"  study {s.study_uid}  {'/'.join(s.modalities)}  {s.instances} instances")
+                line = f"  study {s.study_uid}  {'/'.join(s.modalities)}  {s.instances} instances"
+                label = labels.get(s.study_uid)
+                print(f"{line}  ({label})" if label else line)
             print("Ctrl-C stops the PACS", file=sys.stderr, flush=True)
             assert pacs.proc is not None
             code = pacs.proc.wait()

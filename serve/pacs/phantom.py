@@ -6,10 +6,12 @@ and by position along the slice normal (z increases by `spec.slice_mm` each slic
 
 - body: an elliptic cylinder of water (0 HU) in air (-1000 HU), with two lungs (-850 HU)
   and a spine (+700 HU), so the lung, soft-tissue and bone windows each show something;
+  with `spec.fat_mm` > 0, the body's outer `fat_mm` are subcutaneous fat (-100 HU);
 - lesion: a sphere of `spec.lesion_hu` (+60 HU) in the soft tissue between the lungs,
   centred on slice `spec.lesion_slice` (0-based), `spec.lesion_radius_mm` in radius;
 - pixels: int16, stored value = HU + 1024 (RescaleSlope 1, RescaleIntercept -1024), with
   seeded Gaussian noise of `spec.noise_hu`; WindowCenter/Width 40/400 (soft tissue);
+- description: SeriesDescription is `spec.description`;
 - geometry: ImageOrientationPatient [1,0,0,0,1,0], PixelSpacing, SliceThickness and
   SpacingBetweenSlices, ImagePositionPatient of each slice's first pixel centre;
 - identifiers: one study, one series, one frame of reference; UIDs derived from
@@ -17,6 +19,7 @@ and by position along the slice normal (z increases by `spec.slice_mm` each slic
   PATIENT_NAME / PATIENT_ID, obviously fake, so tests can check they never reach a prompt.
 
 `hu_volume(spec)` is the noiseless volume in HU, shape (slices, rows, cols), for tests.
+`part10(ds)` gives a Dataset its file meta and preamble (serve.pacs.head uses it too).
 `write_series(datasets, folder)` writes them as DICOM Part 10 files (the only I/O here).
 """
 
@@ -33,7 +36,7 @@ PATIENT_NAME = "PHANTOM^CT"
 PATIENT_ID = "PHANTOM-0001"
 RESCALE_INTERCEPT = -1024
 SOFT_TISSUE_WINDOW = (40, 400)  # centre, width in HU
-AIR_HU, WATER_HU, LUNG_HU, BONE_HU = -1000, 0, -850, 700
+AIR_HU, WATER_HU, LUNG_HU, BONE_HU, FAT_HU = -1000, 0, -850, 700, -100
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class PhantomSpec:
     lesion_centre_xy_mm: tuple[float, float] = (0.0, -50.0)
     lesion_slice: int | None = None  # None: the middle slice
     noise_hu: float = 5.0
-    seed: int = 0
+    fat_mm: float = 0.0  # subcutaneous fat inside the body's outline; 0: none
+    description: str = "Axial phantom with one round lesion"  # SeriesDescription
+    seed: int = 0  # noise and UIDs: two series in one PACS need two seeds
 
     @property
     def pixel_mm(self) -> float:
@@ -81,7 +86,9 @@ def hu_volume(spec: PhantomSpec = PhantomSpec()) -> np.ndarray:
     x = (x0 + coords)[None, :]  # columns run along +x
     y = (y0 + coords)[:, None]  # rows run along +y
     image = np.full((spec.size, spec.size), AIR_HU, np.float32)
-    image[(x / 150) ** 2 + (y / 110) ** 2 <= 1] = WATER_HU
+    image[(x / 150) ** 2 + (y / 110) ** 2 <= 1] = FAT_HU
+    inner_x, inner_y = 150 - spec.fat_mm, 110 - spec.fat_mm  # the body itself when fat_mm = 0
+    image[(x / inner_x) ** 2 + (y / inner_y) ** 2 <= 1] = WATER_HU
     for side in (-1, 1):
         image[((x - side * 75) / 45) ** 2 + ((y + 5) / 70) ** 2 <= 1] = LUNG_HU
     image[x**2 + (y - 85) ** 2 <= 15**2] = BONE_HU
@@ -106,18 +113,11 @@ def stored_pixels(spec: PhantomSpec) -> np.ndarray:
 
 def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
     """Slice `index` (0-based) of the series, with its file meta and preamble."""
-    sop_uid = uid(spec, f"slice-{index}")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-
     ds = Dataset()
-    ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid
+    ds.SOPInstanceUID = uid(spec, f"slice-{index}")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
     ds.AccessionNumber = ""
@@ -125,7 +125,7 @@ def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
     ds.Manufacturer = "medgemma-serve synthetic phantom"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "Synthetic CT phantom (not a patient)"
-    ds.SeriesDescription = "Axial phantom with one round lesion"
+    ds.SeriesDescription = spec.description
     ds.PatientName = PATIENT_NAME
     ds.PatientID = PATIENT_ID
     ds.PatientBirthDate = ""
@@ -157,7 +157,17 @@ def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
-    # a FileDataset with a preamble: written anywhere (STOW-RS included) as a Part 10 file
+    return part10(ds)
+
+
+def part10(ds: Dataset) -> FileDataset:
+    """`ds` with its file meta (explicit VR little endian, its SOP class and instance) and a
+    preamble: written anywhere (STOW-RS included) as a Part 10 file."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
     return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
 
 

@@ -1,10 +1,14 @@
 """Fill a PACS with known studies over STOW-RS.
 
 The samples are pydicom's bundled test files (one study each: a CT slice, an MR slice, a
-JPEG 2000 compressed NM image, a 30-frame JPEG ultrasound cine) and the synthetic CT
-series of serve.pacs.phantom (60 slices, one study). `load(url, datasets)` stores them
-with dicomweb-client and returns the StudyInstanceUIDs (clients.dicomweb.search_studies
-lists what a PACS holds). An unreachable or refusing PACS raises PacsError with one line.
+JPEG 2000 compressed NM image, a 30-frame JPEG ultrasound cine) and three synthetic series,
+one study each: the CT phantom of serve.pacs.phantom (PHANTOM, 60 slices, which the tests
+use), a CT volume (CT_VOLUME, 120 slices with fat, lungs, soft tissue, a lesion and bone,
+for the client's CT recipe: 85 of 120 slices in three windows) and an MR head
+(MR_VOLUME, serve.pacs.head, 40 sagittal slices, for the MR recipe). `load(url, datasets)`
+stores them with dicomweb-client and returns the StudyInstanceUIDs
+(clients.dicomweb.search_studies lists what a PACS holds). An unreachable or refusing PACS
+raises PacsError with one line.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pydicom.dataset import Dataset
 
 from clients.dicomweb import connect, talking_to
 from clients.errors import PacsError
+from serve.pacs import head, phantom
+from serve.pacs.head import HeadSpec, head_series
 from serve.pacs.phantom import PhantomSpec, phantom_series
 
 SAMPLE_FILES = (
@@ -26,6 +32,16 @@ SAMPLE_FILES = (
     "examples_ybr_color.dcm",  # US multi-frame (30 frames), JPEG baseline, YBR colour
 )
 PHANTOM = PhantomSpec()  # the default phantom: 60 slices, seed 0
+# 256 x 256 (1.5 mm pixels) rather than a scanner's 512 x 512: a quarter of the bytes to
+# store and fetch, and the client scales every slice to the model's 896 px anyway
+CT_VOLUME = PhantomSpec(
+    slices=120,
+    size=256,
+    fat_mm=15.0,
+    description="Axial CT volume phantom: fat, lungs, spine, one round lesion",
+    seed=1001,  # its own UIDs and noise: no other sample uses this seed
+)
+MR_VOLUME = HeadSpec()  # 40 sagittal slices of 256 x 256, 4 mm apart, seed 0
 
 
 def sample_datasets(names: Sequence[str] = SAMPLE_FILES) -> list[Dataset]:
@@ -39,9 +55,28 @@ def sample_datasets(names: Sequence[str] = SAMPLE_FILES) -> list[Dataset]:
     return datasets
 
 
-def all_samples(phantom: PhantomSpec | None = PHANTOM) -> list[Dataset]:
-    """The bundled files, then the phantom series (none when `phantom` is None)."""
-    return sample_datasets() + (phantom_series(phantom) if phantom is not None else [])
+def volume_datasets() -> list[Dataset]:
+    """The CT volume's slices, then the MR head's."""
+    return phantom_series(CT_VOLUME) + head_series(MR_VOLUME)
+
+
+def all_samples(phantom: PhantomSpec | None = PHANTOM, volumes: bool = True) -> list[Dataset]:
+    """The bundled files, then the phantom series (none when `phantom` is None), then the
+    CT and MR volumes (unless `volumes` is False)."""
+    return (
+        sample_datasets()
+        + (phantom_series(phantom) if phantom is not None else [])
+        + (volume_datasets() if volumes else [])
+    )
+
+
+def synthetic_labels() -> dict[str, str]:
+    """What each synthetic sample study is, by StudyInstanceUID (no patient attribute)."""
+    return {
+        str(phantom.uid(PHANTOM, "study")): f"CT phantom, {PHANTOM.slices} axial slices",
+        str(phantom.uid(CT_VOLUME, "study")): f"CT volume, {CT_VOLUME.slices} axial slices",
+        str(head.uid(MR_VOLUME, "study")): f"MR head, {MR_VOLUME.slices} sagittal slices",
+    }
 
 
 def load(url: str, datasets: Sequence[Dataset]) -> list[str]:

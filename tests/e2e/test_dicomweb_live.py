@@ -1,6 +1,7 @@
 """Studies from a real PACS (the `pacs` fixture's Orthanc) to the real vLLM server (tiny
 model, image limit 2): the CLI sends K slices of the CT phantom and the prompt grows by
-each image's tokens; a batch over the PACS writes one record per study, a rerun none."""
+each image's tokens; a batch over the PACS writes one record per study, a rerun none; the
+PACS's CT and MR volumes are found by QIDO-RS with their slice counts and come back in order."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from clients.series import choose_series, group_series, order_slices
 from clients.study_request import StudyOptions
 from clients.tasks import TASKS
 from serve.pacs.phantom import phantom_series
+from serve.pacs.samples import CT_VOLUME, MR_VOLUME
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer
 from tests.pacs_fixture import LivePacs, needs_orthanc
@@ -91,3 +93,20 @@ def test_chat_store_sr_round_trip_puts_the_answer_in_the_study(
     seen = {ordered[0].source.SOPInstanceUID, ordered[-1].source.SOPInstanceUID}
     assert {uid for _, _, uid in referenced(report)} == seen
     assert "PHANTOM" not in proc.stderr + proc.stdout  # no patient name printed
+
+
+@needs_orthanc
+def test_qido_finds_the_ct_and_mr_volumes_with_their_slices(pacs: LivePacs) -> None:
+    """The volumes the recipes are for: found by modality with their slice counts, and
+    fetched back by WADO-RS they order along the normal in InstanceNumber order."""
+    for modality, study, slices in (
+        ("CT", pacs.ct_volume_study, CT_VOLUME.slices),
+        ("MR", pacs.mr_volume_study, MR_VOLUME.slices),
+    ):
+        found = {s.study_uid: s for s in search_studies(pacs.url, modality)}
+        assert study in found, (modality, list(found))
+        assert (found[study].modalities, found[study].instances) == ((modality,), slices)
+        series = choose_series(group_series(fetch_study(pacs.url, study)))
+        ordered = [int(s.attrs.InstanceNumber) for s in order_slices(series)]
+        assert ordered == list(range(1, slices + 1)), (modality, ordered)
+    assert CT_VOLUME.slices >= 100

@@ -36,12 +36,13 @@ from serve.pacs.phantom import (
     phantom_series,
     write_series,
 )
-from serve.pacs.samples import SAMPLE_FILES, load
+from serve.pacs.samples import SAMPLE_FILES, load, synthetic_labels
 from serve.process import free_port
 from tests.conftest import REPO
 from tests.pacs_fixture import LivePacs, needs_orthanc
 
 SPEC = PhantomSpec()
+SYNTHETIC_STUDIES = 3  # the CT phantom, the CT volume, the MR head
 # WADO-RS in the stored transfer syntax: Orthanc 1.10 cannot transcode JPEG 2000 to the
 # default (explicit VR little endian) and answers 500; pydicom decodes it here instead
 AS_STORED = (("application/dicom", "*"),)
@@ -180,13 +181,17 @@ def test_study_ref_reads_the_samples_qido_json() -> None:
 
 @needs_orthanc
 def test_qido_finds_every_loaded_study(pacs: LivePacs) -> None:
-    assert len(pacs.study_uids) == len(SAMPLE_FILES) + 1, pacs.study_uids
+    assert len(pacs.study_uids) == len(SAMPLE_FILES) + SYNTHETIC_STUDIES, pacs.study_uids
     found = {s.study_uid: s for s in search_studies(pacs.url)}
     assert set(pacs.study_uids) <= set(found), (pacs.study_uids, list(found))
     phantom = found[pacs.phantom_study]
-    assert "CT" in phantom.modalities and phantom.instances >= 60, phantom
-    ct_only = connect(pacs.url).search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
-    assert [study_ref(s).modalities for s in ct_only] == [("MR",)], ct_only
+    assert "CT" in phantom.modalities and (phantom.instances or 0) >= 60, phantom
+    mr_only = connect(pacs.url).search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
+    mr_studies = {study_ref(s).study_uid: study_ref(s).modalities for s in mr_only}
+    assert {uid: mr_studies.get(uid) for uid in pacs.study_uids if uid in mr_studies} == {
+        pacs.mr_volume_study: ("MR",),
+        next(u for u in pacs.study_uids if u.startswith("1.3.6.1.4.1.5962.1.2.4.")): ("MR",),
+    }, mr_only  # MR_small and the MR head, and no CT study
 
 
 @needs_orthanc
@@ -208,7 +213,7 @@ def test_wado_returns_the_multiframe_and_compressed_samples(pacs: LivePacs) -> N
     web = connect(pacs.url)
     by_modality = {}
     for s in search_studies(pacs.url):
-        if s.study_uid in pacs.study_uids and s.study_uid != pacs.phantom_study:
+        if s.study_uid in pacs.study_uids and s.study_uid not in synthetic_labels():
             by_modality[s.modalities] = web.retrieve_study(s.study_uid, media_types=AS_STORED)
     cine = by_modality[("US",)][0]
     assert int(cine.NumberOfFrames) == 30 and cine.pixel_array.shape[0] == 30
@@ -299,15 +304,20 @@ def test_cli_serves_samples_until_sigterm_without_patient_data() -> None:
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 90
-    while len(lines) < 1 + len(SAMPLE_FILES) + 1 and time.monotonic() < deadline:
+    while len(lines) < 1 + len(SAMPLE_FILES) + SYNTHETIC_STUDIES and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line.rstrip("\n"))
     try:
         assert lines[0] == f"DICOMweb: http://127.0.0.1:{http_port}/dicom-web", lines
-        assert sum(line.startswith("  study ") for line in lines) == len(SAMPLE_FILES) + 1
-        assert any(line.endswith("CT  60 instances") for line in lines), lines
+        studies = [line for line in lines if line.startswith("  study ")]
+        assert len(studies) == len(SAMPLE_FILES) + SYNTHETIC_STUDIES, lines
+        for uid, label in synthetic_labels().items():
+            slices = label.split(", ")[1].split()[0]
+            modality = label.split()[0]
+            want = f"  study {uid}  {modality}  {slices} instances  ({label})"
+            assert want in studies, (want, lines)
         assert search_studies(lines[0].split(" ", 1)[1])  # it answers while the command runs
     finally:
         proc.send_signal(signal.SIGTERM)
