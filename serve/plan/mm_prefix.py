@@ -7,10 +7,10 @@ the installed package, line numbers of 0.32.0):
 - `transformers_utils/model_arch_config_convertor.py:379`: "gemma3" is in
   MM_PREFIX_LM_MODELS, so `model_config.is_mm_prefix_lm` is true for every MedGemma that
   sees (and false for the text-only 27B).
-- `platforms/cuda.py:333-342`: on CUDA vLLM forces `disable_chunked_mm_input`: the
+- `platforms/cuda.py:333-343`: on CUDA vLLM forces `disable_chunked_mm_input`: the
   scheduler never splits one image's tokens over two steps. Chunked prefill still splits a
   volume between images, so a step of `max_num_batched_tokens` holds whole images only.
-- `platforms/cuda.py:167-174`: on compute capability 9 (H100, H200) the first backend is
+- `platforms/cuda.py:168-172`: on compute capability 9 (H100, H200) the first backend is
   TRITON_FLASH_ATTN (`v1/attention/backends/triton_flash_attn.py`), a composite that sends
   every step in which a prefill chunk holds image tokens to Triton's unified attention (it
   has the image mask) and the other steps to FlashAttention 3
@@ -18,11 +18,11 @@ the installed package, line numbers of 0.32.0):
 - `v1/attention/backends/flash_attn.py:443-444, 495-508`: FlashAttention takes the image
   mask only as version 4, which an L4 (SM 8.9) does not run; FlashInfer has none
   (`v1/attention/backend.py:175, 307`). On an L4 vLLM selects TRITON_ATTN for every step.
-- `v1/attention/backends/composite.py:104-111`: Gemma 3's sliding layers do not clamp the
+- `v1/attention/backends/composite.py:103-111`: Gemma 3's sliding layers do not clamp the
   image range to their window (no `mm_prefix_clamp_sliding_window`), so the composite
   reports AttentionCGSupport.NEVER: on H100/H200 no full CUDA graphs, attention runs
   between piecewise graphs (launch overhead per decode step: not modelled here).
-- `v1/worker/gpu_model_runner.py:2337-2373`: an image range longer than the sliding
+- `v1/worker/gpu_model_runner.py:2337-2380`: an image range longer than the sliding
   window is dropped; a 256-token image is shorter than 1,024, so every layer attends within
   it both ways.
 - Prefix caching is not affected: nothing under `v1/core/` (block hashing, the scheduler's

@@ -26,6 +26,11 @@ The new tokens of a follow-up are its question and the chat template's tail, plu
 KV block on average: vLLM caches whole blocks only, so the prefix hit ends at the last
 full block before the question. Without prefix caching a follow-up would cost what the
 first question does (`uncached_follow_up_flops`), which the report prints beside it.
+The model assumes the follow-up comes before its prefix is evicted: vLLM keeps a finished
+request's blocks as cache until the KV cache needs them (least recently used first), so
+under a full KV cache a late follow-up may pay for its images again. On the CPU twin the
+follow-up also needs the API server's processed-image cache (`mm_processor_cache_gb`), or it
+re-runs Gemma 3's image processor on every slice (configs/deployments/cpu-volumes.yaml).
 """
 
 from __future__ import annotations
