@@ -15,11 +15,12 @@ class StandIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "bench", "verify"] = Field(
+    preset: Literal["tiny", "bench", "verify", "volumes"] = Field(
         "tiny",
         description="Size preset: `tiny` for tests, `bench` (larger) for benchmarks, `verify` "
         "(tiny's sizes, decisive next tokens, an image projection that is not zero) for "
-        "`python -m serve verify`.",
+        "`python -m serve verify`, `volumes` (tiny's widths with MedGemma 1.5's 131,072-token "
+        "context and 1,024-token sliding window) for CT/MR volumes.",
     )
     seed: int = Field(0, ge=0, description="Random seed: the same seed builds the same weights.")
 

@@ -1,8 +1,9 @@
 """`python -m serve plan`: will a config fit its GPUs, hold how many studies, how fast?
 
-    python -m serve plan --config configs/deployments/medgemma-4b-it.yaml [--gpu l4-24gb]
-        [--scenario configs/scenarios/bench-cpu.yaml] [--images 1] [--text-tokens 200]
-        [--output-tokens 300] [--bw-efficiency 0.7] [--mfu 0.6] [--set key=value] [--json]
+    python -m serve plan --config configs/deployments/medgemma-4b-it.yaml [MORE.yaml ...]
+        [--gpu l4-24gb] [--scenario configs/scenarios/bench-cpu.yaml] [--images 1]
+        [--text-tokens 200] [--output-tokens 300] [--bw-efficiency 0.7] [--mfu 0.6]
+        [--mm-attention-efficiency 0.5] [--set key=value] [--json]
 
 The plan is made by `serve.plan.planner` (pure: config, model shape, device, typical
 request -> `Plan`) and printed by `serve.plan.report`. On a GPU the activation/CUDA-graph
@@ -12,7 +13,11 @@ vLLM's own. On a GPU the plan ends with the throughput ceiling of `serve.plan.ro
 for the config's concurrency; the CPU gets none. The typical request comes from the
 flags, over a benchmark scenario's (`--scenario`: its images per request, max_tokens, and
 an estimate of its prompt text, read by `serve.workload`), over the defaults
-(`serve.plan.request`). This module only parses, loads, checks and prints.
+(`serve.plan.request`). A scenario of CT studies (`images.kind: ct`) sets the studies
+table's slices (`images.per_request`) and mixes (`images.radiograph_share`), and on a GPU
+adds the ceilings of studies asked follow-up questions (`serve.plan.volumes`). Several
+configs are planned in turn (a JSON list with --json). This module only parses, loads,
+checks and prints.
 """
 
 from __future__ import annotations
@@ -29,17 +34,20 @@ from serve.host import host_cpu
 from serve.model.shapes import ShapeError
 from serve.plan import capacity as cap
 from serve.plan.inputs import load_gpus, shape_for_config
+from serve.plan.mm_prefix import MM_PREFIX_ATTENTION_EFFICIENCY
 from serve.plan.planner import (
     DEFAULT_OUTPUT_TOKENS,
     DEFAULT_TEXT_TOKENS,
+    Plan,
     PlanError,
     make_plan,
     resolve_device,
     suggest,
     with_roofline,
+    with_study_ceilings,
 )
 from serve.plan.report import format_plan
-from serve.plan.request import typical_request
+from serve.plan.request import scenario_studies, typical_request
 from serve.plan.roofline import DEFAULT_BW_EFFICIENCY, DEFAULT_MFU
 from serve.plan.studies import DEFAULT_CT_SHARES, DEFAULT_CT_SLICES, parse_shares
 from serve.workload.request import ScenarioError, ScenarioRequest, read_request
@@ -47,7 +55,12 @@ from serve.workload.request import ScenarioError, ScenarioRequest, read_request
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serve plan", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="deployment YAML (configs/*.yaml)")
+    p.add_argument(
+        "--config",
+        required=True,
+        nargs="+",
+        help="deployment YAML (configs/deployments/*.yaml); several are planned in turn",
+    )
     p.add_argument("--gpu", help="GPU type from serve/plan/gpus.yaml, or cpu (default: gpu_type)")
     p.add_argument(
         "--scenario",
@@ -82,16 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of peak bf16 FLOP/s vision and prefill reach (default %(default)s)",
     )
     p.add_argument(
+        "--mm-attention-efficiency",
+        type=float,
+        default=MM_PREFIX_ATTENTION_EFFICIENCY,
+        help="share of the MFU that vLLM's Triton image-mask attention reaches on Gemma 3's "
+        "image prompts (ESTIMATE, default %(default)s; serve/plan/mm_prefix.py)",
+    )
+    p.add_argument(
         "--ct-slices",
         type=int,
-        default=DEFAULT_CT_SLICES,
-        help="slices of a CT study in the studies table (default %(default)s: 32 x 256 = "
-        "8,192 image tokens)",
+        help=f"slices of a CT study in the studies table (default: a CT scenario's "
+        f"images.per_request, else {DEFAULT_CT_SLICES}: 8,192 image tokens)",
     )
     p.add_argument(
         "--ct-shares",
-        default=",".join(f"{x:g}" for x in DEFAULT_CT_SHARES),
-        help="CT shares of the studies table's mixes, the rest radiographs (default %(default)s)",
+        help="CT shares of the studies table's mixes, the rest radiographs (default: 0, "
+        "1 - a CT scenario's images.radiograph_share, 1; else "
+        + ",".join(f"{x:g}" for x in DEFAULT_CT_SHARES)
+        + ")",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -133,24 +154,68 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 0:
             print(f"error: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
             return 2
-    if args.ct_slices < 1:
+    if args.ct_slices is not None and args.ct_slices < 1:
         print("error: --ct-slices must be >= 1", file=sys.stderr)
         return 2
     try:
-        ct_shares = parse_shares(args.ct_shares)
+        ct_shares = None if args.ct_shares is None else parse_shares(args.ct_shares)
     except ValueError as exc:
         print(f"error: --ct-shares: {exc}", file=sys.stderr)
         return 2
-    for name in ("bw_efficiency", "mfu"):
+    for name in ("bw_efficiency", "mfu", "mm_attention_efficiency"):
         if not 0 < getattr(args, name) <= 1:
             print(f"error: --{name.replace('_', '-')} must be in (0, 1]", file=sys.stderr)
             return 2
     try:
+        scenario = read_scenario(args.scenario)
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    codes, plans, texts = [], [], []
+    for config in args.config:
+        code, plan, text = plan_one(args, config, scenario, ct_shares)
+        if plan is None:
+            return code
+        codes.append(code)
+        plans.append(asdict(plan))
+        head = f"== {config}\n" if len(args.config) > 1 else ""
+        texts.append(head + text)
+    if args.json:
+        print(json.dumps(plans[0] if len(plans) == 1 else plans, indent=2))
+    else:
+        print("\n\n".join(texts))
+    return max(codes)
+
+
+def scenario_slices_and_shares(
+    scenario: ScenarioRequest | None, slices: int | None, shares: list[float] | None
+) -> tuple[int, list[float]]:
+    """The studies table's CT slices and shares: the flags, over a CT scenario's
+    (images.per_request; 0, 1 - images.radiograph_share, 1), over the defaults."""
+    ct = scenario is not None and scenario.images.kind == "ct"
+    if slices is None:
+        slices = scenario.images.per_request if scenario is not None and ct else DEFAULT_CT_SLICES
+    if shares is None:
+        if scenario is not None and ct:
+            mix = 1 - scenario.images.radiograph_share
+            shares = sorted({0.0, mix, 1.0})
+        else:
+            shares = list(DEFAULT_CT_SHARES)
+    return slices, shares
+
+
+def plan_one(
+    args: argparse.Namespace,
+    config: str,
+    scenario: ScenarioRequest | None,
+    ct_shares: list[float] | None,
+) -> tuple[int, Plan | None, str]:
+    """(exit status, plan, report) of one config; (2, None, "") after printing the error."""
+    try:
         # `dtype: auto` on the CPU is what this machine will run (serve.host)
-        cfg = for_host(load_config(args.config, args.set), host_cpu()["flags"])
+        cfg = for_host(load_config(config, args.set), host_cpu()["flags"])
         shape = shape_for_config(cfg)
         device = resolve_device(cfg, args.gpu, load_gpus())
-        scenario = read_scenario(args.scenario)
         request, source = typical_request(
             cfg,
             shape,
@@ -160,15 +225,18 @@ def main(argv: list[str] | None = None) -> int:
             scenario=scenario,
             scenario_path=args.scenario,
         )
-        plan = make_plan(cfg, shape, device, request, ct_slices=args.ct_slices, ct_shares=ct_shares)
+        slices, shares = scenario_slices_and_shares(scenario, args.ct_slices, ct_shares)
+        plan = make_plan(cfg, shape, device, request, ct_slices=slices, ct_shares=shares)
         if not plan.fits:
             plan = replace(plan, suggestion=suggest(cfg, shape, device, request))
         plan = replace(plan, request_source=source)
-        plan = with_roofline(
-            plan, shape, device, request, cap.dtype_bytes(cfg), args.bw_efficiency, args.mfu
-        )
+        dbytes = cap.dtype_bytes(cfg)
+        efficiency = (args.bw_efficiency, args.mfu, args.mm_attention_efficiency)
+        plan = with_roofline(plan, shape, device, request, dbytes, *efficiency)
+        studies = scenario_studies(scenario, shape, request, slices)
+        if studies is not None:
+            plan = with_study_ceilings(plan, shape, device, *studies, dbytes, *efficiency)
     except (ConfigError, ShapeError, PlanError) as exc:
         print("error: " + str(exc).replace("\n", "\n  "), file=sys.stderr)
-        return 2
-    print(json.dumps(asdict(plan), indent=2) if args.json else format_plan(plan, request))
-    return 0 if plan.fits else 1
+        return 2, None, ""
+    return (0 if plan.fits else 1), plan, format_plan(plan, request)

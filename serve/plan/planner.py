@@ -16,7 +16,8 @@ from serve.config.deployment import DeploymentConfig
 from serve.model.shapes import ModelShape
 from serve.plan import capacity as cap
 from serve.plan.inputs import Gpu
-from serve.plan.roofline import Roofline, make_roofline
+from serve.plan.mm_prefix import MM_PREFIX_ATTENTION_EFFICIENCY
+from serve.plan.roofline import Roofline, make_roofline, weight_bytes_per_step
 from serve.plan.studies import (
     DEFAULT_CT_SHARES,
     DEFAULT_CT_SLICES,
@@ -25,6 +26,7 @@ from serve.plan.studies import (
     StudyCost,
     mix_rows,
 )
+from serve.plan.volumes import Study, StudyCeiling, StudyWork, mix_ceiling, study_work
 
 CPU = "cpu"
 MAX_SUGGESTED_NODES = 4
@@ -92,6 +94,10 @@ class Plan:
     radiograph: StudyCost | None = None  # a one-image study (None: a text-only model)
     ct: StudyCost | None = None  # a CT study of `ct.images` slices
     studies: list[MixRow] = field(default_factory=list)  # per replica, by CT share
+    # Studies asked several questions (a scenario's volumes and radiographs): the work of
+    # each kind and the ceiling of each row of `studies` (serve.plan.volumes)
+    study_works: list[StudyWork] = field(default_factory=list)
+    study_ceilings: list[StudyCeiling] = field(default_factory=list)
 
 
 def resolve_device(cfg: DeploymentConfig, gpu: str | None, gpus: dict[str, Gpu]) -> Gpu | None:
@@ -279,6 +285,7 @@ def with_roofline(
     dtype_bytes: int,
     bw_efficiency: float,
     mfu: float,
+    mm_attention_efficiency: float = MM_PREFIX_ATTENTION_EFFICIENCY,
 ) -> Plan:
     """The plan with its throughput ceiling, or the reason there is none."""
     if gpu is None:
@@ -307,5 +314,57 @@ def with_roofline(
         output_tokens=request.output_tokens,
         bw_efficiency=bw_efficiency,
         mfu=mfu,
+        mm_attention_efficiency=mm_attention_efficiency,
     )
     return replace(plan, roofline=r)
+
+
+def with_study_ceilings(
+    plan: Plan,
+    shape: ModelShape,
+    gpu: Gpu | None,
+    radiograph: Study,
+    volume: Study,
+    dtype_bytes: int,
+    bw_efficiency: float,
+    mfu: float,
+    mm_attention_efficiency: float = MM_PREFIX_ATTENTION_EFFICIENCY,
+) -> Plan:
+    """The plan with the work of a radiograph and a volume study (their follow-up questions
+    included) and, on a GPU, the ceiling of each mix of its studies table (serve.plan.volumes)."""
+    if plan.radiograph is None:
+        return plan
+    tp = plan.tp
+    works = [
+        study_work(
+            shape,
+            s,
+            dtype_bytes=dtype_bytes,
+            tp=tp,
+            block_size=plan.block_size,
+            mm_attention_efficiency=mm_attention_efficiency,
+        )
+        for s in (radiograph, volume)
+    ]
+    ceilings = []
+    if gpu is not None and plan.fits:
+        weight_bytes = weight_bytes_per_step(shape, dtype_bytes)
+        for row in plan.studies:
+            if row.concurrent < 1:
+                continue
+            mix = [(1 - row.ct_share, works[0]), (row.ct_share, works[1])]
+            ceilings.append(
+                mix_ceiling(
+                    row.name,
+                    [(share, w) for share, w in mix if share > 0],
+                    gpu,
+                    tp=tp,
+                    pp=plan.pp,
+                    dp=plan.dp,
+                    batch=row.concurrent,
+                    weight_bytes=weight_bytes,
+                    bw_efficiency=bw_efficiency,
+                    mfu=mfu,
+                )
+            )
+    return replace(plan, study_works=works, study_ceilings=ceilings)

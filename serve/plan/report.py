@@ -76,7 +76,50 @@ def format_plan(p: Plan, request: RequestShape) -> str:
         lines += format_roofline(p.roofline)
     elif p.roofline_note:
         lines.append(f"roofline:           {p.roofline_note}")
+    lines += format_study_ceilings(p)
     return "\n".join(lines)
+
+
+def format_study_ceilings(p: Plan) -> list[str]:
+    """Studies asked follow-up questions: the work of each kind, and the ceiling of each
+    mix on a GPU (serve.plan.volumes)."""
+    if not p.study_works:
+        return []
+    r = p.roofline
+    n = p.tp * p.pp
+
+    def ms(flops: float) -> str:
+        if r is None:
+            return ""
+        return f" = {1e3 * flops / (n * r.peak_tflops * 1e12 * r.ceiling.mfu):,.1f} ms"
+
+    mfu = f" at {r.ceiling.mfu:.0%} MFU" if r is not None else ""
+    lines = [f"studies with follow-up questions (formula in serve/plan/volumes.py){mfu}:"]
+    for w in p.study_works:
+        s = w.study
+        lines.append(
+            f"  {s.name}: {s.images} image(s), {s.prompt_tokens:,} prompt tokens; first question "
+            f"{w.first_flops / 1e12:,.2f} TFLOP{ms(w.first_flops)} (vision "
+            f"{w.vision_flops / 1e12:,.2f}); each of {s.follow_ups} follow-up(s) prefills "
+            f"~{s.follow_up_tokens} new tokens after the cached prefix: "
+            f"{w.follow_up_flops / 1e12:,.3f} TFLOP{ms(w.follow_up_flops)} (without prefix "
+            f"caching {w.uncached_follow_up_flops / 1e12:,.2f}{ms(w.uncached_follow_up_flops)}); "
+            f"{s.output_tokens} output tokens per question"
+        )
+    if not p.study_ceilings:
+        why = "not computed for the CPU" if p.device_memory_gib is None else "not computed"
+        return [*lines, f"  ceilings: {why}"]
+    lines.append(
+        f"  {'mix':<26} {'batch':>5} {'step ms':>7} {'studies/s':>9} {'images/s':>9} "
+        f"{'questions/s':>11}  (all replicas; per study: compute ms + decode ms)"
+    )
+    for c in p.study_ceilings:
+        lines.append(
+            f"  {c.name:<26} {c.batch:>5} {c.step_s * 1e3:>7.1f} {c.studies_s:>9.2f} "
+            f"{c.images_s:>9.1f} {c.questions_s:>11.2f}  {c.compute_s * 1e3:,.0f} + "
+            f"{c.decode_s * 1e3:,.0f}"
+        )
+    return lines
 
 
 def format_studies(p: Plan, request: RequestShape) -> list[str]:

@@ -2,7 +2,9 @@
 
 A benchmark scenario's request (serve.workload.request) gives its images per request, its
 max_tokens, and an estimate of its prompt text (serve.workload.messages.text_tokens);
-`--images`, `--text-tokens` and `--output-tokens` override them. Pure.
+`--images`, `--text-tokens` and `--output-tokens` override them. A scenario of CT studies
+(`images.kind: ct`) also gives the studies of serve.plan.volumes: a volume of its slices and
+a radiograph, each asked its first question and its `prompts.follow_ups`. Pure.
 """
 
 from __future__ import annotations
@@ -10,8 +12,13 @@ from __future__ import annotations
 from serve.config.deployment import DeploymentConfig
 from serve.model.shapes import ModelShape
 from serve.plan.planner import DEFAULT_OUTPUT_TOKENS, DEFAULT_TEXT_TOKENS, PlanError, RequestShape
+from serve.plan.studies import SLICE_LABEL_TOKENS
+from serve.plan.volumes import Study
 from serve.workload.messages import CHARS_PER_TOKEN, CHAT_TEMPLATE_TOKENS, text_tokens
 from serve.workload.request import ScenarioRequest
+
+# After a follow-up's question: <end_of_turn> \n <start_of_turn> model \n (ESTIMATE).
+FOLLOW_UP_TEMPLATE_TOKENS = 5
 
 
 def typical_request(
@@ -59,4 +66,33 @@ def typical_request(
             DEFAULT_OUTPUT_TOKENS if output is None else output,
         ),
         source,
+    )
+
+
+def follow_up_tokens(questions: list[str]) -> int:
+    """The new tokens of a follow-up after the shared prefix, ESTIMATED: its question's
+    characters / CHARS_PER_TOKEN plus the chat template's tail; the mean over them."""
+    if not questions:
+        return 0
+    counts = [-(-len(q) // CHARS_PER_TOKEN) + FOLLOW_UP_TEMPLATE_TOKENS for q in questions]
+    return round(sum(counts) / len(counts))
+
+
+def scenario_studies(
+    scenario: ScenarioRequest | None, shape: ModelShape, request: RequestShape, slices: int
+) -> tuple[Study, Study] | None:
+    """A radiograph and a volume of `slices` slices (each followed by its "SLICE n" label),
+    each with the typical request's text and answer and the scenario's follow-up questions;
+    None unless the scenario's images are CT studies and the model sees."""
+    if scenario is None or scenario.images.kind != "ct" or shape.vision is None:
+        return None
+    follow = scenario.prompts.follow_ups
+    new_tokens = follow_up_tokens(follow)
+
+    def study(name: str, images: int, labels: int) -> Study:
+        prompt = RequestShape(images, request.text_tokens + labels, 0).tokens(shape)
+        return Study(name, images, prompt, len(follow), new_tokens, request.output_tokens)
+
+    return study("radiograph", 1, 0), study(
+        f"{slices}-slice volume", slices, slices * SLICE_LABEL_TOKENS
     )

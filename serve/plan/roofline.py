@@ -6,7 +6,7 @@ The model, per replica of tp x pp GPUs (dp replicas multiply the result):
                 sequences that decode together in every step
     step(B)   = max((pp x W + B x KV) / (tp x pp x bandwidth x bw_eff),      memory
                     B x F_dec / (tp x pp x peak x mfu))                       compute
-    request   = (images x F_vision + F_prefill) / (tp x pp x peak x mfu)     its compute
+    request   = (images x F_vision + F_prefill + F_mm) / (tp x pp x peak x mfu)  its compute
               + (output tokens - 1) x step(B) / B                           its decode share
     req/s     = dp / request;  output tok/s = req/s x output tokens
 
@@ -27,6 +27,10 @@ The model, per replica of tp x pp GPUs (dp replicas multiply the result):
               causal attention (4 x heads x head_dim per query-key pair; query i sees i keys,
               min(i, window) on sliding layers), plus the LM head for the last position,
               which yields the first output token (the other output tokens are decode steps).
+    F_mm      what Gemma 3's bidirectional attention within each image costs on vLLM's GPU
+              backends (more query-key pairs, and the prompt's attention in Triton's
+              image-mask kernel at a lower efficiency): serve/plan/mm_prefix.py, with the
+              vLLM source it follows.
     F_dec     FLOPs per decoded token: 2 x (layer matrices + LM head) + attention over the
               mean context.
 
@@ -50,7 +54,7 @@ What the model assumes, and leaves out:
 How it compares with the figures in the users' issue for MedGemma 4B bf16 on one H100 (one
 896 px image, ~300 text tokens in, 300 out): the vision encoder (5.46 TFLOP per image)
 and the KV per token (139,264 B = 136 KiB) agree. Their ~33 req/s at 70% / 60% is close
-to this model at B = 256 (31.4 req/s; 33.5 at B = 512). Their 100 req/s hard bound is
+to this model at B = 256 (31.3 req/s; 33.4 at B = 512). Their 100 req/s hard bound is
 not: here a request's compute (vision + prefill, 9.1 TFLOP: 9.2 ms at 989 TFLOP/s) and
 its decode (299 steps reading ~99 MB of KV each, 8.8 ms at 3.35 TB/s, plus its 1/256
 share of the weight reads, 2.7 ms) are phases that add, giving 48 req/s. ~100 req/s would
@@ -66,6 +70,7 @@ from typing import Literal
 from serve.model.shapes import ModelShape, VisionShape
 from serve.plan import capacity as cap
 from serve.plan.inputs import Gpu
+from serve.plan.mm_prefix import MM_PREFIX_ATTENTION_EFFICIENCY, MmPrefixCost, mm_prefix_cost
 
 DEFAULT_BW_EFFICIENCY = 0.70
 DEFAULT_MFU = 0.60
@@ -121,7 +126,8 @@ class Roofline:
     vision: VisionFlops | None
     vision_flops: int  # per image
     prefill_flops: int  # per request, text decoder
-    request_flops: int  # images x vision + prefill
+    request_flops: int  # images x vision + prefill + the image-mask cost
+    mm_prefix: MmPrefixCost  # the image-mask cost (serve.plan.mm_prefix)
     decoder_matrix_params: int
     kv_bytes_per_token: int  # all layers, below the sliding window
     mean_context: float
@@ -170,10 +176,16 @@ def layer_positions(shape: ModelShape, first: int, last: int) -> int:
     return shape.num_full_layers * full + shape.num_sliding_layers * sliding
 
 
-def prefill_flops(shape: ModelShape, prompt_tokens: int) -> int:
-    """Text-decoder FLOPs of one prompt, including the logits of its last position."""
-    linear = 2 * decoder_matrix_params(shape) * prompt_tokens
-    attention = 4 * shape.num_heads * shape.head_dim * layer_positions(shape, 0, prompt_tokens)
+def attention_flops(shape: ModelShape, first: int, last: int) -> int:
+    """Causal attention FLOPs of queries first+1..last (scores and values, all layers)."""
+    return 4 * shape.num_heads * shape.head_dim * layer_positions(shape, first, last)
+
+
+def prefill_flops(shape: ModelShape, prompt_tokens: int, cached: int = 0) -> int:
+    """Text-decoder FLOPs of one prompt, including the logits of its last position; with
+    `cached` tokens of it in the prefix cache, only the rest (attending to all of it)."""
+    linear = 2 * decoder_matrix_params(shape) * (prompt_tokens - cached)
+    attention = attention_flops(shape, cached, prompt_tokens)
     return linear + attention + 2 * shape.vocab_size * shape.hidden_size
 
 
@@ -246,6 +258,7 @@ def make_roofline(
     output_tokens: int,
     bw_efficiency: float = DEFAULT_BW_EFFICIENCY,
     mfu: float = DEFAULT_MFU,
+    mm_attention_efficiency: float = MM_PREFIX_ATTENTION_EFFICIENCY,
 ) -> Roofline:
     """The throughput ceiling of `batch` concurrent requests of this shape per replica."""
     if batch < 1:
@@ -257,6 +270,9 @@ def make_roofline(
     prompt = images * (shape.mm_tokens_per_image + cap.IMAGE_WRAPPER_TOKENS) + text_tokens
     steps = max(output_tokens - 1, 0)
     prefill = prefill_flops(shape, prompt)
+    mm = mm_prefix_cost(
+        shape, images if vision else 0, attention_flops(shape, 0, prompt), mm_attention_efficiency
+    )
     kv_layer = kv_bytes_per_token_layer(shape, tp, dtype_bytes)
     # Decode step k (1..steps) reads the KV of prompt + k positions.
     positions = layer_positions(shape, prompt, prompt + steps) / steps if steps else 0.0
@@ -272,7 +288,7 @@ def make_roofline(
         weight_bytes=weight_bytes_per_step(shape, dtype_bytes),
         mean_kv_bytes=kv_layer * positions,
         decode_flops_per_token=dec_flops,
-        request_flops=images * per_image + prefill,
+        request_flops=images * per_image + prefill + mm.total,
         decode_steps=steps,
         output_tokens=output_tokens,
     )
@@ -298,6 +314,7 @@ def make_roofline(
         vision_flops=per_image,
         prefill_flops=prefill,
         request_flops=work.request_flops,
+        mm_prefix=mm,
         decoder_matrix_params=decoder_matrix_params(shape),
         kv_bytes_per_token=kv_layer * shape.num_layers,
         mean_context=prompt + (steps + 1) / 2 if steps else float(prompt),
@@ -327,6 +344,8 @@ def format_roofline(r: Roofline) -> list[str]:
             f"{v.attention_per_layer / 1e9:.1f} GFLOP) on {v.patches:,} patches, patch "
             f"embedding {v.patch_embedding / 1e9:.1f}, projector {v.projector / 1e9:.1f} GFLOP)"
         )
+    if r.mm_prefix.images:
+        lines.append(format_mm_prefix(r.mm_prefix))
     lines += [
         f"  prefill:         {r.prefill_flops / 1e12:.2f} TFLOP per request ({r.prompt_tokens:,} "
         f"prompt tokens x 2 x {r.decoder_matrix_params / 1e9:.2f} B layer weights + causal "
@@ -353,3 +372,14 @@ def format_roofline(r: Roofline) -> list[str]:
         f"and peak; if all compute overlapped all memory traffic: {r.overlap_req_s:.1f} req/s)",
     ]
     return lines
+
+
+def format_mm_prefix(m: MmPrefixCost) -> str:
+    """One report line: what the image mask adds to a prompt (serve.plan.mm_prefix)."""
+    return (
+        f"  image mask:      +{m.total / 1e9:,.1f} GFLOP per request: {m.extra_flops / 1e9:,.1f} "
+        f"of bidirectional attention within its {m.images} image(s), and its prompt's "
+        f"attention ({m.triton_attention_flops / 1e9:,.1f} GFLOP) in vLLM's Triton image-mask "
+        f"kernel at {m.efficiency:.0%} of the MFU (ESTIMATE, --mm-attention-efficiency; "
+        "serve/plan/mm_prefix.py)"
+    )

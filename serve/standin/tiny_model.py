@@ -7,7 +7,7 @@ weights are random: the text it produces is meaningless. It exists so that the r
 vLLM serving path (paged attention, continuous batching, the Gemma 3 multimodal
 processor) can run and be tested on a CPU with nothing downloaded.
 
-    python -m serve standin OUT_DIR [--preset tiny|bench|verify] [--seed N]
+    python -m serve standin OUT_DIR [--preset tiny|bench|verify|volumes] [--seed N]
 
 The `verify` preset has tiny's sizes with two weights rescaled so that `python -m serve
 verify` means something: random weights give near-uniform next-token distributions (ties
@@ -99,7 +99,7 @@ Write a teaching case for medical students about this image. What are the key fi
 """
 
 
-def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+def build_tokenizer(vocab_size: int, max_length: int):  # -> PreTrainedTokenizerFast
     """A small BPE trained on a fixed corpus, plus Gemma 3's special and newline tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -129,7 +129,7 @@ def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
             "image_token": "<image_soft_token>",
         },
         chat_template=CHAT_TEMPLATE,
-        model_max_length=PRESETS["tiny"].max_position_embeddings,
+        model_max_length=max_length,
         padding_side="left",
     )
 
@@ -182,7 +182,7 @@ def build(out_dir: Path, preset: str = "tiny", seed: int = 0) -> Path:
     )
 
     p = PRESETS[preset]
-    tokenizer = build_tokenizer(p.vocab_size)
+    tokenizer = build_tokenizer(p.vocab_size, p.max_position_embeddings)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text_config = Gemma3TextConfig(
         vocab_size=len(tokenizer),

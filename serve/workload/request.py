@@ -1,7 +1,9 @@
 """The request fields of a benchmark scenario (one pydantic model) and their reader.
 
 `ScenarioRequest` holds the fields of a scenario file that say what one request is:
-`images`, `prompts`, `max_tokens`, `fixed_output`, `temperature` and `slo`. The
+`images`, `prompts`, `max_tokens`, `fixed_output`, `temperature` and `slo` (and, for
+studies asked several questions, `prompts.follow_ups`; for volumes mixed with radiographs,
+`images.radiograph_share`). The
 benchmark's `Scenario` subclasses it (one model for the scenario file, these fields
 defined once). `read_request` reads only these fields of a scenario file, as the planner
 and the renderer need them; the other fields are the benchmark's, checked when it loads
@@ -52,8 +54,17 @@ class ImageMix(BaseModel):
     per_request: int = Field(
         1,
         ge=1,
-        le=64,
-        description="Images in each image request (kind ct: slices per study).",
+        le=256,
+        description="Images in each image request (kind ct: slices per study; Google's CT "
+        "notebook sends 85).",
+    )
+    radiograph_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="kind ct: share of studies that are a single radiograph (one synthetic grey "
+        "X-ray, as kind xray) instead of a `per_request`-slice volume, asked the same questions: "
+        "a mix of volumes with radiographs.",
     )
     dicom_share: float = Field(
         0.0,
@@ -91,6 +102,14 @@ class Prompts(BaseModel):
     )
     text: str | None = Field(
         None, description="A literal user prompt instead of the tasks' (with no system prompt)."
+    )
+    follow_ups: list[str] = Field(
+        default_factory=list,
+        description="Follow-up questions on the same study, asked in order after the first "
+        "request, one request each: the same images and instruction text with the question "
+        "replaced (not a multi-turn history). A study is then 1 + len(follow_ups) requests; "
+        "with prefix caching a follow-up's prefill is only its new question tokens, as its "
+        "images and instruction hit the cache the first request filled.",
     )
 
 
@@ -140,6 +159,8 @@ class ScenarioRequest(BaseModel):
             odd = [list(size) for size in self.images.sizes if size[0] != size[1]]
             if odd:
                 raise ValueError(f"images.sizes: CT slices are square (rows = columns), got {odd}")
+        if self.images.radiograph_share > 0 and self.images.kind != "ct":
+            raise ValueError("images.radiograph_share mixes radiographs into kind ct studies")
         if self.images.text_only_share == 1 and self.images.dicom_share > 0:
             raise ValueError(
                 "images.dicom_share > 0 needs some image requests (text_only_share < 1)"

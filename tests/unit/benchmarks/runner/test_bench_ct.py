@@ -70,7 +70,7 @@ def test_a_task_prompt_keeps_its_system_text_before_the_study() -> None:
     [
         ("images.dicom_share=0.5", "a CT study is DICOM"),
         ("images.sizes=[[512, 256]]", "CT slices are square"),
-        ("images.per_request=65", "images.per_request"),
+        ("images.per_request=257", "images.per_request"),
     ],
 )
 def test_bad_ct_scenarios_say_why(override: str, needle: str) -> None:

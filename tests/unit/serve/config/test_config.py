@@ -121,6 +121,15 @@ def test_nested_unknown_key_and_bad_preset(tmp_path: Path) -> None:
     assert "stand_in.preset" in msg and "stand_in.sed" in msg, msg
 
 
+def test_cpu_volumes_is_the_one_five_twin_for_volumes() -> None:
+    """85 slices at 256 + 4 tokens and their labels are ~22.9 K tokens: the CPU twin takes
+    them in one prompt, with room, and reuses them for a follow-up question."""
+    cfg = load_config(CONFIGS / "cpu-volumes.yaml")
+    assert cfg.stand_in is not None and cfg.stand_in.preset == "volumes", cfg.stand_in
+    assert cfg.max_model_len is not None and cfg.max_model_len >= 32768, cfg.max_model_len
+    assert cfg.limit_mm_per_prompt["image"] >= 128 and cfg.enable_prefix_caching, cfg
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [

@@ -59,6 +59,8 @@ def test_fp16_is_left_to_vllm_for_a_model_that_is_not_gemma3(tmp_path: Path) -> 
         ("cpu-tiny.yaml", 8192),  # the stand-in preset
         ("medgemma-4b-it.yaml", 131072),  # serve/model/hub_configs
         ("medgemma-27b-text-it-tp2.yaml", 131072),  # flat Gemma3ForCausalLM layout
+        ("cpu-volumes.yaml", 131072),  # the volumes preset: MedGemma 1.5's context
+        ("medgemma-1.5-4b-it.yaml", 131072),  # hub_configs (unchecked: "at least 128K")
     ],
 )
 def test_max_model_len_above_the_models_names_both_numbers(config: str, limit: int) -> None:

@@ -88,3 +88,18 @@ def test_cli_refuses_unwritable_target(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert tiny_model.main([str(blocker / "model")]) == 1
+
+
+def test_volumes_preset_has_one_five_context_and_window(tmp_path: Path) -> None:
+    """The CPU twin of MedGemma 1.5 for volumes: tiny widths, a 131,072-token context that
+    an 85-slice volume (~22.9 K tokens) fits, Gemma 3's 1,024-token window on 5 of 6 layers,
+    and a tokenizer that does not call a 22 K-token prompt too long."""
+    folder = tiny_model.build(tmp_path / "volumes", "volumes", seed=0)
+    text = json.loads((folder / "config.json").read_text())["text_config"]
+    assert (text["max_position_embeddings"], text["sliding_window"]) == (131072, 1024), text
+    types = text["layer_types"]
+    assert (types.count("full_attention"), types.count("sliding_attention")) == (1, 5), types
+    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tok["model_max_length"] == 131072, tok
+    n = sum(t.numel() for t in tensors(folder).values())
+    assert n < 2_000_000, n
