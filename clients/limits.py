@@ -25,9 +25,10 @@ IMAGES_FIELD = "max_images_per_prompt"  # the guard's field on /v1/models
 CONTEXT_FIELD = "max_model_len"  # vLLM's own field on /v1/models
 IMAGE_TOKENS = 256  # MedGemma's tokens per image (SigLIP 896 px, 4x4 pooled)
 # Gemma 3's chat template wraps each image in "\n\n<start_of_image>" ... "<end_of_image>\n\n";
-# "SLICE n" and its part boundary are a few more: 8 per slice is above both (measured on
-# the stand-in: tests/e2e/test_dicomweb_live.py).
-SLICE_OVERHEAD_TOKENS = 8
+# "SLICE n" and its part boundary are a few more. Measured on the stand-in's tokenizer
+# (tests/e2e/test_dicomweb_live.py, 2026-12-06): one more image plus two labels cost 19
+# tokens beyond the 256; 12 per slice covers that.
+SLICE_OVERHEAD_TOKENS = 12
 TEMPLATE_TOKENS = 16  # <bos>, turn markers, roles
 BYTES_PER_TOKEN = 3  # a conservative text estimate (Gemma's tokenizer: ~4 chars a token)
 COVERAGE_MM = 10.0  # a volume fitted coarser than one slice per 10 mm is said to be so

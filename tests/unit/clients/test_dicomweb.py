@@ -211,8 +211,8 @@ def test_chat_bad_input_is_one_line_each(pacs: LivePacs, cli: Callable[..., Run]
         (
             {"max_images_per_prompt": 128, "max_model_len": 4096},
             {},
-            ["sent 14 of 60 slices (CT, 3 windows): the server's context of 4096 tokens "
-             "(max_model_len) holds 14 images of 256 tokens"],
+            ["sent 13 of 60 slices (CT, 3 windows): the server's context of 4096 tokens "
+             "(max_model_len) holds 13 images of 256 tokens"],
         ),
     ],
 )  # fmt: skip

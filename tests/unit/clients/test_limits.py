@@ -10,6 +10,7 @@ from clients.limits import (
     CLIENT,
     IMAGE_TOKENS,
     SERVER,
+    SLICE_OVERHEAD_TOKENS,
     UNKNOWN,
     LimitError,
     Limits,
@@ -43,7 +44,7 @@ def test_the_recipe_fits_the_image_limit_then_the_context():
     assert "at most 2 images per prompt" in fit_slices(85, server, text=50, max_tokens=300).reason
     assert fit_slices(1, server, text=50, max_tokens=300).reason == ""
     fit = fit_slices(85, Limits(128, 4096, SERVER), text=100, max_tokens=300)
-    assert fit.count == (4096 - 100 - 300) // (IMAGE_TOKENS + 8) == 14, fit
+    assert fit.count == (4096 - 100 - 300) // (IMAGE_TOKENS + SLICE_OVERHEAD_TOKENS) == 13, fit
     assert "context of 4096 tokens (max_model_len)" in fit.reason
     assert fit_slices(85, Limits(128, 40960, SERVER), text=100, max_tokens=300).count == 85
     assert fit_slices(85, Limits(), text=100, max_tokens=300) == fit_slices(
