@@ -22,7 +22,13 @@ from clients.chat import ClientSettings, MedGemmaClient, env_name
 from clients.error_body import error_message
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
-from clients.study_cli import add_study_options, batch_items, chat_request, store_answer
+from clients.study_cli import (
+    add_study_options,
+    batch_items,
+    chat_request,
+    say_limits,
+    store_answer,
+)
 from clients.tasks import TASKS, TaskRequest
 
 EPILOG = f"Environment: {', '.join(env_name(f) for f in ClientSettings.model_fields)}."
@@ -144,7 +150,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if getattr(args, "store_sr", False) and not args.dicomweb:
         raise ValueError("--store-sr needs --dicomweb and --study: the answer goes into that study")
     if args.dicomweb or args.study:
-        study = chat_request(args, client.settings.image_limit)
+        study = chat_request(args, client.limits)
         request = study.request
     elif args.task:
         request = TASKS[args.task].build(
@@ -196,13 +202,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     client = connect(args)
     items: list[BatchItem]
     if args.dicomweb:
-        items = list(batch_items(args, client.settings.image_limit))
+        items = list(batch_items(args))
     elif args.folder is None:
         raise ValueError("give a folder of studies, or --dicomweb URL to search a PACS")
     elif not args.folder.is_dir():
         raise ValueError(f"{args.folder}: not a folder of studies")
     else:
         items = list(discover(args.folder))
+    if args.dicomweb and items:
+        say_limits(client.limits())
     with BatchProgress(enabled=not args.no_progress) as progress:
         summary = asyncio.run(
             run_items(

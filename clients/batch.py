@@ -27,6 +27,7 @@ import openai
 from clients.chat import ChatResult, MedGemmaClient
 from clients.dicom import DICOM_SUFFIXES, is_dicom_file
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
+from clients.limits import LimitError, Limits
 from clients.study_request import StudyOptions, fetch_request
 from clients.tasks import Task, TaskRequest
 
@@ -50,6 +51,7 @@ FATAL_ERRORS = (
     openai.PermissionDeniedError,
     openai.NotFoundError,
     PacsError,
+    LimitError,  # not one image fits the server: no study will
 )
 
 Record = dict[str, Any]
@@ -61,7 +63,9 @@ class BatchItem(Protocol):
     @property
     def id(self) -> str: ...
 
-    def request(self, task: Task, *, max_size: int | None, frame: int | None) -> TaskRequest: ...
+    def request(
+        self, task: Task, *, max_size: int | None, frame: int | None, limits: Limits
+    ) -> TaskRequest: ...
 
 
 Item = TypeVar("Item", bound=BatchItem)
@@ -78,7 +82,9 @@ class Study:
     def report_path(self) -> Path:
         return self.path.with_suffix(".txt")
 
-    def request(self, task: Task, *, max_size: int | None, frame: int | None) -> TaskRequest:
+    def request(
+        self, task: Task, *, max_size: int | None, frame: int | None, limits: Limits
+    ) -> TaskRequest:
         report = None
         if task.needs_report:
             if not self.report_path.is_file():
@@ -91,16 +97,18 @@ class Study:
 
 @dataclass(frozen=True)
 class DicomwebStudy:
-    """A study in a PACS, fetched by WADO-RS when its request is built (frame is unused:
-    the series is sampled by options.max_slices)."""
+    """A study in a PACS, fetched by WADO-RS when its request is built, its series shown by
+    its recipe fitted to the client's limits (frame is unused)."""
 
     id: str  # StudyInstanceUID
     url: str  # the PACS's DICOMweb base URL
     options: StudyOptions = StudyOptions()
 
-    def request(self, task: Task, *, max_size: int | None, frame: int | None) -> TaskRequest:
+    def request(
+        self, task: Task, *, max_size: int | None, frame: int | None, limits: Limits
+    ) -> TaskRequest:
         options = replace(self.options, max_size=max_size)
-        return fetch_request(self.url, self.id, task, options)[0]
+        return fetch_request(self.url, self.id, task, options, limits=limits)[0]
 
 
 @dataclass
@@ -222,10 +230,13 @@ async def process(
     max_size: int | None,
     frame: int | None,
     max_tokens: int | None,
+    limits: Limits,
 ) -> Record:
     """One study -> one record. Study-level failures become error records."""
     try:
-        request = await asyncio.to_thread(study.request, task, max_size=max_size, frame=frame)
+        request = await asyncio.to_thread(
+            study.request, task, max_size=max_size, frame=frame, limits=limits
+        )
         extra = {"max_tokens": max_tokens} if max_tokens else {}
         result = await client.asend(request, **extra)
     except FATAL_ERRORS:
@@ -266,8 +277,9 @@ async def run_items(
     summary = BatchSummary(total=len(studies), skipped=len(studies) - len(todo))
     if on_start:
         on_start(len(studies), len(todo))
-    if todo:
-        await client.aresolve_model()  # once, before the workers (a dead server stops here)
+    limits = Limits()
+    if todo:  # the model and its limits, once, before the workers (a dead server stops here)
+        limits = await client.alimits()
     t0 = time.perf_counter()
     queue: asyncio.Queue[BatchItem] = asyncio.Queue()
     for s in todo:
@@ -284,6 +296,7 @@ async def run_items(
                 max_size=max_size,
                 frame=frame,
                 max_tokens=max_tokens,
+                limits=limits,
             )
             writer.write(rec)
             if rec["status"] == "ok":

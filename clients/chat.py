@@ -3,34 +3,35 @@
 `MedGemmaClient()` takes its settings from arguments, else MEDGEMMA_BASE_URL,
 MEDGEMMA_API_KEY, MEDGEMMA_MODEL, MEDGEMMA_TIMEOUT, MEDGEMMA_MAX_RETRIES,
 MEDGEMMA_IMAGE_LIMIT (ClientSettings),
-else the defaults; the model defaults to the server's only model, asked once. The SDK does
-the HTTP; this module adds the result object, the text streams, the task presets' typed
-answers and one error message of its own: a server that cannot be reached is reported
-with its URL and how to start it (ServerUnreachableError, an APIConnectionError).
-Everything else (AuthenticationError, BadRequestError, ...) surfaces as the SDK raises it.
+else the defaults; the model defaults to the server's only model, and the limits of a
+prompt to what the server publishes on /v1/models (clients.limits), each asked once. The
+SDK does the HTTP; this module adds the result object (clients.results), the text streams
+(clients.streams), the task presets' typed answers and one error message of its own: a
+server that cannot be reached is reported with its URL and how to start it
+(ServerUnreachableError, an APIConnectionError). Everything else (AuthenticationError,
+BadRequestError, ...) surfaces as the SDK raises it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import openai
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clients.errors import ServerUnreachableError
 from clients.image_input import ImageSource
+from clients.limits import Limits, limits_from_models
 from clients.messages import Message
-from clients.tasks import Task, TaskRequest, get_task, parse_answer
+from clients.results import START_HINT, ChatResult, reachable, to_result, with_parsed
+from clients.streams import AsyncTextStream, TextStream
+from clients.tasks import Task, TaskRequest, get_task
+
+__all__ = ["START_HINT", "ChatResult", "ClientSettings", "MedGemmaClient", "reachable"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-START_HINT = (
-    "start it with `make serve` (or `python -m serve --config configs/deployments/cpu-tiny.yaml`)"
-)
 ENV_PREFIX = "MEDGEMMA_"
 
 
@@ -49,8 +50,8 @@ class ClientSettings(BaseSettings):
     image_limit: int | None = Field(
         None,
         ge=1,
-        description="The server's images per prompt (its limit_mm_per_prompt image count), "
-        "for studies; None: not known here, the server refuses a prompt above it.",
+        description="Images per prompt to fit studies to when the server publishes no limit "
+        "on /v1/models (a plain vLLM); a published limit wins. None: unknown.",
     )
 
     @classmethod
@@ -80,35 +81,6 @@ def settings_error(exc: ValidationError, given: Mapping[str, Any]) -> str:
     return f"bad client settings: {'; '.join(problems)}"
 
 
-@dataclass
-class ChatResult:
-    """One answer: its text, the server's token usage, why it stopped, how long it took."""
-
-    text: str
-    finish_reason: str | None
-    usage: dict[str, int] = field(default_factory=dict)
-    latency_s: float = 0.0
-    model: str = ""
-    parsed: BaseModel | None = None  # the validated answer of a task with a schema
-
-
-@contextlib.contextmanager
-def reachable(base_url: object) -> Iterator[None]:
-    """Turn a failed connection into ServerUnreachableError naming the URL (timeouts pass)."""
-    try:
-        yield
-    except openai.APITimeoutError:
-        raise
-    except openai.APIConnectionError as exc:
-        cause = exc.__cause__ or exc
-        raise ServerUnreachableError(
-            message=f"cannot reach the MedGemma server at {base_url} "
-            f"({type(cause).__name__}: {cause}); {START_HINT}, or point MEDGEMMA_BASE_URL / "
-            f"--base-url at a running one",
-            request=exc.request,
-        ) from exc
-
-
 def only_model(
     ids: Sequence[str], base_url: object, parents: Mapping[str, str | None] | None = None
 ) -> str:
@@ -125,35 +97,6 @@ def only_model(
             f"choose one with model= / MEDGEMMA_MODEL / --model"
         )
     return ids[0]
-
-
-def usage_dict(usage: Any) -> dict[str, int]:
-    if usage is None:
-        return {}
-    return {
-        k: int(getattr(usage, k))
-        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if getattr(usage, k, None) is not None
-    }
-
-
-def to_result(resp: Any, latency_s: float) -> ChatResult:
-    choice = resp.choices[0]
-    return ChatResult(
-        text=choice.message.content or "",
-        finish_reason=choice.finish_reason,
-        usage=usage_dict(resp.usage),
-        latency_s=latency_s,
-        model=resp.model,
-    )
-
-
-def with_parsed(result: ChatResult, schema: type[BaseModel] | None) -> ChatResult:
-    """Attach the validated answer when the request asked for a schema (SchemaError if the
-    answer does not match it, e.g. cut off by max_tokens before the JSON closed)."""
-    if schema is not None:
-        result.parsed = parse_answer(result.text, schema)
-    return result
 
 
 class MedGemmaClient:
@@ -178,6 +121,7 @@ class MedGemmaClient:
         self.sdk = openai.OpenAI(**sdk_args)
         self.async_sdk = openai.AsyncOpenAI(**sdk_args)
         self.model_name = s.model  # None until asked of the server
+        self.known_limits: Limits | None = None  # None until asked of the server
 
     @property
     def base_url(self) -> str:
@@ -213,6 +157,30 @@ class MedGemmaClient:
             parents = await self.aserved_parents()
             self.model_name = only_model(list(parents), self.base_url, parents)
         return self.model_name
+
+    def limits(self) -> Limits:
+        """What one prompt may hold (images, context), from the served model's entry on
+        /v1/models, else the image_limit setting; asked once."""
+        if self.known_limits is None:
+            with reachable(self.base_url):
+                entries = [m.model_dump() for m in self.sdk.models.list().data]
+            self.known_limits = self.fit_limits(entries)
+        return self.known_limits
+
+    async def alimits(self) -> Limits:
+        if self.known_limits is None:
+            with reachable(self.base_url):
+                entries = [m.model_dump() async for m in self.async_sdk.models.list()]
+            self.known_limits = self.fit_limits(entries)
+        return self.known_limits
+
+    def fit_limits(self, entries: list[dict[str, Any]]) -> Limits:
+        """The limits in the /v1/models entries, for the model in use (resolved from the
+        same entries when not set)."""
+        if self.model_name is None:
+            parents = {str(e.get("id")): e.get("parent") for e in entries}
+            self.model_name = only_model(list(parents), self.base_url, parents)
+        return limits_from_models(entries, self.model_name, self.settings.image_limit)
 
     def complete(self, messages: Sequence[Message], **params: Any) -> ChatResult:
         """One chat completion. params: max_tokens, temperature, response_format, ..."""
@@ -280,17 +248,22 @@ class MedGemmaClient:
         tags: Sequence[str] = (),
         **params: Any,
     ) -> ChatResult:
-        """Fetch a study from a PACS (WADO-RS), show the model its series (sampled to
-        max_slices and the settings' image_limit, windowed, "SLICE n" after each image) and
-        ask `question` (or run a task preset). params: max_tokens, temperature, ...
-        Raises PacsError, StudyError (an ImageError) or the SDK's errors."""
+        """Fetch a study from a PACS (WADO-RS), show the model its series by its recipe
+        (clients.recipes: CT volume, MR volume, radiograph), fitted to the server's limits
+        (self.limits()) and to max_slices, and ask `question` (or run a task preset).
+        params: max_tokens, temperature, ... The result's `.sent` says what was sent
+        (`.sent.line()`: "sent 2 of 60 slices (CT, 3 windows): ..."). Raises PacsError,
+        StudyError (an ImageError; LimitError when not one image fits: nothing is sent)
+        or the SDK's errors."""
         from clients.study_request import StudyOptions, fetch_request
 
-        options = StudyOptions(
-            series_uid, max_slices, self.settings.image_limit, window, tuple(tags)
+        options = StudyOptions(series_uid, max_slices, window, tuple(tags))
+        request, sent = fetch_request(
+            dicomweb_url, study_uid, question, options, params=params, limits=self.limits()
         )
-        request, _ = fetch_request(dicomweb_url, study_uid, question, options, params=params)
-        return self.send(request)
+        result = self.send(request)
+        result.sent = sent
+        return result
 
     def close(self) -> None:
         self.sdk.close()
@@ -310,86 +283,3 @@ class MedGemmaClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-class StreamState:
-    """Accumulates a streamed answer into a ChatResult (shared by sync and async)."""
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: dict[str, int] = {}
-        self.model = ""
-
-    def add(self, chunk: Any) -> str:
-        self.model = chunk.model or self.model
-        if chunk.usage is not None:
-            self.usage = usage_dict(chunk.usage)
-        if not chunk.choices:
-            return ""
-        choice = chunk.choices[0]
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        delta = choice.delta.content or ""
-        self.parts.append(delta)
-        return delta
-
-    def result(self) -> ChatResult:
-        return ChatResult(
-            "".join(self.parts),
-            self.finish_reason,
-            self.usage,
-            time.perf_counter() - self.t0,
-            self.model,
-        )
-
-
-STREAM_USAGE = {"stream_options": {"include_usage": True}}
-
-
-class TextStream:
-    """Iterate for the text deltas; `result` holds the whole answer once exhausted."""
-
-    def __init__(
-        self, client: MedGemmaClient, messages: Sequence[Message], params: dict[str, Any]
-    ) -> None:
-        self.client, self.messages, self.params = client, list(messages), params
-        self.result: ChatResult | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        model = self.client.resolve_model()
-        state = StreamState(time.perf_counter())
-        with reachable(self.client.base_url):
-            chunks = self.client.sdk.chat.completions.create(  # type: ignore[call-overload]
-                model=model, messages=self.messages, stream=True, **STREAM_USAGE, **self.params
-            )
-            with chunks:
-                for chunk in chunks:
-                    delta = state.add(chunk)
-                    if delta:
-                        yield delta
-        self.result = state.result()
-
-
-class AsyncTextStream:
-    """`async for` the text deltas; `result` holds the whole answer once exhausted."""
-
-    def __init__(
-        self, client: MedGemmaClient, messages: Sequence[Message], params: dict[str, Any]
-    ) -> None:
-        self.client, self.messages, self.params = client, list(messages), params
-        self.result: ChatResult | None = None
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        model = await self.client.aresolve_model()
-        state = StreamState(time.perf_counter())
-        with reachable(self.client.base_url):
-            chunks = await self.client.async_sdk.chat.completions.create(  # type: ignore[call-overload]
-                model=model, messages=self.messages, stream=True, **STREAM_USAGE, **self.params
-            )
-            async with chunks:
-                async for chunk in chunks:
-                    delta = state.add(chunk)
-                    if delta:
-                        yield delta
-        self.result = state.result()

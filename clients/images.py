@@ -22,6 +22,10 @@ from clients.pixels import stretch
 
 DEFAULT_MAX_SIZE = 896  # MedGemma 4B / 27B image input: SigLIP at 896 x 896
 JPEG_QUALITY = 90
+# Google's CT notebook saves each slice with Pillow's JPEG defaults: quality 75 (the
+# quantisation table in its printed data URLs, /9j/4AAQ...2wBDAAgGBgcGBQgH..., is Pillow's
+# at 75). The volume recipes (clients.recipes) encode so.
+RECIPE_JPEG_QUALITY = 75
 PNG_COMPRESS_LEVEL = 1  # fast: the bytes only cross one network hop
 PASS_THROUGH_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
@@ -166,3 +170,17 @@ def encode_image(img: Image.Image, *, max_size: int | None = DEFAULT_MAX_SIZE) -
     else:
         img.save(buf, "JPEG", quality=JPEG_QUALITY)
     return f"image/{fmt.lower()}", buf.getvalue()
+
+
+def encode_jpeg(
+    arr: np.ndarray, *, max_size: int | None = DEFAULT_MAX_SIZE, quality: int = RECIPE_JPEG_QUALITY
+) -> tuple[str, bytes]:
+    """An 8-bit H x W x 3 (or H x W, copied to R, G, B) array as JPEG, downscaled: the same
+    pixels give the same bytes (Pillow's encoder is deterministic; no timestamp, no EXIF)."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    img = downscale(array_to_image(a), max_size)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return "image/jpeg", buf.getvalue()

@@ -48,14 +48,17 @@ def slices_turn(
     images: Sequence[ImageSource | dict[str, Any]],
     question: str,
     *,
+    instruction: str | None = None,
     header: str = "",
     labelled: bool = True,
     max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> Message:
     """A user message showing a series as Google's MedGemma 1.5 CT notebook prompts it: the
-    header line (when given), each image followed by "SLICE n" (n from 1; when labelled),
-    then the question."""
-    parts: list[dict[str, Any]] = [{"type": "text", "text": header}] if header else []
+    instruction and the header line (when given), each image followed by "SLICE n" (n from
+    1; when labelled and there are several), then the question."""
+    parts: list[dict[str, Any]] = []
+    parts += [{"type": "text", "text": t} for t in (instruction, header) if t]
+    labelled = labelled and len(images) > 1
     for n, image in enumerate(images, 1):
         parts.append(image_part(image, max_size=max_size, frame=None))
         if labelled:

@@ -246,3 +246,18 @@ def order_slices(series: Series) -> list[Slice]:
                 f"{gaps.max():.2f} mm (median {median:.2f} mm); a slice may be missing"
             )
     return ordered
+
+
+def extent_mm(ordered: Sequence[Slice]) -> float | None:
+    """How far the first and last slices of an ordered series lie apart along the slice
+    normal, in mm; None without positions (a projection, or frames without geometry)."""
+    first, last = ordered[0].attrs, ordered[-1].attrs
+    try:
+        orientation = np.array([float(v) for v in first.ImageOrientationPatient])
+        a = np.array([float(v) for v in first.ImagePositionPatient])
+        b = np.array([float(v) for v in last.ImagePositionPatient])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if orientation.shape != (6,) or a.shape != (3,) or b.shape != (3,):
+        return None
+    return abs(float(slice_normal(orientation) @ (b - a)))

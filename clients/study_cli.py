@@ -4,22 +4,25 @@ chat --dicomweb URL --study UID [--series UID] [--store-sr] fetches the study (W
 and sends its series as slices; with --store-sr the answer goes back into the same study
 as a DICOM Structured Report (clients.report_sr, STOW-RS). batch --dicomweb URL
 [--modality CT] [--since DATE] searches (QIDO-RS) and runs the task over every study
-found, one record per StudyInstanceUID. What was sent (series, slices, window; never a
-patient attribute) is printed to stderr.
+found, one record per StudyInstanceUID. The series is shown by its recipe (clients.recipes)
+fitted to the server's limits (clients.limits); what was sent is printed to stderr, e.g.
+`sent 85 of 120 slices (CT, 3 windows)` or `sent 2 of 60 slices (CT, 3 windows): the server
+takes at most 2 images per prompt; ...` (never a patient attribute).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
 from clients.batch import DicomwebStudy
 from clients.dicomweb import parse_since, search_studies
-from clients.messages import RADIOLOGIST
-from clients.study import ALLOWED_TAGS, Sent
+from clients.limits import Limits
+from clients.study import ALLOWED_TAGS, RECIPE, Sent, check_tags
 from clients.study_request import StudyOptions, fetch, request_for, task_request_for
 from clients.tasks import TASKS, TaskRequest
 from clients.windows import WINDOWS
@@ -40,16 +43,25 @@ def add_study_options(p: argparse.ArgumentParser, *, chat: bool) -> None:
     else:
         g.add_argument("--modality", help="only studies with this modality (e.g. CT)")
         g.add_argument("--since", metavar="DATE", help="only studies from DATE (YYYY-MM-DD) on")
-    g.add_argument("--max-slices", type=int, metavar="N", help="an even sample of N slices")
+    g.add_argument(
+        "--max-slices",
+        type=int,
+        metavar="N",
+        help="an even sample of N slices, first and last included (default: the recipe's, "
+        "85 for a CT or MR volume, fitted to the server's limits)",
+    )
     g.add_argument(
         "--image-limit",
         type=int,
         metavar="N",
-        help="the server's images per prompt (its limit_mm_per_prompt; MEDGEMMA_IMAGE_LIMIT); "
-        "default: not known, the server refuses a prompt above it",
+        help="images per prompt when the server publishes none on /v1/models (a plain vLLM; "
+        "MEDGEMMA_IMAGE_LIMIT); a published limit wins",
     )
     g.add_argument(
-        "--window", choices=WINDOWS, help="CT window (default rgb for CT: three windows)"
+        "--window",
+        choices=WINDOWS,
+        help="display window (default: the recipe's: rgb, three HU windows, for CT; volume, "
+        "one scale over the slices sent, for MR; voi otherwise)",
     )
     g.add_argument(
         "--tags",
@@ -59,16 +71,15 @@ def add_study_options(p: argparse.ArgumentParser, *, chat: bool) -> None:
     )
 
 
-def study_options(args: argparse.Namespace, image_limit: int | None) -> StudyOptions:
-    """The options from the flags; image_limit is the client's (flag, else variable)."""
+def study_options(args: argparse.Namespace) -> StudyOptions:
+    """The options from the flags, checked before anything is fetched or asked."""
     if args.max_slices is not None and args.max_slices < 1:
         raise ValueError(f"--max-slices must be at least 1, not {args.max_slices}")
     return StudyOptions(
         series_uid=getattr(args, "series", None),
         max_slices=args.max_slices,
-        image_limit=image_limit,
         window=args.window,
-        tags=tuple(t.strip() for t in args.tags.split(",") if t.strip()),
+        tags=check_tags(t.strip() for t in args.tags.split(",") if t.strip()),
         max_size=args.max_size or None,
     )
 
@@ -92,19 +103,32 @@ class StudyChat:
     datasets: list[Dataset]
 
 
-def chat_request(args: argparse.Namespace, image_limit: int | None) -> StudyChat:
-    """The request for `chat --dicomweb`; prints what is sent to stderr."""
+def say_limits(limits: Limits) -> None:
+    """One stderr line when the limits were not learned from the server."""
+    note = limits.note()
+    if note:
+        print(note, file=sys.stderr, flush=True)
+
+
+def chat_request(args: argparse.Namespace, limits_of: Callable[[], Limits]) -> StudyChat:
+    """The request for `chat --dicomweb`: the study fetched, then the server's limits asked
+    (limits_of), then the series shown by its recipe fitted to them; prints what is sent to
+    stderr. Nothing is sent when not one image fits (LimitError)."""
     check_chat_flags(args)
-    options = study_options(args, image_limit)
-    system = RADIOLOGIST if args.system is None else args.system
+    options = study_options(args)
+    system = RECIPE if args.system is None else args.system
     datasets = fetch(args.dicomweb, args.study, options.series_uid)
+    limits = limits_of()
     if args.task:
         request, sent = task_request_for(
-            TASKS[args.task], datasets, options, max_tokens=args.max_tokens
+            TASKS[args.task], datasets, options, max_tokens=args.max_tokens, limits=limits
         )
     else:
         params = {"max_tokens": args.max_tokens} if args.max_tokens else None
-        request, sent = request_for(datasets, args.text, options, system=system, params=params)
+        request, sent = request_for(
+            datasets, args.text, options, system=system, params=params, limits=limits
+        )
+    say_limits(limits)
     print(sent.line(), file=sys.stderr, flush=True)
     return StudyChat(request, sent, datasets)
 
@@ -118,12 +142,13 @@ def store_answer(url: str, chat: StudyChat, answer: str, model: str) -> str:
     return store_sr(url, build_report_sr(sources, answer, model_name=model)).line()
 
 
-def batch_items(args: argparse.Namespace, image_limit: int | None) -> list[DicomwebStudy]:
-    """The studies a QIDO-RS search finds, for `batch --dicomweb`."""
+def batch_items(args: argparse.Namespace) -> list[DicomwebStudy]:
+    """The studies a QIDO-RS search finds, for `batch --dicomweb` (each fitted to the
+    client's limits when its turn comes: clients.batch)."""
     if args.folder is not None:
         raise ValueError("give a folder or --dicomweb URL, not both")
     since = parse_since(args.since) if args.since else None
-    options = study_options(args, image_limit)
+    options = study_options(args)
     refs = search_studies(args.dicomweb, args.modality, since)
     print(f"{len(refs)} studies found at {args.dicomweb}", file=sys.stderr, flush=True)
     return [DicomwebStudy(ref.study_uid, args.dicomweb, options) for ref in refs]

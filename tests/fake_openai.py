@@ -18,14 +18,16 @@ from benchmarks.tools.fake_endpoint import stream_reply
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
-    """/v1/models lists `models`; a chat completion answers `content` with `finish_reason`
-    (streamed: the fake endpoint's vLLM-format stream). Requests are kept in `seen`."""
+    """/v1/models lists `models` (each with the fields in `card`); a chat completion answers
+    `content` with `finish_reason` (streamed: the fake endpoint's vLLM-format stream).
+    Requests are kept in `seen`."""
 
     # HTTP/1.1 keeps the connection open as the streamed reply's `Connection: keep-alive`
     # promises; under HTTP/1.0 the server closed it and the client's next request on it
     # could fail with "Server disconnected without sending a response".
     protocol_version = "HTTP/1.1"
     models: list[str] = ["medgemma"]
+    card: dict[str, Any] = {}  # extra fields of each model entry (the guard's limits, say)
     content = "an answer"
     finish_reason = "stop"
     seen: list[tuple[str, str, dict[str, Any]]] = []
@@ -43,7 +45,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.seen.append(("GET", self.path, {}))
-        self.reply({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
+        data = [{"id": m, "object": "model", **self.card} for m in self.models]
+        self.reply({"object": "list", "data": data})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

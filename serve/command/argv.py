@@ -114,6 +114,12 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
     env["MEDGEMMA_GUARD_MEDIA_DOMAINS"] = ",".join(cfg.allowed_media_domains)
     env["MEDGEMMA_GUARD_LOCAL_MEDIA"] = "1" if cfg.allowed_local_media_path else "0"
     env["MEDGEMMA_GUARD_MAX_IN_FLIGHT"] = str(cfg.max_num_queued_reqs or 0)
+    # Published on /v1/models for clients to fit their prompts to (serve.guard.model_limits);
+    # without an image count in the config vLLM's own default applies, which is not known here.
+    if "image" in cfg.limit_mm_per_prompt:
+        env["MEDGEMMA_GUARD_IMAGES_PER_PROMPT"] = str(cfg.limit_mm_per_prompt["image"])
+    if cfg.max_model_len is not None:
+        env["MEDGEMMA_GUARD_MAX_MODEL_LEN"] = str(cfg.max_model_len)
     env["DO_NOT_TRACK"] = "1"
     env.update(lora_env(cfg))
     key = environ.get(cfg.api_key_env)

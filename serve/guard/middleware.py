@@ -24,7 +24,10 @@ exactly those:
 - an image whose header declares more than 2 x PIL's `MAX_IMAGE_PIXELS` makes PIL raise
   DecompressionBombError, a 500: the guard lifts PIL's own limit in the API server
   process, so vLLM's pixel check (`VLLM_MAX_IMAGE_PIXELS`, from `max_image_pixels`),
-  which runs on the header before any pixel is decoded, answers 400 instead.
+  which runs on the header before any pixel is decoded, answers 400 instead;
+- vLLM's `/v1/models` says nothing of how many images a prompt may hold: the guard adds
+  the deployment's limits to each model entry (serve.guard.model_limits), so a client can
+  fit a CT volume to them instead of meeting a 400.
 
 Everything else (JSON, field types, token and image-count limits, model names, the key
 on /v1) is vLLM's own validation. The
@@ -42,6 +45,8 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from serve.guard.model_limits import MODELS_PATH, PublishedLimits, publishing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -177,7 +182,8 @@ async def send_json(
 
 class RequestGuard:
     """ASGI middleware in front of all of vLLM's routes: API key on every non-probe route,
-    body-size limit, media-URL policy. Configured from the environment (see serve.command.argv)."""
+    body-size limit, media-URL policy, the limits on /v1/models. Configured from the
+    environment (see serve.command.argv)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -192,6 +198,7 @@ class RequestGuard:
         self.local_media = os.environ.get("MEDGEMMA_GUARD_LOCAL_MEDIA") == "1"
         self.max_in_flight = int(os.environ.get("MEDGEMMA_GUARD_MAX_IN_FLIGHT") or 0)
         self.in_flight = 0
+        self.limits = PublishedLimits.from_env()
         key = os.environ.get("VLLM_API_KEY")
         self.key_hash = key_hash(key) if key else None
         # vLLM checks width x height against VLLM_MAX_IMAGE_PIXELS on the image header,
@@ -217,6 +224,13 @@ class RequestGuard:
                 await send_json(send, 401, {"error": "Unauthorized"})
             return
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            if (
+                self.limits
+                and scope["type"] == "http"
+                and scope["method"] == "GET"
+                and scope["path"].removeprefix(scope.get("root_path", "")) == MODELS_PATH
+            ):
+                send = publishing(send, self.limits)
             await self.app(scope, receive, send)
             return
         declared = content_length(scope.get("headers", []))

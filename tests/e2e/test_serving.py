@@ -44,6 +44,18 @@ def test_models_lists_the_served_model(openai_client, server: LiveServer) -> Non
     assert "random" in server.model  # the stand-in says what it is
 
 
+def test_models_publish_the_servers_limits(server: LiveServer) -> None:
+    """The guard adds the config's image limit to vLLM's model card, which carries
+    max_model_len itself (cpu-tiny: 2 images, 4096 tokens); the body's length is right."""
+    with server.get_http_client() as http:
+        resp = http.get("/v1/models")
+    assert resp.status_code == 200, resp.text
+    assert int(resp.headers["content-length"]) == len(resp.content), resp.headers
+    (entry,) = resp.json()["data"]
+    assert entry["id"] == server.model, entry
+    assert (entry["max_images_per_prompt"], entry["max_model_len"]) == (2, 4096), entry
+
+
 def test_image_and_text_uses_256_image_tokens(openai_client, server: LiveServer) -> None:
     text_only = chat(openai_client, server, [SYSTEM, user("Describe this X-ray")])
     with_image = chat(openai_client, server, [SYSTEM, user("Describe this X-ray", 1)])

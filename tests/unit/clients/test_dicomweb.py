@@ -23,7 +23,9 @@ from clients.batch import DicomwebStudy, run_items
 from clients.chat import MedGemmaClient
 from clients.dicomweb import StudyRef, fetch_study, search_studies
 from clients.errors import PacsError, StudyError
+from clients.limits import Limits
 from clients.messages import count_images
+from clients.recipes import CT_VOLUME
 from clients.study_request import StudyOptions, fetch_request, request_for
 from clients.tasks import TASKS
 from serve.process import free_port
@@ -154,15 +156,18 @@ def test_an_unreachable_pacs_is_one_error_naming_the_url():
 
 @needs_orthanc
 def test_the_phantom_becomes_a_sampled_ct_request(pacs: LivePacs):
-    options = StudyOptions(max_slices=4, image_limit=8, window="soft-tissue", tags=("Modality",))
+    options = StudyOptions(max_slices=4, window="soft-tissue", tags=("Modality",))
+    limits = Limits(8, None, "server")
     request, sent = fetch_request(pacs.url, pacs.phantom_study, "Any lesion?", options)
     assert (sent.total, sent.indices, sent.window) == (60, (0, 20, 39, 59), "soft-tissue")
     assert count_images(request.messages) == 4
     texts = [p["text"] for p in request.messages[-1]["content"] if p["type"] == "text"]
-    assert texts == ["Modality: CT", "SLICE 1", "SLICE 2", "SLICE 3", "SLICE 4", "Any lesion?"]
+    assert texts[1:] == ["Modality: CT", "SLICE 1", "SLICE 2", "SLICE 3", "SLICE 4", "Any lesion?"]
+    assert texts[0] == CT_VOLUME.instruction, texts
     assert "PHANTOM" not in json.dumps(request.messages)
-    with pytest.raises(StudyError, match="60 images, above the server's limit of 8"):
-        fetch_request(pacs.url, pacs.phantom_study, "q", StudyOptions(image_limit=8))
+    _, sent = fetch_request(pacs.url, pacs.phantom_study, "q", limits=limits)
+    assert sent.indices == (0, 8, 17, 25, 34, 42, 51, 59), sent
+    assert sent.reason.startswith("the server takes at most 8 images per prompt"), sent
     with pytest.raises(ValueError, match="needs a report"):
         fetch_request(pacs.url, pacs.phantom_study, TASKS["summary"], options)
 
@@ -180,15 +185,74 @@ def test_chat_bad_input_is_one_line_each(pacs: LivePacs, cli: Callable[..., Run]
     line = one_error_line(cli(*base, "--dicomweb", url, "--study", UNKNOWN))
     assert line.startswith(f"error: cannot reach the PACS at {url} "), line
     study = ("--dicomweb", pacs.url, "--study", pacs.phantom_study)
-    line = one_error_line(cli(*base, *study, env={"MEDGEMMA_IMAGE_LIMIT": "2"}))
-    assert "60 images, above the server's limit of 2 images per prompt" in line, line
-    assert "--max-slices N" in line, line
-    line = one_error_line(cli(*base, *study, "--image-limit", "2", "--max-slices", "3"))
-    assert "--max-slices 3 is above the server's limit of 2" in line, line
     line = one_error_line(cli(*base, "--study", pacs.phantom_study))
     assert line == "error: --study needs --dicomweb: a study is fetched from a PACS by its UID"
     line = one_error_line(cli(*base, *study, "--tags", "PatientName"))
     assert "tag PatientName is not allowed in a prompt" in line, line
+
+
+@needs_orthanc
+@pytest.mark.parametrize(
+    ("card", "env", "says"),
+    [
+        (
+            {"max_images_per_prompt": 2, "max_model_len": 4096},
+            {},
+            ["sent 2 of 60 slices (CT, 3 windows): the server takes at most 2 images per prompt "
+             "(one slice per 148 mm of 148 mm; one per 10 mm takes 16"],
+        ),
+        (
+            {},
+            {"MEDGEMMA_IMAGE_LIMIT": "2"},
+            ["the server publishes no image limit: using --image-limit / MEDGEMMA_IMAGE_LIMIT, "
+             "2 images per prompt",
+             "sent 2 of 60 slices (CT, 3 windows): --image-limit / MEDGEMMA_IMAGE_LIMIT is 2"],
+        ),
+        (
+            {"max_images_per_prompt": 128, "max_model_len": 4096},
+            {},
+            ["sent 13 of 60 slices (CT, 3 windows): the server's context of 4096 tokens "
+             "(max_model_len) holds 13 images of 256 tokens"],
+        ),
+    ],
+)  # fmt: skip
+def test_chat_fits_the_volume_to_the_limits_it_learns_and_says_why(
+    pacs: LivePacs, cli: Callable[..., Run], card: dict, env: dict, says: list[str]
+):
+    with serve_fake_openai() as (url, server):
+        server.card = card
+        proc = cli(
+            "chat", "Describe this CT study", "--base-url", url, "--no-stream",
+            "--dicomweb", pacs.url, "--study", pacs.phantom_study, env=env,
+        )  # fmt: skip
+        posts = [body for method, _, body in server.seen if method == "POST"]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in says:
+        assert line in proc.stderr, proc.stderr
+    (body,) = posts
+    assert count_images(body["messages"]) == int(says[-1].split()[1]), proc.stderr
+    assert body["temperature"] == 0 and [m["role"] for m in body["messages"]] == ["user"]
+
+
+@needs_orthanc
+@pytest.mark.parametrize(
+    ("card", "says"),
+    [
+        ({"max_images_per_prompt": 0}, "the server takes no images (limit_mm_per_prompt image: 0)"),
+        ({"max_model_len": 400}, "not one image fits the server's context: max_model_len 400"),
+    ],
+)
+def test_a_server_that_cannot_take_one_slice_gets_nothing(
+    pacs: LivePacs, cli: Callable[..., Run], card: dict, says: str
+):
+    with serve_fake_openai() as (url, server):
+        server.card = card
+        proc = cli(
+            "chat", "q", "--base-url", url, "--dicomweb", pacs.url, "--study", pacs.phantom_study
+        )
+        posts = [body for method, _, body in server.seen if method == "POST"]
+    line = one_error_line(proc)
+    assert says in line and proc.returncode == 1 and posts == [], (line, posts)
 
 
 @needs_orthanc
@@ -203,8 +267,12 @@ def test_chat_sends_the_sampled_series_and_says_what_it_sent(
         posts = [body for method, _, body in server.seen if method == "POST"]
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "an answer", proc.stdout
-    sent = f"series {pacs.phantom_series} (CT): 3 of 60 image(s) sent (positions 0, 30, 59)"
+    sent = (
+        f"sent 3 of 60 slices (CT, 3 windows): --max-slices 3; series {pacs.phantom_series}, "
+        f"positions 0, 30, 59"
+    )
     assert sent in proc.stderr, proc.stderr
+    assert "the server publishes no image limit and none is set" in proc.stderr, proc.stderr
     (body,) = posts
     assert count_images(body["messages"]) == 3, body["messages"][-1]["content"][-1]
     assert "PHANTOM" not in proc.stderr + json.dumps(body)

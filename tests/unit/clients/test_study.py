@@ -1,5 +1,6 @@
-"""clients.study on the synthetic CT phantom and pydicom's bundled files: the slice budget and
-sample, the "SLICE n" layout, the allowed tags, and that no identifier reaches a prompt."""
+"""clients.study on the synthetic CT phantom and pydicom's bundled files: the sample, the
+"SLICE n" layout, the allowed tags, and that no identifier reaches a prompt (the recipes and
+the limits: test_recipes.py, test_limits.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from clients.errors import ImageError, StudyError
+from clients.recipes import CT_VOLUME
 from clients.study import (
     ALLOWED_TAGS,
     DEFAULT_TAGS,
     build_study_messages,
     sample_indices,
-    slice_budget,
 )
 from serve.pacs.phantom import PATIENT_ID, PATIENT_NAME, phantom_series
 from tests.studies import SPEC, bundled, images, one_line, texts
@@ -57,33 +58,24 @@ def test_a_budget_of_one_is_the_middle_slice_and_zero_is_refused():
         sample_indices(60, 0)
 
 
-def test_budget_above_the_image_limit_needs_max_slices():
-    with pytest.raises(StudyError, match=r"60 images.*limit of 16.*--max-slices N \(N <= 16\)"):
-        slice_budget(60, image_limit=16)
-    with pytest.raises(StudyError, match=r"--max-slices 20 is above the server's limit of 16"):
-        slice_budget(60, image_limit=16, max_slices=20)
-    assert slice_budget(60, image_limit=16, max_slices=8) == 8
-    assert slice_budget(10, image_limit=16) == 10
-    assert slice_budget(60) == 60
-    assert slice_budget(5, max_slices=8) == 5
-
-
 def test_slice_numbers_count_the_slices_sent_and_the_summary_keeps_the_positions(phantom):
     messages, sent = build_study_messages(phantom, "What do you see?", budget=5)
     parts = messages[-1]["content"]
     kinds = [p["type"] if p["type"] == "image_url" else p["text"] for p in parts]
     expected = [x for n in range(1, 6) for x in ("image_url", f"SLICE {n}")]
-    assert kinds == [*expected, "What do you see?"], kinds
+    assert kinds == [CT_VOLUME.instruction, *expected, "What do you see?"], kinds
     assert sent.indices == (0, 6, 12, 18, 24) and (sent.total, sent.sent) == (25, 5), sent
     assert sent.window == "rgb" and sent.modality == "CT"
-    assert "5 of 25 image(s)" in sent.line() and "window rgb" in sent.line()
+    assert sent.line().startswith("sent 5 of 25 slices (CT, 3 windows): --max-slices 5; "), sent
 
 
-def test_system_message_comes_first(phantom):
+def test_system_message_comes_first_and_a_volume_has_none_by_default(phantom):
     messages, _ = build_study_messages(
         phantom, "q", budget=2, system="You are an expert radiologist."
     )
     assert [m["role"] for m in messages] == ["system", "user"]
+    messages, _ = build_study_messages(phantom, "q", budget=2)
+    assert [m["role"] for m in messages] == ["user"], "the notebook: one user turn"
 
 
 def test_a_radiograph_is_one_image_without_a_slice_label():
@@ -130,11 +122,11 @@ def test_no_identifier_of_the_input_reaches_the_messages(phantom):
 
 def test_tags_add_only_the_allowed_tags_asked_for(phantom):
     messages, sent = build_study_messages(phantom, "q", budget=2, tags=DEFAULT_TAGS)
-    line = texts(messages)[0]
+    line = texts(messages)[1]  # after the instruction
     assert line == "Modality: CT; Body Part Examined: CHEST; Slice Thickness: 5.0", line
     assert sent.tags == ("Modality", "BodyPartExamined", "SliceThickness")  # no ViewPosition
     messages, _ = build_study_messages(phantom, "q", budget=2)
-    assert texts(messages) == ["SLICE 1", "SLICE 2", "q"], "no tags by default"
+    assert texts(messages)[1:] == ["SLICE 1", "SLICE 2", "q"], "no tags by default"
 
 
 @pytest.mark.parametrize(

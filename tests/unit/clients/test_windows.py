@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 
 from clients.errors import StudyError
 from clients.study import build_study_messages
-from clients.windows import HU_WINDOWS, RGB_WINDOWS
+from clients.windows import HU_WINDOWS, RGB_WINDOWS, window_frame
 from serve.pacs.phantom import hu_volume, phantom_series
 from tests.studies import SPEC, bundled, images, one_line
 
@@ -39,14 +39,18 @@ def test_each_window_gives_a_different_image(phantom):
 
 
 def test_rgb_is_three_different_windows_as_the_ct_notebook(phantom):
-    rgb, hu = lesion_image(phantom, "rgb")
-    assert rgb.ndim == 3 and rgb.shape[-1] == 3, rgb.shape
+    middle = phantom[SPEC.lesion_index]  # the phantom arrives in order
+    hu = hu_volume(SPEC)[SPEC.lesion_index]
+    rgb = window_frame(middle, None, middle, "rgb")
+    assert rgb.shape == (*hu.shape, 3) and rgb.dtype == np.uint8, rgb.shape
     r, g, b = (rgb[..., c].astype(int) for c in range(3))
     assert not np.array_equal(r, g) and not np.array_equal(g, b) and not np.array_equal(r, b)
-    # PNG is lossless here (few colours): each channel is its window of the HU exactly.
+    # The notebook's norm: clip, scale to 0..255, np.round (half to even); exactly.
     for c, (low, high) in enumerate(RGB_WINDOWS):
-        want = np.clip(np.rint((hu - low) / (high - low) * 255), 0, 255)
-        assert np.abs(rgb[..., c].astype(int) - want).max() <= 1, f"channel {c}"
+        want = np.round((np.clip(hu, low, high) - low) / (high - low) * 255)
+        assert np.array_equal(rgb[..., c], want.astype(np.uint8)), f"channel {c}"
+    sent, _ = lesion_image(phantom, "rgb")  # the recipe's JPEG (quality 75) of those pixels
+    assert sent.shape == rgb.shape and np.abs(sent.astype(int) - rgb).mean() < 4.0
 
 
 def test_the_lesion_stands_out_in_the_soft_tissue_window(phantom):

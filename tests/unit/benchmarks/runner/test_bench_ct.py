@@ -16,6 +16,7 @@ from benchmarks.runner.records import RequestRecord
 from benchmarks.runner.report import print_table
 from benchmarks.runner.scenario import ScenarioError, load_scenario, rate_units
 from benchmarks.runner.workload import kinds, prepare
+from clients.recipes import CT_VOLUME
 from serve.config.deployment import load_config
 from serve.pacs.phantom import PATIENT_ID, PATIENT_NAME
 from tests.conftest import REPO
@@ -37,13 +38,15 @@ def test_bench_ct_builds_studies_of_k_slices_with_their_labels() -> None:
         [user] = body["messages"]  # a literal prompt: no system message
         parts = user["content"]
         texts = [p["text"] for p in parts if p["type"] == "text"]
-        assert texts == [f"SLICE {n}" for n in range(1, k + 1)] + [s.prompts.text], texts
-        kinds_in_order = [p["type"] for p in parts[: 2 * k]]
+        labels = [f"SLICE {n}" for n in range(1, k + 1)]
+        assert texts == [CT_VOLUME.instruction, *labels, s.prompts.text], texts  # the recipe's
+        kinds_in_order = [p["type"] for p in parts[1 : 1 + 2 * k]]
         assert kinds_in_order == ["image_url", "text"] * k, "each slice, then its label"
-        url = parts[0]["image_url"]["url"]
-        png = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-        assert png.size == (64, 64) and png.mode == "RGB", (png.size, png.mode)  # RGB windows
-        assert np.asarray(png).std() > 0, "a slice with something in it"
+        url = parts[1]["image_url"]["url"]
+        assert url.startswith("data:image/jpeg;base64,"), url[:40]  # the notebook's JPEG
+        jpeg = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert jpeg.size == (64, 64) and jpeg.mode == "RGB", (jpeg.size, jpeg.mode)
+        assert np.asarray(jpeg).std() > 0, "a slice with something in it"
 
 
 def test_bench_ct_fits_its_deployment() -> None:
@@ -62,7 +65,8 @@ def test_a_task_prompt_keeps_its_system_text_before_the_study() -> None:
     system, user = body["messages"]
     assert system == {"role": "system", "content": "You are an expert radiologist."}
     texts = [p["text"] for p in user["content"] if p["type"] == "text"]
-    assert texts[:2] == ["SLICE 1", "SLICE 2"] and texts[2].startswith("Describe"), texts
+    assert texts[0] == CT_VOLUME.instruction, texts
+    assert texts[1:3] == ["SLICE 1", "SLICE 2"] and texts[3].startswith("Describe"), texts
 
 
 @pytest.mark.parametrize(
