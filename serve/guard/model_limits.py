@@ -69,7 +69,9 @@ def with_limits(body: bytes, limits: PublishedLimits) -> bytes | None:
             entry[IMAGES_FIELD] = limits.images_per_prompt
         if limits.max_model_len is not None and entry.get(CONTEXT_FIELD) is None:
             entry[CONTEXT_FIELD] = limits.max_model_len
-    return json.dumps(doc).encode()
+    # vLLM's own compact separators: the body stays as a client (or a `grep '"id":"'` in a
+    # shell script, clients/examples/curl_chat.sh) saw it before the limits were added.
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def publishing(send: Send, limits: PublishedLimits) -> Send:

@@ -77,6 +77,14 @@ def test_models_carry_the_image_limit_and_the_adapters_context(monkeypatch):
     assert (adapter["max_images_per_prompt"], adapter["max_model_len"]) == (2, 4096), adapter
 
 
+def test_the_list_keeps_vllms_compact_json(monkeypatch):
+    """vLLM answers `{"id":"base",...}` without spaces; scripts grep for that
+    (clients/examples/curl_chat.sh), so the rewritten list keeps the same separators."""
+    compact = json.dumps(MODEL_LIST, separators=(",", ":")).encode()
+    _, body = get(guard_for(monkeypatch, vllm_like(compact), "2", "4096"), "/v1/models")
+    assert b'"id":"base"' in body and b": " not in body and b", " not in body, body
+
+
 def test_vllms_own_context_length_is_kept_not_overwritten(monkeypatch):
     guard = guard_for(monkeypatch, vllm_like(json.dumps(MODEL_LIST).encode()), "8", "9999")
     _, body = get(guard, "/v1/models")
