@@ -16,9 +16,10 @@ from tests.images import data_url
 
 TEXT = {"type": "text", "text": "Describe this X-ray"}
 
-# Each rejection happens in the API server after the image was processed (and, with the
-# cache on, recorded in it): sampling checks, the length checks that need the image's
-# token count, the logprobs limit; streamed or not. (name, body changes, words the error has)
+# vLLM 0.32 answers five of these in the API server after it processed the image (with the
+# cache on, after recording it there): the sampling checks and the logprobs limit, streamed
+# or not; the huge max_tokens and the long prompt before (tests/e2e/test_image_cache.py).
+# (name, body changes, words the error has)
 REJECTED_WITH_IMAGE = [
     ("negative max_tokens", {"max_tokens": -5}, "max_tokens must be at least 1"),
     ("huge max_tokens", {"max_tokens": 10**9}, "cannot be greater than max_model_len"),

@@ -68,6 +68,11 @@ def metric(http: httpx.Client, name: str) -> float:
     )
 
 
+# vLLM answers these two before it processes the image (measured: only the second resend
+# hits the cache), so they could not drift; the other five are answered after.
+ANSWERED_BEFORE_PROCESSING = {"huge max_tokens", "prompt too long once the image is expanded"}
+
+
 def no_drift(server: LiveServer) -> None:
     log = server.text()
     assert "cache drift" not in log and "Traceback" not in log, log[-3000:]
@@ -82,11 +87,15 @@ def test_rejected_image_request_then_the_same_image_from_the_cache(
     with cached.get_http_client() as http:
         hits = metric(http, "vllm:mm_cache_hits_total")
         reject_then_resend(http, cached.model, name, changes, says)
-        wait_until(  # the resends' image came from the cache, not from processing it again
-            lambda: metric(http, "vllm:mm_cache_hits_total") >= hits + 2,
+        # the resends' image came from the cache the rejected request filled (both resends),
+        # or, if vLLM answered before processing it, from the first resend (the second)
+        want = hits + (1 if name in ANSWERED_BEFORE_PROCESSING else 2)
+        got = wait_until(
+            lambda: (n := metric(http, "vllm:mm_cache_hits_total")) >= want and n,
             30,
-            lambda: f"{name}: no cache hits (before {hits}); the cache was not used",
+            lambda: f"{name}: cache hits {metric(http, 'vllm:mm_cache_hits_total')}, want {want}",
         )
+        assert got == want, (name, hits, got, want)
     no_drift(cached)
 
 
