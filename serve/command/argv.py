@@ -25,6 +25,14 @@ GUARD_MIDDLEWARE = "serve.guard.middleware.RequestGuard"
 # vLLM fetches any http(s) image URL when its domain list is empty; a list holding only a
 # reserved, never-resolving name (RFC 2606 `.invalid`) makes it fetch nothing.
 NO_REMOTE_MEDIA = "remote-image-urls-disabled.invalid"
+# vLLM's processed-image cache in shared memory, never its default `lru`. With `lru` the API
+# server keeps only a record of what the engine holds and sends an image it has processed
+# before without its data; a request vLLM rejects after processing its images (max_tokens
+# -5, a prompt too long, ...) never reaches the engine, so the next request with the same
+# image got a 500 (vllm/multimodal/cache/lru.py, LruKeyReplicatedReceiverCache). With `shm`
+# the API server writes the processed image into shared memory that the engine reads
+# (vllm/multimodal/cache/shm.py): what it believes cached is cached (docs/operations.md).
+MM_CACHE_TYPE = "shm"
 
 
 def flag(name: str, value: Any) -> list[str]:
@@ -72,6 +80,8 @@ def to_vllm_argv(
         argv += flag("limit_mm_per_prompt", cfg.limit_mm_per_prompt)
     argv += flag("mm_processor_kwargs", cfg.mm_processor_kwargs)
     argv += flag("mm_processor_cache_gb", f"{cfg.mm_processor_cache_gb:g}")
+    if cfg.mm_processor_cache_gb > 0:
+        argv += flag("mm_processor_cache_type", MM_CACHE_TYPE)
     argv += flag("enable_prefix_caching", cfg.enable_prefix_caching)
     if cfg.enable_log_requests:
         argv += ["--enable-log-requests"]

@@ -100,12 +100,12 @@ class DeploymentConfig(BaseModel):
     mm_processor_cache_gb: float = Field(
         0,
         ge=0,
-        description="vLLM's cache of processed images in the API server (GiB). 0 (the default) "
-        "turns it off: with it on, a request that vLLM rejects after processing its image "
-        "(e.g. max_tokens: -5, temperature: -1, top_p: 2) leaves the API server believing the "
-        "engine holds that image, and the corrected request with the same image gets 500. Off "
-        "costs re-processing each image (no effect on prefix caching): on measured at 1.18x "
-        "the req/s when 16 users share 4 images (docs/benchmarks.md).",
+        description="vLLM's cache of processed images (GiB of shared memory, /dev/shm): an "
+        "image sent again (a volume's follow-up question) skips Gemma 3's image processor. 0 "
+        "(the default) turns it off. On, it runs as vLLM's `shm` type, never its default "
+        "`lru`, whose API server records an image as held by the engine even when vLLM then "
+        "rejects the request, so the corrected request with that image got 500 "
+        "(docs/operations.md#a-rejected-request-and-the-next-one). Ray renders turn it off.",
     )
     enable_prefix_caching: bool | None = Field(
         None,

@@ -34,6 +34,7 @@ from serve.render.k8s_router import router_labels, router_manifests
 from serve.render.ray import (
     RenderError,
     check_multi_node,
+    on_ray,
     ray_backend_flags,
     ray_head_command,
     ray_worker_command,
@@ -75,7 +76,7 @@ def leader_worker_set(cfg: DeploymentConfig) -> Manifest:
         f'until [ "$(ray status 2>/dev/null | grep -c " node_")" -ge {cfg.nodes} ]; '
         "do echo waiting for the Ray workers; sleep 5; done"
     )
-    serve = ["python3", "-m", SERVER_MODULE, *server_args(cfg), *ray_backend_flags(cfg)]
+    serve = ["python3", "-m", SERVER_MODULE, *server_args(on_ray(cfg)), *ray_backend_flags(cfg)]
     leader_script = " && ".join(
         [
             shlex.join(ray_head_command(cfg)),
@@ -211,6 +212,12 @@ def render_k8s(cfg: DeploymentConfig, thresholds: AlertThresholds | None = None)
             f"{field} ({replica_count(cfg)})"
         )
     check_multi_node(cfg)
+    if cfg.nodes == 1 and cfg.mm_processor_cache_gb >= cfg.kubernetes.shm_gib:
+        raise RenderError(
+            f"kubernetes.shm_gib: {cfg.kubernetes.shm_gib} GiB of /dev/shm cannot hold "
+            f"vLLM's processed-image cache (mm_processor_cache_gb {cfg.mm_processor_cache_gb:g}"
+            ", kept in shared memory) and leave room for the workers: raise shm_gib"
+        )
     workload = leader_worker_set(cfg) if cfg.nodes > 1 else deployment(cfg)
     router = router_manifests(cfg) if cfg.replicas is not None else []
     return [

@@ -102,6 +102,17 @@ def check_multi_node(cfg: DeploymentConfig) -> None:
         )
 
 
+def on_ray(cfg: DeploymentConfig) -> DeploymentConfig:
+    """`cfg` as the Ray executor can run it: without the processed-image cache. vLLM keeps
+    that cache in shared memory (serve.command.argv.MM_CACHE_TYPE), whose readers need a lock
+    that Ray's executor does not pass to its workers (vllm/v1/executor/ray_executor.py; the
+    worker then fails to start: vllm/multimodal/cache/factories.py). Data-parallel engines
+    use an API-server-only cache instead, which Ray does not affect."""
+    if cfg.mm_processor_cache_gb > 0 and cfg.data_parallel_size == 1:
+        return cfg.model_copy(update={"mm_processor_cache_gb": 0})
+    return cfg
+
+
 def render_ray(cfg: DeploymentConfig, model_path: str | None = None) -> RayLaunch:
     """Head, worker and server commands for `cfg` (pure but for the host CPU flags that
     resolve `dtype: auto` on the CPU, as `python -m serve` does). `model_path` replaces
@@ -110,7 +121,7 @@ def render_ray(cfg: DeploymentConfig, model_path: str | None = None) -> RayLaunc
         raise RenderError("stand_in: pass the folder the stand-in was built into as model_path")
     check_multi_node(cfg)
     # the same command as `python -m serve` (dtype auto resolved as on this machine)
-    host = for_host(cfg, host_cpu()["flags"])
+    host = for_host(on_ray(cfg), host_cpu()["flags"])
     serve = ["python", "-m", SERVER_MODULE, *to_vllm_argv(host, model_path)]
     env = {"RAY_ADDRESS": head_address(cfg), **to_server_env(cfg, {})}
     return RayLaunch(
@@ -119,8 +130,18 @@ def render_ray(cfg: DeploymentConfig, model_path: str | None = None) -> RayLaunc
         workers=cfg.nodes - 1,
         serve=serve + ray_backend_flags(cfg),
         env=env,
-        notes=topology_notes(cfg),
+        notes=topology_notes(cfg) + cache_notes(cfg),
     )
+
+
+def cache_notes(cfg: DeploymentConfig) -> list[str]:
+    if on_ray(cfg).mm_processor_cache_gb == cfg.mm_processor_cache_gb:
+        return []
+    return [
+        f"mm_processor_cache_gb {cfg.mm_processor_cache_gb:g} is rendered as 0: vLLM's "
+        "shared-memory image cache cannot run on Ray's executor, so every request's images "
+        "are processed again"
+    ]
 
 
 def _shell_words(argv: list[str]) -> str:

@@ -47,13 +47,26 @@ def test_cpu_default_argv() -> None:
     assert o["--dtype"] == "auto"  # resolved per host by for_host (server_command)
     assert "--tensor-parallel-size" not in o
     assert "--enable-log-requests" not in o  # prompts are patient data
-    # the processed-image cache drifts after a rejected request (500 on the resend): off
     assert o["--mm-processor-cache-gb"] == "0"
+    assert "--mm-processor-cache-type" not in o  # no cache, no type
 
 
-def test_processed_image_cache_size_can_be_set() -> None:
+def test_processed_image_cache_is_the_shared_memory_one() -> None:
+    """vLLM's default type (`lru`) drifts after a request rejected once its images were
+    processed (500 on the resend); `shm` cannot (serve.command.argv.MM_CACHE_TYPE)."""
     cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["mm_processor_cache_gb=1.5"])
-    assert opts(to_vllm_argv(cfg, "/m"))["--mm-processor-cache-gb"] == "1.5"
+    argv = to_vllm_argv(cfg, "/m")
+    o = opts(argv)
+    assert o["--mm-processor-cache-gb"] == "1.5"
+    assert o["--mm-processor-cache-type"] == "shm", argv
+    assert check_vllm_argv(argv) is None
+
+
+@pytest.mark.parametrize("name", ["cpu-volumes.yaml", "medgemma-1.5-4b-it.yaml"])
+def test_configs_with_the_cache_on_use_shared_memory(name: str) -> None:
+    o = opts(to_vllm_argv(load_config(CONFIGS / name), "/m"))
+    assert float(o["--mm-processor-cache-gb"] or 0) > 0
+    assert o["--mm-processor-cache-type"] == "shm"
 
 
 def test_gpu_argv_parallel_and_booleans() -> None:

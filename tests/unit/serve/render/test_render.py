@@ -123,6 +123,16 @@ def test_tp_across_nodes_is_rendered_with_a_warning() -> None:
     assert notes and "spans nodes" in notes[0], notes
 
 
+def test_ray_renders_the_processed_image_cache_off_and_says_so() -> None:
+    """vLLM's shared-memory image cache cannot start on Ray's executor (no worker lock);
+    `lru` would drift, so Ray gets no cache, and a note saying so."""
+    launch = render_ray(load_config(CONFIGS / "medgemma-1.5-4b-it-volumes.yaml"))
+    o = launch.serve
+    assert o[o.index("--mm-processor-cache-gb") + 1] == "0", o
+    assert "--mm-processor-cache-type" not in o, o
+    assert any("mm_processor_cache_gb 8 is rendered as 0" in n for n in launch.notes), launch
+
+
 def test_env_assignments_survive_the_shell() -> None:
     env = {"A": "0|1", "B": "", "RAY_ADDRESS": "${RAY_HEAD_IP}:6379", "C": "x y"}
     script = f"RAY_HEAD_IP=10.0.0.5; {env_assignments(env)} env"
@@ -349,6 +359,16 @@ def test_k8s_cli_stdout_and_out_dir(tmp_path: Path) -> None:
             "data_parallel_size: 3 replicas cannot be spread evenly over 2 nodes",
         ),
         (["k8s", "--config", "configs/nope.yaml"], "config file not found"),
+        (
+            [
+                "k8s",
+                "--config",
+                "configs/deployments/medgemma-1.5-4b-it-volumes.yaml",
+                "--set",
+                "kubernetes.shm_gib=8",
+            ],
+            "kubernetes.shm_gib: 8 GiB of /dev/shm cannot hold",
+        ),
     ],
 )
 def test_bad_input_names_the_field(
