@@ -52,6 +52,10 @@ COMMANDS = {
         "benchmarks.experiments.pan_and_scan",
         "prompt tokens per image with and without pan-and-scan",
     ),
+    "volumes": (
+        "benchmarks.experiments.volumes",
+        "a follow-up question on the same CT volume against its first (rounds, caches)",
+    ),
     "fake-endpoint": ("benchmarks.tools.fake_endpoint", "a zero-latency OpenAI endpoint"),
 }
 

@@ -6,9 +6,11 @@
         -u 4 -t 30s --workload W.jsonl --records R.jsonl ClosedLoopChat
     python benchmarks/locustfile.py --host http://127.0.0.1:8000/v1 --workload W.jsonl  # one user
 
-`ClosedLoopChat`: each user sends its next request when the last one ends (fixed
-concurrency). `OpenLoopChat`: one user starts requests at Poisson arrival times
-(`--arrival-rate`), whatever the latency, up to `--max-in-flight`.
+`ClosedLoopChat`: each user sends its next session when the last one ends (fixed
+concurrency). `OpenLoopChat`: one user starts sessions at Poisson arrival times
+(`--arrival-rate`), whatever the latency, up to `--max-in-flight`. A session is one
+request, or a study's first question then its follow-ups (benchmarks.runner.prepared),
+sent in order by the same user; each request's record carries its role.
 
 Both are `FastHttpUser`s (geventhttpclient: much less CPU per request than `HttpUser`'s
 requests, which matters when the load generator shares 2 cores with the server). The SSE
@@ -50,7 +52,7 @@ STATE: dict[str, Any] = {
     "url": "",
     "level": 0.0,
 }
-NEXT = itertools.count()  # index of the next prepared request (reset by --start-index)
+NEXT = itertools.count()  # index of the next prepared session (reset by --start-index)
 
 
 @events.init_command_line_parser.add_listener
@@ -122,7 +124,7 @@ def add_options(parser: Any) -> None:
         type=int,
         env_var="BENCH_START_INDEX",
         default=0,
-        help="first prepared request to send (the runner gives each level fresh ones: "
+        help="first prepared session to send (the runner gives each level fresh ones: "
         "vLLM caches the images and prefixes it has seen)",
     )
 
@@ -176,7 +178,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     opts = environment.parsed_options
     window = STATE["window"]
     window.setdefault("stop", time.time())
-    window["next_index"] = next(NEXT)  # requests taken, including any cut off at the stop
+    window["next_index"] = next(NEXT)  # sessions taken, including any cut off at the stop
     if opts is not None and opts.window_file:
         Path(opts.window_file).write_text(json.dumps(window))
     if STATE["records"] is not None:
@@ -184,9 +186,17 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         STATE["records"] = None
 
 
-def next_request() -> PreparedRequest:
+def next_session() -> list[PreparedRequest]:
+    """The next prepared session: its requests, to be sent in order by one user."""
     work = STATE["workload"]
     return work[next(NEXT) % len(work)]
+
+
+def parser_for(req: PreparedRequest) -> StreamParser:
+    """A stream parser started now for `req` (its record says what the request carried)."""
+    return StreamParser(
+        perf_counter(), time.time(), req.n_images, req.kind, STATE["level"], req.role, req.session
+    )
 
 
 def report(environment: Environment, record: RequestRecord) -> None:
@@ -226,7 +236,7 @@ class ChatUser(FastHttpUser):
         agent.valid_response_codes = frozenset(range(100, 600))
 
     def send(self, req: PreparedRequest) -> RequestRecord:
-        parser = StreamParser(perf_counter(), time.time(), req.n_images, req.kind, STATE["level"])
+        parser = parser_for(req)
         status, error = 0, ""
         try:
             resp = self.client.client.urlopen(
@@ -245,6 +255,13 @@ class ChatUser(FastHttpUser):
         report(self.environment, record)
         return record
 
+    def send_session(self, session: list[PreparedRequest]) -> None:
+        """The session's requests in order; a failed request ends it (a follow-up whose
+        first question failed would not find its images cached)."""
+        for req in session:
+            if not self.send(req).success:
+                return
+
 
 def error_text(body: bytes) -> str:
     """The message of an error body (or its first 300 bytes), at most 300 characters."""
@@ -258,7 +275,7 @@ class ClosedLoopChat(ChatUser):
 
     @task
     def chat(self) -> None:
-        self.send(next_request())
+        self.send_session(next_session())
 
 
 class OpenLoopChat(ChatUser):
@@ -278,11 +295,9 @@ class OpenLoopChat(ChatUser):
         while True:
             due += rng.expovariate(rate)
             gevent.sleep(max(0.0, due - perf_counter()))
-            req = next_request()
+            session = next_session()
             if pool.full():
-                saturated = StreamParser(
-                    perf_counter(), time.time(), req.n_images, req.kind, STATE["level"]
-                )
+                saturated = parser_for(session[0])
                 report(
                     self.environment,
                     saturated.finish(
@@ -290,7 +305,7 @@ class OpenLoopChat(ChatUser):
                     ),
                 )
             else:
-                pool.spawn(self.send, req)
+                pool.spawn(self.send_session, session)
 
 
 class RequestsChat(HttpUser):
@@ -302,8 +317,12 @@ class RequestsChat(HttpUser):
 
     @task
     def chat(self) -> None:
-        req = next_request()
-        parser = StreamParser(perf_counter(), time.time(), req.n_images, req.kind, STATE["level"])
+        for req in next_session():
+            if not self.send(req).success:
+                return
+
+    def send(self, req: PreparedRequest) -> RequestRecord:
+        parser = parser_for(req)
         status, error = 0, ""
         opts = self.environment.parsed_options
         timeout = opts.request_timeout if opts is not None else 600.0
@@ -321,7 +340,9 @@ class RequestsChat(HttpUser):
                 resp.success()  # the TTFT and E2E events carry the outcome
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             error = f"{type(exc).__name__}: {exc}"[:500]
-        report(self.environment, parser.finish(perf_counter(), status=status, error=error))
+        record = parser.finish(perf_counter(), status=status, error=error)
+        report(self.environment, record)
+        return record
 
 
 if __name__ == "__main__":

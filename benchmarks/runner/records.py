@@ -35,6 +35,8 @@ class RequestRecord:
     n_images: int = 0
     kind: str = "image"
     level: float = 0.0
+    role: str = ""  # first / follow_up / radiograph in a study scenario (prepared.ROLES)
+    session: int = -1  # the prepared session it belongs to (-1: none recorded)
 
     @property
     def end_s(self) -> float:
@@ -68,6 +70,8 @@ class StreamParser:
     n_images: int = 0
     kind: str = "image"
     level: float = 0.0
+    role: str = ""
+    session: int = -1
     first: float | None = None
     last: float | None = None
     itl: list[float] = field(default_factory=list)
@@ -133,6 +137,8 @@ class StreamParser:
             n_images=self.n_images,
             kind=self.kind,
             level=self.level,
+            role=self.role,
+            session=self.session,
         )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from benchmarks.runner.run import LevelResult
 
+CACHES = {"prefix_cache": "prefix cache (tokens)", "mm_cache": "processed-image cache (images)"}
 PLOTS = ("throughput.png", "latency_percentiles.png", "ttft_distribution.png", "tradeoff.png")
 
 
@@ -166,10 +167,14 @@ def print_table(summary: dict[str, Any], folder: Path | None = None) -> None:
     ):
         table.add_column(col, justify="right")
     for s in summary["levels"]:
+        # a study scenario: studies and slices of the first questions completed (a follow-up
+        # asks about a study already counted; a radiograph is no volume)
+        per_s = s["studies"]["studies_per_s"] if "studies" in s else s["request_throughput"]
+        images_per_s = s["studies"]["slices_per_s"] if "studies" in s else s["image_throughput"]
         table.add_row(
             f"{s['level']:g}",
-            f"{s['request_throughput']:.2f}",
-            *([f"{s['image_throughput']:.2f}"] if studies else []),
+            f"{per_s:.2f}",
+            *([f"{images_per_s:.2f}"] if studies else []),
             f"{s['output_throughput']:.1f}",
             f"{s['total_token_throughput']:.0f}",
             f"{s['goodput']:.2f}",
@@ -183,5 +188,32 @@ def print_table(summary: dict[str, Any], folder: Path | None = None) -> None:
     if not console.is_terminal:
         console = Console(width=160)  # a log or a pipe: do not squeeze the columns
     console.print(table)
+    for line in role_lines(summary):
+        console.print(line)
     if folder is not None:
         console.print(f"results: {folder}")
+
+
+def role_lines(summary: dict[str, Any]) -> list[str]:
+    """Per level of a study scenario: each role's TTFT and latency medians, the follow-up /
+    first ratios; then the run's prefix-cache and processed-image-cache hits."""
+    out = []
+    for s in summary["levels"]:
+        roles = s.get("roles") or {}
+        parts = [
+            f"{role} {r['completed']}/{r['requests']}: TTFT p50 {ms(r['ttft_ms'], 'p50')}, "
+            f"E2E p50 {ms(r['e2e_ms'], 'p50')}"
+            for role, r in roles.items()
+        ]
+        if parts:
+            ratios = s["studies"]["follow_up_over_first"]
+            shown = ", ".join(
+                f"{k.removesuffix('_ms')} {v:.2f}x" for k, v in ratios.items() if v is not None
+            )
+            tail = f"; follow-up / first: {shown}" if shown else ""
+            out.append(f"level {s['level']:g}: " + "; ".join(parts) + tail)
+    for name, c in (summary.get("caches") or {}).items():
+        what = CACHES.get(name, name)
+        rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.1%}"
+        out.append(f"{what} over the run: {c['hits']:,.0f} hits of {c['queries']:,.0f} ({rate})")
+    return out

@@ -38,8 +38,9 @@ from urllib.parse import urlsplit
 from benchmarks.runner import preflight, report, server_metrics, timeline
 from benchmarks.runner.cli import DEFAULT_BASE_URL, add_scenario_args, reported, scenario_from_args
 from benchmarks.runner.errors import BenchError
+from benchmarks.runner.followups import by_role
 from benchmarks.runner.metrics import best_level, in_window, summarise
-from benchmarks.runner.prepared import write_workload
+from benchmarks.runner.prepared import sessions, write_workload
 from benchmarks.runner.records import RequestRecord, read_records, write_records
 from benchmarks.runner.scenario import Scenario, rate_units, to_yaml
 from benchmarks.runner.server_metrics import Sampler
@@ -59,7 +60,7 @@ class LevelResult:
     summary: dict[str, Any]
     records: list[RequestRecord]  # inside the measurement window
     folder: Path
-    next_index: int = 0  # the next level starts here: fresh images, nothing cached
+    next_index: int = 0  # the next level starts at this session: fresh images, nothing cached
 
 
 @dataclass
@@ -160,7 +161,11 @@ def run_level(
     if stop <= start:
         raise BenchError(f"level {level:g} stopped before its warm-up ended; see {log_path}")
     records = in_window(read_records(folder / "records.jsonl"), start, stop)
-    summary = {"level": level, **summarise(records, stop - start, scenario.slo)}
+    summary = {
+        "level": level,
+        **summarise(records, stop - start, scenario.slo),
+        **by_role(records, stop - start),
+    }
     return LevelResult(level, summary, records, folder, window.get("next_index", 0))
 
 
@@ -202,10 +207,14 @@ def run_benchmark(
         preflight.probe(base_url, api_key, requests[0], scenario.request_timeout_s)
         folder = new_folder(out_root, name or scenario.name)
         say = (lambda *_: None) if quiet else print
-        say(f"prepared {len(requests)} requests in {prep_s:.1f} s; results in {folder}")
+        n_sessions = len(sessions(requests))
+        say(
+            f"prepared {len(requests)} requests ({n_sessions} sessions) in {prep_s:.1f} s; "
+            f"results in {folder}"
+        )
         write_identity(folder, scenario, base_url, models, api_key, command)
         levels = []
-        index = 1  # the probe sent request 0
+        index = 1  # the probe sent session 0's first request
         root = preflight.root_url(base_url)
         urls = server_metrics.targets(root, None if server else replicas_config(scenario))
         sampler = Sampler(urls, scenario.metrics_interval_s)
@@ -223,14 +232,19 @@ def run_benchmark(
                 levels.append(result)
                 index = max(result.next_index, index)
                 sampler.level = None
-        if index > len(requests):
+        if index > n_sessions:
             say(
-                f"warning: {index} requests sent but only {len(requests)} distinct "
+                f"warning: {index} sessions sent but only {n_sessions} distinct "
                 "(images.distinct): repeats may hit vLLM's image and prefix caches"
             )
         (folder / "metrics-after.txt").write_text(preflight.snapshot(f"{root}/metrics") or "")
     summary = overall_summary(scenario, base_url, model, levels, prep_s)
-    summary["requests_sent"], summary["distinct_requests"] = index, len(requests)
+    # sessions: one request each, or a study's first question and its follow-ups
+    summary["requests_sent"], summary["distinct_requests"] = index, n_sessions
+    summary["questions_per_session"] = 1 + len(scenario.prompts.follow_ups)
+    summary["caches"] = server_metrics.cache_totals(
+        (folder / "metrics-before.txt").read_text(), (folder / "metrics-after.txt").read_text()
+    )
     summary["series_origin_unix_s"] = round(origin, 3)
     summary["server_metrics"] = sampler.report()
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

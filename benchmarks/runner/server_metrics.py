@@ -136,6 +136,27 @@ def counter_deltas(before: Sample, after: Sample) -> dict[str, float]:
     return out
 
 
+def cache_totals(before: str, after: str) -> dict[str, Any]:
+    """vLLM's prefix-cache and processed-image-cache counters over a run, from the /metrics
+    pages before and after it: queries, hits and hit rate of each (tokens for the prefix
+    cache, images for the processed-image cache); {} when a page is missing or unreadable
+    (the run's own probe request comes before `before`)."""
+    try:
+        first, last = parse_page(before), parse_page(after)
+    except ValueError:
+        return {}
+    if not first or not last:
+        return {}
+    delta = counter_deltas(Sample(0.0, "0", None, first), Sample(1.0, "0", None, last))
+    out: dict[str, Any] = {}
+    for rate, hits, queries in HIT_RATES:
+        if queries in delta and hits in delta:
+            q, h = delta[queries], delta[hits]
+            name = rate.removesuffix("_hit_rate")
+            out[name] = {"queries": q, "hits": h, "hit_rate": round(h / q, 4) if q else None}
+    return out
+
+
 def write_series(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """The rows as CSV; None is an empty cell."""
     with path.open("w", newline="") as f:

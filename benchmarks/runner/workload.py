@@ -5,7 +5,10 @@ grey radiograph-like picture, a 16-bit DICOM dataset built in memory, or a CT st
 phantom series of `serve.pacs.phantom`). They are turned into chat messages by the
 clients' own code (`clients.image_input.to_image_part`, `clients.study.build_study_messages`,
 and the task presets through `serve.workload.messages.task_messages`), so the benchmark
-sends what a client sends. Each request body is serialised to JSON here, so the timed
+sends what a client sends; this module is the runner's one user of `clients`' builders.
+A CT scenario mixes studies with single radiographs (`images.radiograph_share`), and a
+session asks its first question then each of `prompts.follow_ups` on the same images
+(benchmarks.runner.followups). Each request body is serialised to JSON here, so the timed
 path only writes bytes.
 """
 
@@ -18,6 +21,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from benchmarks.runner.followups import role_of, with_question
 from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
 from clients.image_input import to_image_part
@@ -78,7 +82,8 @@ def image_part(rng: np.random.Generator, kind: str, scenario: Scenario, size: tu
 
 
 def kinds(scenario: Scenario) -> list[str]:
-    """The kind of each prepared request: exact shares, spread evenly (no randomness)."""
+    """The kind of each prepared session: exact shares, spread evenly (no randomness). A CT
+    scenario's sessions are studies, `images.radiograph_share` of them radiographs."""
     n = scenario.images.distinct
     mix = scenario.images
     out = []
@@ -86,17 +91,22 @@ def kinds(scenario: Scenario) -> list[str]:
         text_only = int((i + 1) * mix.text_only_share) > int(i * mix.text_only_share)
         j = i - int(i * mix.text_only_share)  # index among image requests
         dicom = int((j + 1) * mix.dicom_share) > int(j * mix.dicom_share)
-        image = "study" if mix.kind == "ct" else "dicom" if dicom else "image"
+        radiograph = int((j + 1) * mix.radiograph_share) > int(j * mix.radiograph_share)
+        if mix.kind == "ct":
+            image = "radiograph" if radiograph else "study"
+        else:
+            image = "dicom" if dicom else "image"
         out.append("text" if text_only else image)
     return out
 
 
 def study_messages(
     scenario: Scenario, i: int, spec: PhantomSpec
-) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    """(task name, messages, extra request fields) of the i-th request as a CT study: the
-    task's system text and question (as `task_messages` words them for one image), with the
-    phantom series laid out by clients.study (`per_request` slices, each then "SLICE n")."""
+) -> tuple[str, list[dict[str, Any]], dict[str, Any], str]:
+    """(task name, messages, extra request fields, question) of the i-th request as a CT
+    study: the task's system text and question (as `task_messages` words them for one
+    image), with the phantom series laid out by clients.study (`per_request` slices, each
+    then "SLICE n")."""
     placeholder = {"type": "image_url", "image_url": {"url": "data:,"}}  # replaced below
     task, messages, extra = task_messages(scenario, i, [placeholder])
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
@@ -108,7 +118,16 @@ def study_messages(
         system=system,
         max_size=scenario.images.max_size,
     )
-    return task, study, extra
+    return task, study, extra, question
+
+
+def last_question(messages: list[dict[str, Any]]) -> str:
+    """The text of the last text part of the last message (the question a follow-up
+    replaces)."""
+    content = messages[-1]["content"]
+    if isinstance(content, str):
+        return content
+    return next(p["text"] for p in reversed(content) if p["type"] == "text")
 
 
 def request_body(
@@ -131,12 +150,15 @@ def request_body(
 
 
 def prepare(scenario: Scenario, model: str) -> list[PreparedRequest]:
-    """Every distinct request of the run, encoded and serialised."""
+    """Every distinct session of the run, encoded and serialised: each image request
+    followed by its `prompts.follow_ups` (the same body with another question; roles set
+    for a CT scenario or one with follow-ups), in order."""
     rng = np.random.default_rng(scenario.seed or 0)
     sizes = scenario.images.sizes
     out = []
     n_image_requests = 0
     seed = scenario.seed or 0
+    roles = scenario.images.kind == "ct" or bool(scenario.prompts.follow_ups)
     for i, kind in enumerate(kinds(scenario)):
         if kind == "study":
             side = sizes[n_image_requests % len(sizes)][0]
@@ -146,17 +168,25 @@ def prepare(scenario: Scenario, model: str) -> list[PreparedRequest]:
                 slices=scenario.images.per_request, size=side, seed=seed + n_image_requests
             )
             n_image_requests += 1
-            task, messages, extra = study_messages(scenario, i, spec)
-            body = json.dumps(request_body(scenario, model, messages, extra), separators=(",", ":"))
-            out.append(PreparedRequest(body.encode(), scenario.images.per_request, kind, task))
-            continue
-        parts = []
-        if kind != "text":
-            for _ in range(scenario.images.per_request):
-                size = sizes[n_image_requests % len(sizes)]
-                parts.append(image_part(rng, kind, scenario, size))
-            n_image_requests += 1
-        task, messages, extra = task_messages(scenario, i, parts)
-        body = json.dumps(request_body(scenario, model, messages, extra), separators=(",", ":"))
-        out.append(PreparedRequest(body.encode(), len(parts), kind, task))
+            task, messages, extra, question = study_messages(scenario, i, spec)
+            n_images = scenario.images.per_request
+        else:
+            parts = []
+            if kind == "radiograph":  # one grey X-ray, as kind xray, of the first size
+                xray = xray_values(rng, *sizes[0], 255).astype(np.uint8)
+                parts.append(to_image_part(xray, max_size=scenario.images.max_size))
+                n_image_requests += 1
+            elif kind != "text":
+                for _ in range(scenario.images.per_request):
+                    size = sizes[n_image_requests % len(sizes)]
+                    parts.append(image_part(rng, kind, scenario, size))
+                n_image_requests += 1
+            task, messages, extra = task_messages(scenario, i, parts)
+            question, n_images = last_question(messages), len(parts)
+        questions = [question] if kind == "text" else [question, *scenario.prompts.follow_ups]
+        for q, text in enumerate(questions):
+            asked = messages if q == 0 else with_question(messages, question, text)
+            body = json.dumps(request_body(scenario, model, asked, extra), separators=(",", ":"))
+            role = role_of(kind, q) if roles else ""
+            out.append(PreparedRequest(body.encode(), n_images, kind, task, i, role))
     return out

@@ -80,9 +80,10 @@ class ImageMix(BaseModel):
         64,
         ge=1,
         le=4096,
-        description="Distinct prepared requests (each with its own images), sent in turn. vLLM "
-        "caches processed images, so repeats are cheaper than new images: use at least as many "
-        "as the run sends to measure uncached images.",
+        description="Distinct prepared requests (each with its own images), sent in turn; with "
+        "prompts.follow_ups, distinct sessions (a study and its follow-ups). vLLM caches "
+        "processed images and prefixes, so repeats are cheaper than new images: use at least "
+        "as many as the run sends to measure uncached images.",
     )
     max_size: int = Field(
         896, ge=16, description="Longest image side sent (the clients downscale larger images)."

@@ -185,4 +185,4 @@ def test_prepared_requests_are_streaming_chat_bodies(tmp_path: Path) -> None:
     # the workload file round-trips byte for byte
     path = tmp_path / "w.jsonl"
     write_workload(path, reqs)
-    assert read_workload(path) == reqs
+    assert read_workload(path) == [[r] for r in reqs]  # one request per session
