@@ -71,26 +71,12 @@ PRESETS: dict[str, Preset] = {
         max_position_embeddings=8192,
         sliding_window=512,
     ),
-    # The CPU twin of MedGemma 1.5 4B for CT/MR volumes (configs/deployments/cpu-volumes.yaml):
-    # tiny's widths, 1.5's shapes where serving volumes depends on them: the image geometry
-    # (every preset's), a 131,072-token context (an 85-slice volume is ~22.5 K tokens) and
-    # Gemma 3's 1,024-token sliding window on 5 of every 6 layers, so the KV cache and the
-    # prefix cache see a volume as the real model's would.
-    "volumes": Preset(
-        text_hidden=64,
-        text_layers=6,
-        text_heads=2,
-        text_kv_heads=1,
-        head_dim=32,
-        text_intermediate=128,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        vision_intermediate=64,
-        vocab_size=1024,
-        max_position_embeddings=131072,
-        sliding_window=1024,
-    ),
 }
 # Tiny's sizes with decisive logits and an image that reaches the text (serve.verify).
 PRESETS["verify"] = replace(PRESETS["tiny"], logit_gain=64.0, image_projection_std=0.08)
+# The CPU twin of MedGemma 1.5 4B for CT/MR volumes (configs/deployments/cpu-volumes.yaml):
+# tiny's widths, 1.5's shapes where serving volumes depends on them: the image geometry
+# (every preset's), a 131,072-token context (an 85-slice volume is ~22.5 K tokens) and
+# Gemma 3's 1,024-token sliding window on 5 of every 6 layers, so the KV cache and the
+# prefix cache see a volume as the real model's would.
+PRESETS["volumes"] = replace(PRESETS["tiny"], max_position_embeddings=131072, sliding_window=1024)
