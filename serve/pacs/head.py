@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, MRImageStorage, generate_uid
+from pydicom.uid import UID, MRImageStorage
 
-from serve.pacs.phantom import part10
+from serve.pacs.series import Plane, Series, part10, stored_bytes
+from serve.pacs.series import slice_dataset as slice_dataset_of
 
 PATIENT_NAME = "PHANTOM^MR"
 PATIENT_ID = "PHANTOM-0002"
@@ -76,7 +77,7 @@ class HeadSpec:
 
 def uid(spec: HeadSpec, what: str) -> UID:
     """A UID that depends only on the seed and `what` (study, series, frame, slice-n)."""
-    return generate_uid(entropy_srcs=["medgemma-serve MR head phantom", str(spec.seed), what])
+    return series(spec).uid(what)
 
 
 def patient_coordinates(spec: HeadSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,32 +127,39 @@ def stored_pixels(spec: HeadSpec) -> np.ndarray:
     return np.clip(np.rint(volume), 0, MAX_STORED).astype(np.uint16)
 
 
+def series(spec: HeadSpec) -> Series:
+    return Series(
+        sop_class=MRImageStorage,
+        modality="MR",
+        patient_name=PATIENT_NAME,
+        patient_id=PATIENT_ID,
+        study_description="Synthetic MR head phantom (not a patient)",
+        series_description="Sagittal T1 SE head phantom",
+        body_part="HEAD",
+        date="20240102",
+        time="090000",
+        uid_source="medgemma-serve MR head phantom",
+        seed=spec.seed,
+    )
+
+
 def slice_dataset(spec: HeadSpec, index: int, pixels: np.ndarray) -> Dataset:
     """Slice `index` (0-based) of the series, with its file meta and preamble."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = uid(spec, f"slice-{index}")
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240102"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "090000"
-    ds.AccessionNumber = ""
-    ds.Modality = "MR"
-    ds.Manufacturer = "medgemma-serve synthetic phantom"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "Synthetic MR head phantom (not a patient)"
-    ds.SeriesDescription = "Sagittal T1 SE head phantom"
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.BodyPartExamined = "HEAD"
+    position = spec.position(index)
+    plane = Plane(
+        index=index,
+        position=(float(position[0]), float(position[1]), float(position[2])),
+        orientation=ORIENTATION,
+        along_normal_mm=spec.along_normal_mm(index),
+        size=spec.size,
+        pixel_mm=spec.pixel_mm,
+        slice_mm=spec.slice_mm,
+    )
+    ds = slice_dataset_of(series(spec), plane, ["ORIGINAL", "PRIMARY", "M", "ND"])
     ds.ScanningSequence = "SE"
     ds.SequenceVariant = "NONE"
     ds.ScanOptions = ""
     ds.MRAcquisitionType = "2D"
-    ds.SliceThickness = spec.slice_mm
-    ds.SpacingBetweenSlices = spec.slice_mm
     ds.RepetitionTime = 500
     ds.EchoTime = 15
     ds.EchoTrainLength = 1
@@ -161,26 +169,11 @@ def slice_dataset(spec: HeadSpec, index: int, pixels: np.ndarray) -> Dataset:
     ds.MagneticFieldStrength = 1.5
     ds.FlipAngle = 90
     ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = uid(spec, "study")
-    ds.SeriesInstanceUID = uid(spec, "series")
-    ds.StudyID = "1"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = index + 1
-    ds.ImagePositionPatient = [round(float(v), 4) + 0.0 for v in spec.position(index)]
-    ds.ImageOrientationPatient = list(ORIENTATION)
-    ds.FrameOfReferenceUID = uid(spec, "frame")
-    ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = round(spec.along_normal_mm(index), 4)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = spec.size
-    ds.PixelSpacing = [round(spec.pixel_mm, 6), round(spec.pixel_mm, 6)]
-    ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ds.WindowCenter, ds.WindowWidth = 1500, 3000
-    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    ds.PixelData = stored_bytes(pixels, "<u2")
     return part10(ds)
 
 

@@ -19,18 +19,19 @@ and by position along the slice normal (z increases by `spec.slice_mm` each slic
   PATIENT_NAME / PATIENT_ID, obviously fake, so tests can check they never reach a prompt.
 
 `hu_volume(spec)` is the noiseless volume in HU, shape (slices, rows, cols), for tests.
-`part10(ds)` gives a Dataset its file meta and preamble (serve.pacs.head uses it too).
-`write_series(datasets, folder)` writes them as DICOM Part 10 files (the only I/O here).
+What every synthetic series shares (identifiers, plane, Part 10 files) is serve.pacs.series.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, CTImageStorage
+
+from serve.pacs.series import Plane, Series, part10, stored_bytes
+from serve.pacs.series import slice_dataset as slice_dataset_of
 
 PATIENT_NAME = "PHANTOM^CT"
 PATIENT_ID = "PHANTOM-0001"
@@ -76,7 +77,7 @@ class PhantomSpec:
 
 def uid(spec: PhantomSpec, what: str) -> UID:
     """A UID that depends only on the seed and `what` (study, series, frame, slice-n)."""
-    return generate_uid(entropy_srcs=["medgemma-serve CT phantom", str(spec.seed), what])
+    return series(spec).uid(what)
 
 
 def hu_volume(spec: PhantomSpec = PhantomSpec()) -> np.ndarray:
@@ -111,44 +112,35 @@ def stored_pixels(spec: PhantomSpec) -> np.ndarray:
     return np.clip(np.rint(volume - RESCALE_INTERCEPT), -32768, 32767).astype(np.int16)
 
 
+def series(spec: PhantomSpec) -> Series:
+    return Series(
+        sop_class=CTImageStorage,
+        modality="CT",
+        patient_name=PATIENT_NAME,
+        patient_id=PATIENT_ID,
+        study_description="Synthetic CT phantom (not a patient)",
+        series_description=spec.description,
+        body_part="CHEST",
+        date="20240101",
+        time="120000",
+        uid_source="medgemma-serve CT phantom",
+        seed=spec.seed,
+    )
+
+
 def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
     """Slice `index` (0-based) of the series, with its file meta and preamble."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = uid(spec, f"slice-{index}")
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.AccessionNumber = ""
-    ds.Modality = "CT"
-    ds.Manufacturer = "medgemma-serve synthetic phantom"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "Synthetic CT phantom (not a patient)"
-    ds.SeriesDescription = spec.description
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.BodyPartExamined = "CHEST"
-    ds.SliceThickness = spec.slice_mm
-    ds.SpacingBetweenSlices = spec.slice_mm
-    ds.StudyInstanceUID = uid(spec, "study")
-    ds.SeriesInstanceUID = uid(spec, "series")
-    ds.StudyID = "1"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = index + 1
     x0, y0 = spec.origin_xy_mm()
-    ds.ImagePositionPatient = [round(x0, 4), round(y0, 4), round(spec.z_mm(index), 4)]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.FrameOfReferenceUID = uid(spec, "frame")
-    ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = round(spec.z_mm(index), 4)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = spec.size
-    ds.PixelSpacing = [round(spec.pixel_mm, 6), round(spec.pixel_mm, 6)]
-    ds.BitsAllocated = 16
+    plane = Plane(
+        index=index,
+        position=(x0, y0, spec.z_mm(index)),
+        orientation=(1, 0, 0, 0, 1, 0),
+        along_normal_mm=spec.z_mm(index),
+        size=spec.size,
+        pixel_mm=spec.pixel_mm,
+        slice_mm=spec.slice_mm,
+    )
+    ds = slice_dataset_of(series(spec), plane, ["ORIGINAL", "PRIMARY", "AXIAL"])
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
@@ -156,33 +148,11 @@ def slice_dataset(spec: PhantomSpec, index: int, pixels: np.ndarray) -> Dataset:
     ds.RescaleIntercept = RESCALE_INTERCEPT
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
-    ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
+    ds.PixelData = stored_bytes(pixels, "<i2")
     return part10(ds)
-
-
-def part10(ds: Dataset) -> FileDataset:
-    """`ds` with its file meta (explicit VR little endian, its SOP class and instance) and a
-    preamble: written anywhere (STOW-RS included) as a Part 10 file."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
 
 
 def phantom_series(spec: PhantomSpec = PhantomSpec()) -> list[Dataset]:
     """The whole series, one Dataset per slice, in InstanceNumber order."""
     pixels = stored_pixels(spec)
     return [slice_dataset(spec, k, pixels[k]) for k in range(spec.slices)]
-
-
-def write_series(datasets: list[Dataset], folder: Path) -> list[Path]:
-    """Write each Dataset as `<folder>/<InstanceNumber:04d>.dcm`; returns the paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ds in datasets:
-        path = folder / f"{int(ds.InstanceNumber):04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths

@@ -34,9 +34,9 @@ from serve.pacs.phantom import (
     PhantomSpec,
     hu_volume,
     phantom_series,
-    write_series,
 )
 from serve.pacs.samples import SAMPLE_FILES, load, synthetic_labels
+from serve.pacs.series import write_series
 from serve.process import free_port
 from tests.conftest import REPO
 from tests.pacs_fixture import LivePacs, needs_orthanc
