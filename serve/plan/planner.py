@@ -60,7 +60,8 @@ class Plan:
     device_memory_gib: float | None
     tp: int
     pp: int
-    dp: int
+    dp: int  # independent engines: data_parallel_size x replicas.count
+    replicas: int  # replicas.count (vLLM servers behind vllm-router), 1 without `replicas:`
     nodes: int
     utilization: float | None
     parameters: int
@@ -135,7 +136,12 @@ def make_plan(
     problems = cap.parallel_problems(cfg.tensor_parallel_size, cfg.pipeline_parallel_size, shape)
     if problems:
         raise PlanError("\n".join(problems))
-    tp, pp, dp = cfg.tensor_parallel_size, cfg.pipeline_parallel_size, cfg.data_parallel_size
+    tp, pp = cfg.tensor_parallel_size, cfg.pipeline_parallel_size
+    # Replicas behind the router and data-parallel ranks are the same for capacity: engines
+    # of tp x pp devices each, every one with its own KV cache (the config allows one or the
+    # other, never both).
+    replicas = cfg.replicas.count if cfg.replicas else 1
+    dp = cfg.data_parallel_size * replicas
     dbytes = cap.dtype_bytes(cfg)
     mem = gpu.memory_bytes if gpu else 0
     weights = cap.weight_bytes_per_device(shape, tp, pp, dbytes)
@@ -215,6 +221,7 @@ def make_plan(
         tp=tp,
         pp=pp,
         dp=dp,
+        replicas=replicas,
         nodes=cfg.nodes,
         utilization=util,
         parameters=cap.param_counts(shape).total,

@@ -23,7 +23,9 @@ def format_plan(p: Plan, request: RequestShape) -> str:
     window = p.sliding_window or 0
     lines = [
         head,
-        f"parallel:           tensor {p.tp} x pipeline {p.pp} x data {p.dp} on {p.nodes} node(s)",
+        f"parallel:           tensor {p.tp} x pipeline {p.pp} x "
+        + (f"{p.replicas} replicas behind vllm-router" if p.replicas > 1 else f"data {p.dp}")
+        + f" on {p.nodes} node(s)",
         f"weights per device: {p.weights_gib:6.2f} {gib}  ({format_count(p.parameters)} "
         f"parameters{' in RAM, outside the KV budget' if p.device_memory_gib is None else ''})",
     ]
@@ -62,7 +64,7 @@ def format_plan(p: Plan, request: RequestShape) -> str:
         lines.append(
             f"concurrent requests: {p.concurrent_requests:,} ({p.kv_concurrency:,.0f} per replica "
             f"fit the KV cache, max_num_seqs {p.max_num_seqs}; bound by {bound}; x {p.dp} "
-            "replica(s))"
+            f"{'replicas' if p.replicas > 1 else 'data-parallel rank(s)'})"
         )
         lines.append("fits:               yes")
     else:

@@ -431,3 +431,29 @@ def test_bad_scenario_is_one_line(
 def test_efficiency_must_be_a_share(capsys: pytest.CaptureFixture[str], flag: str) -> None:
     code, _, err = run_main(capsys, "--config", str(CONFIGS / "medgemma-4b-it.yaml"), flag, "1.5")
     assert code == 2 and err.startswith(f"error: {flag} must be in (0, 1]"), err
+
+
+def test_replicas_behind_the_router_count_as_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    """4 replicas of one L4 each hold and serve what data_parallel_size 4 does: 4 x the
+    concurrency and the ceiling of one replica, and the report says which it is."""
+    replicas = CONFIGS / "medgemma-4b-it-4replicas.yaml"
+    just_one = ["replicas.count=1", "replicas.gpus=['0']"]
+    s, l4, req = shape("medgemma-4b-it"), GPUS["l4-24gb"], RequestShape()
+    one = make_plan(load_config(replicas, just_one), s, l4, req)
+    four = make_plan(load_config(replicas), s, l4, req)
+    dp4 = make_plan(load_config(CONFIGS / "medgemma-4b-it-dp4.yaml"), s, l4, req)
+    assert (one.replicas, four.replicas, dp4.replicas) == (1, 4, 1)
+    assert (one.dp, four.dp, dp4.dp) == (1, 4, 4)
+    assert four.concurrent_requests == 4 * one.concurrent_requests == dp4.concurrent_requests
+
+    def ceiling(*overrides: str) -> float:
+        sets = [arg for o in overrides for arg in ("--set", o)]
+        code, out, err = run_main(capsys, "--config", str(replicas), "--json", *sets)
+        assert code == 0, err
+        return float(json.loads(out)["roofline"]["ceiling"]["req_s"])
+
+    assert ceiling() == pytest.approx(4 * ceiling(*just_one), rel=1e-9)
+    code, text, err = run_main(capsys, "--config", str(replicas))
+    assert code == 0, err
+    assert "x 4 replicas behind vllm-router" in text and "x 4 replicas)" in text, text
+    assert text.splitlines()[0].startswith("medgemma-4b-it on 4 x l4-24gb"), text
