@@ -61,6 +61,8 @@ def to_vllm_argv(
     if model is None:
         raise ValueError("no model: build the stand-in first and pass its folder as model_path")
     argv = ["--model", str(model), "--served-model-name", cfg.model_name]
+    if cfg.revision and model == cfg.model and not is_local_path(model):
+        argv += flag("revision", cfg.revision) + flag("tokenizer_revision", cfg.revision)
     argv += flag("host", cfg.host) + flag("port", cfg.port) + flag("dtype", cfg.dtype)
     for name in (
         "max_model_len",

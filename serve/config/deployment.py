@@ -42,6 +42,14 @@ class DeploymentConfig(BaseModel):
         description="Hugging Face Hub id (e.g. google/medgemma-4b-it; gated: set HF_TOKEN) or a "
         "local folder with the weights. Leave empty when `stand_in` is set.",
     )
+    revision: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{40}$",
+        description="The hub model's commit hash (40 hex digits) to load: vLLM's --revision "
+        "and --tokenizer-revision, so every start serves the same files. Without it a hub "
+        "id loads whatever the hub's main branch holds at first start (the launcher warns). "
+        "Ignored for a local folder.",
+    )
     stand_in: StandIn | None = Field(
         None,
         description="Serve the locally built random-weight stand-in instead of `model` "

@@ -47,3 +47,15 @@ def hub_model_config(model: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def unpinned_warning(model: str | None, revision: str | None) -> str | None:
+    """The warning for a hub model loaded without a pinned commit, or None: a local folder
+    (`is_local_path`) or a stand-in (no `model`) never warns."""
+    if model is None or revision or is_local_path(model) or not HF_ID.match(model):
+        return None
+    return (
+        f"warning: revision: {model} is a hub id with no commit pinned, so each new cache "
+        "loads whatever the hub's main branch holds then; set `revision:` to the commit "
+        "hash you verified (docs/deploying.md)"
+    )

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from serve.config.deployment import ConfigError, DeploymentConfig, load_config
+from serve.config.model_source import unpinned_warning
 from serve.config.yaml_file import describe_fields, source_name
 
 DEFAULT_LOG_DIR = Path("logs")
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if warning := unpinned_warning(cfg.model, cfg.revision):
+        print(warning, file=sys.stderr)
     if args.dry_run:
         print(dry_run(cfg))
         return 0

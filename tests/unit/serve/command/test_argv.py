@@ -164,3 +164,20 @@ def test_for_host_resolves_auto_dtype_on_the_cpu(
     cfg = load_config(CONFIGS / name, {"dtype": dtype})
     assert opts(to_vllm_argv(for_host(cfg, flags), "/m"))["--dtype"] == expected
     assert cfg.dtype == dtype  # the config itself is not changed
+
+
+PINNED = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_a_pinned_hub_model_loads_its_commit_and_a_folder_ignores_it(tmp_path: Path) -> None:
+    hub = load_config(CONFIGS / "medgemma-4b-it.yaml", [f"revision={PINNED}"])
+    got = opts(to_vllm_argv(hub))
+    assert got["--revision"] == got["--tokenizer-revision"] == PINNED, got
+    assert check_vllm_argv(to_vllm_argv(hub)) is None  # vLLM's own parser takes both
+    # The weights in a folder (the stand-in's, or a download): no revision to pass.
+    assert "--revision" not in to_vllm_argv(hub, model_path=str(tmp_path))
+    folder = load_config(
+        CONFIGS / "medgemma-4b-it.yaml", [f"model={tmp_path}", f"revision={PINNED}"]
+    )
+    assert "--revision" not in to_vllm_argv(folder)
+    assert "--revision" not in to_vllm_argv(load_config(CONFIGS / "medgemma-4b-it.yaml"))

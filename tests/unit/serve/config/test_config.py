@@ -253,3 +253,30 @@ def test_a_server_start_runs_the_preflight_first(tmp_path: Path) -> None:
         server.start()
     assert isinstance(err.value, ConfigError) and "does not exist" in str(err.value)
     assert server.proc is None and not (tmp_path / "log").exists()
+
+
+def test_a_revision_is_a_commit_hash_and_an_unpinned_hub_model_is_warned_of(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from serve.launch import cli
+    from tests.in_process import run_main
+
+    gpu = str(CONFIGS / "medgemma-4b-it.yaml")
+    bad = run_main(cli.main, ["--config", gpu, "--set", "revision=main", "--dry-run"], capsys)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad
+    assert "revision: String should match pattern '^[0-9a-f]{40}$'" in bad.stderr, bad.stderr
+    unpinned = run_main(cli.main, ["--config", gpu, "--dry-run"], capsys)
+    assert unpinned.returncode == 0, unpinned.stderr
+    warning = [ln for ln in unpinned.stderr.splitlines() if ln.startswith("warning:")]
+    assert warning == [
+        "warning: revision: google/medgemma-4b-it is a hub id with no commit pinned, so each "
+        "new cache loads whatever the hub's main branch holds then; set `revision:` to the "
+        "commit hash you verified (docs/deploying.md)"
+    ], unpinned.stderr
+    pinned = run_main(
+        cli.main, ["--config", gpu, "--set", f"revision={'a' * 40}", "--dry-run"], capsys
+    )
+    assert pinned.returncode == 0 and "warning:" not in pinned.stderr, pinned.stderr
+    assert f"--revision {'a' * 40}" in pinned.stdout, pinned.stdout
+    tiny = run_main(cli.main, ["--config", str(CONFIGS / "cpu-tiny.yaml"), "--dry-run"], capsys)
+    assert tiny.returncode == 0 and "warning:" not in tiny.stderr, tiny.stderr
