@@ -103,6 +103,15 @@ class KubernetesSettings(BaseModel):
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="Type of the Service in front of the API."
     )
+    max_surge: int = Field(
+        1,
+        ge=0,
+        le=1,
+        description="Deployment rollout: 1 (default) starts each new vLLM pod before its old "
+        "one stops (no gap, but it needs a spare GPU); 0 stops the old pod first (the API "
+        "is down while the new one loads) - for a cluster with no GPU to spare, where a "
+        "surge pod would wait Pending and the rollout never finish.",
+    )
     max_unavailable: int = Field(
         1,
         ge=1,

@@ -59,12 +59,19 @@ def deployment(cfg: DeploymentConfig) -> Manifest:
         "spec": {
             "replicas": replica_count(cfg),
             "selector": {"matchLabels": {**labels(cfg), "medgemma-serve/role": "server"}},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
+            "strategy": rollout_strategy(cfg),
             "template": pod_template(cfg, container, "server"),
         },
+    }
+
+
+def rollout_strategy(cfg: DeploymentConfig) -> dict[str, Any]:
+    """One pod at a time: a surge pod first (needs a free GPU), or with max_surge 0 the old
+    pod stopped first (a one-GPU cluster, where a surge pod would wait Pending for ever)."""
+    surge = cfg.kubernetes.max_surge
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 0 if surge else 1},
     }
 
 

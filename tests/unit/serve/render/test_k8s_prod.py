@@ -355,6 +355,17 @@ def test_the_budget_lets_a_drain_take_one_pod(path: Path) -> None:
         assert not matches(pdb["selector"], router_pod_labels(ms))
 
 
+def test_a_one_gpu_cluster_can_roll_out_with_max_surge_0() -> None:
+    """The default rollout starts the new pod first (it needs a second GPU); max_surge 0
+    stops the old one first, so a rollout can finish on a one-GPU cluster."""
+    default = workload(manifests(H100))["spec"]["strategy"]["rollingUpdate"]
+    assert default == {"maxSurge": 1, "maxUnavailable": 0}, default
+    one_gpu = workload(manifests(H100, "kubernetes.max_surge=0"))
+    assert one_gpu["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    for version in K8S_VERSIONS:
+        validate_strict(one_gpu, version)
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
@@ -363,6 +374,7 @@ def test_the_budget_lets_a_drain_take_one_pod(path: Path) -> None:
     [
         (H100, ["kubernetes.tls_secret=Medgemma_TLS"], "kubernetes.tls_secret: 'Medgemma_TLS'"),
         (H100, ["kubernetes.max_unavailable=0"], "kubernetes.max_unavailable:"),
+        (H100, ["kubernetes.max_surge=2"], "kubernetes.max_surge:"),
         (H100, ["kubernetes.gpu_placement=gpu"], "kubernetes.gpu_placement:"),
         (H100, ['kubernetes.gpu_products=["NVIDIA H100"]'], "kubernetes.gpu_products:"),
         (H100, ["kubernetes.gpu_products=[]"], "kubernetes.gpu_products:"),
