@@ -1,7 +1,7 @@
 """The production parts of `python -m serve render k8s`: GPU placement (node affinity on
 GPU Feature Discovery's labels), the NetworkPolicy, TLS from a Secret and the
 PodDisruptionBudget, for the H100, the 4-replica and the 2-node configs, each object
-validated strictly against the Kubernetes schemas; and bad input, one line naming the field.
+validated strictly against the Kubernetes schemas (bad input: test_k8s_refusals.py).
 
 Whether a rule admits a node is worked out here by the scheduler's and the network
 plugin's documented semantics (matchLabels, In, Gt; the peers of a NetworkPolicy rule)
@@ -24,7 +24,6 @@ from serve.plan.inputs import load_gpus
 from serve.render.k8s import render_k8s
 from serve.render.k8s_placement import pod_specs
 from tests.conftest import REPO
-from tests.in_process import run_main
 from tests.unit.serve.render.test_render import K8S_VERSIONS, validate_strict
 
 CONFIGS = REPO / "configs" / "deployments"
@@ -364,73 +363,3 @@ def test_a_one_gpu_cluster_can_roll_out_with_max_surge_0() -> None:
     assert one_gpu["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     for version in K8S_VERSIONS:
         validate_strict(one_gpu, version)
-
-
-# --- bad input ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("config", "sets", "needle"),
-    [
-        (H100, ["kubernetes.tls_secret=Medgemma_TLS"], "kubernetes.tls_secret: 'Medgemma_TLS'"),
-        (H100, ["kubernetes.max_unavailable=0"], "kubernetes.max_unavailable:"),
-        (H100, ["kubernetes.max_surge=2"], "kubernetes.max_surge:"),
-        (H100, ["kubernetes.gpu_placement=gpu"], "kubernetes.gpu_placement:"),
-        (H100, ['kubernetes.gpu_products=["NVIDIA H100"]'], "kubernetes.gpu_products:"),
-        (H100, ["kubernetes.gpu_products=[]"], "kubernetes.gpu_products:"),
-        (H100, ['kubernetes.node_selector={"gpu type": "h100"}'], "kubernetes.node_selector:"),
-        (
-            H100,
-            ['kubernetes.network_policy.client_cidrs=["10.0.0.0/33"]'],
-            "kubernetes.network_policy.client_cidrs: '10.0.0.0/33'",
-        ),
-        (
-            H100,
-            ['kubernetes.network_policy.client_pods={"app": "a viewer"}'],
-            "kubernetes.network_policy.client_pods:",
-        ),
-        (
-            H100,
-            ["kubernetes.network_policy.monitoring_namespace=Monitoring"],
-            "kubernetes.network_policy.monitoring_namespace:",
-        ),
-        (H100, ["gpu_type=h900"], "gpu_type: 'h900' is not in serve/plan/gpus.yaml"),
-        (
-            H100,
-            ["ssl_certfile=/etc/tls/c.pem", "ssl_keyfile=/etc/tls/k.pem"],
-            "ssl_certfile: a file on this machine is not in the pod",
-        ),
-        (REPLICAS, TLS, "kubernetes.tls_secret: with `replicas:` vllm-router"),
-        (
-            REPLICAS,
-            ['kubernetes.network_policy.client_pods={"app": "viewer"}'],
-            "kubernetes.network_policy.client_pods: with `replicas:`",
-        ),
-        (
-            H100,
-            ["kubernetes.service_type=LoadBalancer"],
-            "kubernetes.network_policy.client_cidrs: a LoadBalancer Service",
-        ),
-        (
-            H100,
-            ["gpu_type=null", "kubernetes.gpu_placement=product"],
-            "kubernetes.gpu_placement: product needs gpu_type",
-        ),
-    ],
-)
-def test_bad_input_is_one_line_naming_the_field(
-    config: Path, sets: list[str], needle: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from serve.__main__ import main
-
-    argv = ["render", "k8s", "--config", str(config)]
-    for item in sets:
-        argv += ["--set", item]
-    out = run_main(main, argv, capsys)
-    assert out.returncode == 2, out
-    assert out.stdout == "" and "Traceback" not in out.stderr, out
-    lines = out.stderr.splitlines()
-    # A refusal of the render is one line; the schema's answer adds the file's name first.
-    problem = lines[-1].strip().removeprefix("error: ")
-    assert problem.startswith(needle), out.stderr
-    assert len(lines) <= 2 and lines[0].startswith("error: "), out.stderr
