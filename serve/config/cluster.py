@@ -8,21 +8,18 @@ never written.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+from serve.config.k8s_names import dns_label, label_value, labels
+from serve.config.network import NetworkPolicySettings
 
-
-def _dns_label(v: str | None) -> str | None:
-    if v is not None and (len(v) > 63 or not DNS_LABEL.match(v)):
-        raise ValueError(
-            f"{v!r} is not a Kubernetes name (lower-case letters, digits and '-', "
-            "at most 63 characters, starting and ending with a letter or digit)"
-        )
-    return v
+# How the pods are placed by GPU (NVIDIA GPU Feature Discovery's node labels):
+# memory - on nodes whose GPUs have at least gpu_type's memory, preferring its products;
+# product - only on nodes whose GPU product is one of gpu_type's (or gpu_products);
+# none - no GPU rule (node_selector alone).
+GpuPlacement = Literal["memory", "product", "none"]
 
 
 class KubernetesSettings(BaseModel):
@@ -73,19 +70,76 @@ class KubernetesSettings(BaseModel):
     memory_gib: int = Field(64, ge=1, description="Memory request and limit of each pod (GiB).")
     node_selector: dict[str, str] = Field(
         default_factory=dict,
-        description="Node labels the pods require, e.g. {nvidia.com/gpu.product: NVIDIA-L4}.",
+        description="Node labels the pods require, e.g. {nvidia.com/gpu.product: NVIDIA-L4}; "
+        "added to the gpu_placement rule (a node must satisfy both).",
+    )
+    gpu_placement: GpuPlacement = Field(
+        "memory",
+        description="Node affinity from `gpu_type` on NVIDIA GPU Feature Discovery's labels. "
+        "`memory` (default): require nvidia.com/gpu.memory above 95% of gpu_type's memory "
+        "(serve/plan/gpus.yaml; the sizes were planned for it) and prefer its "
+        "nvidia.com/gpu.product strings; `product`: require one of those products; "
+        "`none`: no GPU rule (node_selector only). Needs gpu_type for cuda configs.",
+    )
+    gpu_products: list[str] | None = Field(
+        None,
+        description="nvidia.com/gpu.product values to prefer (gpu_placement memory) or "
+        "require (product) instead of gpu_type's in serve/plan/gpus.yaml, e.g. "
+        "[NVIDIA-H100-NVL] for a SKU the catalogue does not list.",
+    )
+    tls_secret: str | None = Field(
+        None,
+        description="Secret of type kubernetes.io/tls (`kubectl create secret tls NAME "
+        "--cert=... --key=...`) mounted read-only into the vLLM pods: the server gets "
+        "--ssl-certfile/--ssl-keyfile on the mount and serves HTTPS. The rendering machine "
+        "needs neither file; `ssl_certfile`/`ssl_keyfile` are for local runs and render "
+        "k8s refuses them without this.",
+    )
+    network_policy: NetworkPolicySettings = Field(
+        default_factory=NetworkPolicySettings,
+        description="The NetworkPolicy of the vLLM pods: who may connect, where they may "
+        "connect to.",
     )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="Type of the Service in front of the API."
     )
+    max_surge: int = Field(
+        1,
+        ge=0,
+        le=1,
+        description="Deployment rollout: 1 (default) starts each new vLLM pod before its old "
+        "one stops (no gap, but it needs a spare GPU); 0 stops the old pod first (the API "
+        "is down while the new one loads) - for a cluster with no GPU to spare, where a "
+        "surge pod would wait Pending and the rollout never finish.",
+    )
     max_unavailable: int = Field(
-        1, ge=0, description="PodDisruptionBudget: replicas a voluntary disruption may take."
+        1,
+        ge=1,
+        description="PodDisruptionBudget: vLLM pods a voluntary disruption (node drain, "
+        "upgrade) may take at once. At least 1: with 0, or with one replica and a "
+        "minAvailable, `kubectl drain` would wait forever on a one-GPU cluster.",
     )
 
-    @field_validator("name", "namespace", "hf_token_secret", "api_key_secret")
+    @field_validator("name", "namespace", "hf_token_secret", "api_key_secret", "tls_secret")
     @classmethod
     def _k8s_names(cls, v: str | None) -> str | None:
-        return _dns_label(v)
+        return dns_label(v)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return labels(v)
+
+    @field_validator("gpu_products")
+    @classmethod
+    def _products(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list: name at least one product, or leave it unset")
+        for product in v or []:
+            if not product:
+                raise ValueError("an empty product string")
+            label_value(product)
+        return v
 
 
 class RaySettings(BaseModel):

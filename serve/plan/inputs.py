@@ -1,6 +1,6 @@
 """What the planner reads: the shape of the model a deployment config serves, and the GPU
 catalogue `serve/plan/gpus.yaml` (memory, links, and the roofline's bandwidth and peak bf16
-FLOP/s), refusing an entry that lacks a field.
+FLOP/s; the node labels `render k8s` places pods by), refusing an entry that lacks a field.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Gpu:
     max_per_node: int
     memory_bandwidth_gb_s: float  # peak device-memory bandwidth, decimal GB/s
     bf16_dense_tflops: float  # peak bf16 tensor-core TFLOP/s without sparsity
+    # nvidia.com/gpu.product values GPU Feature Discovery gives its nodes (optional).
+    gfd_products: tuple[str, ...] = ()
 
     @property
     def memory_bytes(self) -> int:
@@ -81,6 +83,13 @@ GPU_FIELDS = (
 POSITIVE_GPU_FIELDS = ("memory_mib", "max_per_node", "memory_bandwidth_gb_s", "bf16_dense_tflops")
 
 
+def products(value: object) -> tuple[str, ...]:
+    """A catalogue entry's `gfd_products`: a list of non-empty strings. Raises ValueError."""
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ValueError("gfd_products must be a list of product strings")
+    return tuple(value)
+
+
 def load_gpus(path: Path = GPUS_FILE) -> dict[str, Gpu]:
     """The GPU catalogue, by name. Raises ShapeError naming the GPU and the field."""
     try:
@@ -111,6 +120,7 @@ def load_gpus(path: Path = GPUS_FILE) -> dict[str, Gpu]:
                 max_per_node=int(entry["max_per_node"]),
                 memory_bandwidth_gb_s=float(entry["memory_bandwidth_gb_s"]),
                 bf16_dense_tflops=float(entry["bf16_dense_tflops"]),
+                gfd_products=products(entry.get("gfd_products", [])),
             )
         except (TypeError, ValueError) as exc:
             raise ShapeError(f"{where}: unusable value ({exc})") from None

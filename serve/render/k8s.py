@@ -2,13 +2,15 @@
 
 One node per replica renders a Deployment; `nodes > 1` renders a LeaderWorkerSet
 (leaderworkerset.x-k8s.io/v1, a CRD) whose leader starts the Ray head and vLLM with the
-Ray backend and whose workers join it (the commands of `serve.render.ray`). A `replicas:`
-config adds vllm-router in front of the replica pods (serve.render.k8s_router). Beside it: a
-Namespace, the model-cache PersistentVolumeClaim, a Service, a PodDisruptionBudget and a
-HorizontalPodAutoscaler (autoscaling/v2) on vLLM's waiting-requests gauge served through
-the custom-metrics API (prometheus-adapter); last the monitoring (serve.render.k8s_monitor:
-PodMonitors, a PrometheusRule, the Grafana dashboard as a ConfigMap). Secrets (HF token,
-API key) are referenced by name, never written.
+Ray backend and whose workers join it (the commands of `serve.render.ray`); its pods are
+placed by `gpu_type` (serve.render.k8s_placement). A `replicas:` config adds vllm-router in
+front of the replica pods (serve.render.k8s_router). Beside it: a Namespace, the
+model-cache PersistentVolumeClaim, a Service, a NetworkPolicy (serve.render.k8s_network), a
+PodDisruptionBudget and a HorizontalPodAutoscaler (autoscaling/v2) on vLLM's
+waiting-requests gauge served through the custom-metrics API (prometheus-adapter); last
+the monitoring (serve.render.k8s_monitor: PodMonitors, a PrometheusRule, the Grafana
+dashboard as a ConfigMap). Secrets (HF token, API key, TLS certificate) are referenced by
+name, never written.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Any
 from serve.command.argv import SERVER_MODULE
 from serve.config.deployment import DeploymentConfig
 from serve.render.alerts import AlertThresholds
+from serve.render.k8s_checks import check_production
 from serve.render.k8s_monitor import monitoring_manifests
+from serve.render.k8s_network import network_policy
+from serve.render.k8s_placement import node_affinity, place
 from serve.render.k8s_pod import (
     health_probes,
     labels,
@@ -54,12 +59,19 @@ def deployment(cfg: DeploymentConfig) -> Manifest:
         "spec": {
             "replicas": replica_count(cfg),
             "selector": {"matchLabels": {**labels(cfg), "medgemma-serve/role": "server"}},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
+            "strategy": rollout_strategy(cfg),
             "template": pod_template(cfg, container, "server"),
         },
+    }
+
+
+def rollout_strategy(cfg: DeploymentConfig) -> dict[str, Any]:
+    """One pod at a time: a surge pod first (needs a free GPU), or with max_surge 0 the old
+    pod stopped first (a one-GPU cluster, where a surge pod would wait Pending for ever)."""
+    surge = cfg.kubernetes.max_surge
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 0 if surge else 1},
     }
 
 
@@ -152,6 +164,12 @@ def service(cfg: DeploymentConfig) -> Manifest:
 
 
 def disruption_budget(cfg: DeploymentConfig) -> Manifest:
+    """maxUnavailable (at least 1, by the schema), never minAvailable: with one replica
+    on a one-GPU cluster a drain may still evict it (the API is down until it is
+    rescheduled, which is what draining the only GPU node means), where minAvailable 1 or
+    maxUnavailable 0 would block `kubectl drain` for ever. A pod that is not Ready serves
+    nothing, so it may always be evicted (AlwaysAllow): a replica stuck loading or
+    crash-looping does not hold a node upgrade hostage."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -159,6 +177,7 @@ def disruption_budget(cfg: DeploymentConfig) -> Manifest:
         "spec": {
             "maxUnavailable": cfg.kubernetes.max_unavailable,
             "selector": {"matchLabels": labels(cfg)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
 
@@ -218,14 +237,18 @@ def render_k8s(cfg: DeploymentConfig, thresholds: AlertThresholds | None = None)
             f"vLLM's processed-image cache (mm_processor_cache_gb {cfg.mm_processor_cache_gb:g}"
             ", kept in shared memory) and leave room for the workers: raise shm_gib"
         )
+    gpu = check_production(cfg)
     workload = leader_worker_set(cfg) if cfg.nodes > 1 else deployment(cfg)
+    place(workload, node_affinity(cfg, gpu))
     router = router_manifests(cfg) if cfg.replicas is not None else []
+    policy = [network_policy(cfg)] if cfg.kubernetes.network_policy.enabled else []
     return [
         namespace(cfg),
         model_cache_claim(cfg),
         *router,
         workload,
         service(cfg),
+        *policy,
         disruption_budget(cfg),
         autoscaler(cfg),
         *monitoring_manifests(cfg, thresholds),

@@ -22,7 +22,7 @@ from typing import Any
 from serve.config.deployment import DeploymentConfig
 from serve.render.alerts import AlertThresholds, render_alerts
 from serve.render.dashboard import render_dashboard
-from serve.render.k8s_pod import labels, meta, object_name, serving_role
+from serve.render.k8s_pod import labels, meta, object_name, serves_tls, serving_role
 from serve.render.k8s_router import router_labels, router_meta
 from serve.render.ray import RenderError
 
@@ -67,7 +67,7 @@ def replica_pod_monitor(cfg: DeploymentConfig) -> Manifest:
         "interval": SCRAPE_INTERVAL,
         "relabelings": replica_relabelings(),
     }
-    if cfg.ssl_certfile is not None:
+    if serves_tls(cfg):
         # As serve.monitor.scrape: the pod's certificate need not name its pod address.
         endpoint["scheme"] = "https"
         endpoint["tlsConfig"] = {"insecureSkipVerify": True}

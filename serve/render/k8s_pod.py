@@ -1,19 +1,30 @@
 """The pod of a rendered Kubernetes deployment (pure): names, labels, the vLLM container
 with its environment (secrets by reference), GPU resources, /dev/shm and model-cache
-volumes, the /health probes and the image + text readiness probe (serve.launch.probe).
-`serve.render.k8s` wraps it in the workload objects.
+volumes, the TLS Secret's mount, the /health probes and the image + text readiness probe
+(serve.launch.probe). `serve.render.k8s` wraps it in the workload objects.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from serve.command.argv import probes_images, to_server_env, to_vllm_argv
 from serve.config.deployment import DeploymentConfig
 
 HF_CACHE = "/root/.cache/huggingface"  # the vLLM image's Hugging Face cache
+# Where kubernetes.tls_secret is mounted; a kubernetes.io/tls Secret holds tls.crt and tls.key.
+TLS_DIR = "/etc/medgemma-serve/tls"
+TLS_CERT = f"{TLS_DIR}/tls.crt"
+TLS_KEY = f"{TLS_DIR}/tls.key"
+
+
+def serves_tls(cfg: DeploymentConfig) -> bool:
+    """The pods serve HTTPS: with kubernetes.tls_secret (ssl_certfile is a local path and
+    is refused without it, serve.render.k8s_checks)."""
+    return cfg.kubernetes.tls_secret is not None
 
 
 def object_name(cfg: DeploymentConfig) -> str:
@@ -77,7 +88,7 @@ def readiness_command(cfg: DeploymentConfig) -> list[str]:
     """The readiness probe the pod runs (serve.launch.probe): one image + text chat
     completion to its own server (text only for a model that takes no images), with the
     key the server was given (VLLM_API_KEY, from the Secret)."""
-    scheme = "https" if cfg.ssl_certfile else "http"
+    scheme = "https" if serves_tls(cfg) else "http"
     cmd = [
         "python3",
         "-m",
@@ -94,7 +105,7 @@ def readiness_command(cfg: DeploymentConfig) -> list[str]:
         cmd += ["--api-key-env", "VLLM_API_KEY"]
     if not probes_images(cfg.limit_mm_per_prompt):
         cmd.append("--text-only")
-    if cfg.ssl_certfile:
+    if serves_tls(cfg):
         cmd.append("--insecure")  # its own certificate need not name 127.0.0.1
     return cmd
 
@@ -105,7 +116,7 @@ def health_probes(cfg: DeploymentConfig) -> dict[str, Any]:
 
     def get() -> dict[str, Any]:  # a fresh dict each: no YAML anchors in the output
         action: dict[str, Any] = {"path": "/health", "port": "http"}
-        if cfg.ssl_certfile:
+        if serves_tls(cfg):
             action["scheme"] = "HTTPS"
         return action
 
@@ -149,6 +160,12 @@ def pod_spec(cfg: DeploymentConfig, container: dict[str, Any]) -> dict[str, Any]
             },
         ],
     }
+    if k.tls_secret is not None:
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        # 0400: the key is readable by the server's user (root in the vLLM image) only.
+        spec["volumes"].append(
+            {"name": "tls", "secret": {"secretName": k.tls_secret, "defaultMode": 0o400}}
+        )
     if k.node_selector:
         spec["nodeSelector"] = dict(k.node_selector)
     if cfg.device == "cuda":
@@ -159,8 +176,10 @@ def pod_spec(cfg: DeploymentConfig, container: dict[str, Any]) -> dict[str, Any]
 
 
 def server_args(cfg: DeploymentConfig) -> list[str]:
-    """vLLM's flags, listening on all pod addresses."""
-    return to_vllm_argv(cfg.model_copy(update={"host": "0.0.0.0"}))
+    """vLLM's flags, listening on all pod addresses, with the TLS Secret's files."""
+    tls = (Path(TLS_CERT), Path(TLS_KEY)) if serves_tls(cfg) else (None, None)
+    update = {"host": "0.0.0.0", "ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
+    return to_vllm_argv(cfg.model_copy(update=update))
 
 
 def vllm_container(cfg: DeploymentConfig, command: list[str], args: list[str]) -> dict[str, Any]:

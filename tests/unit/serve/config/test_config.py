@@ -82,8 +82,11 @@ def test_plan_and_render_load_a_config_whose_files_are_absent(
     assert cfg.ssl_certfile == tmp_path / "c.pem"
     assert plan_cli.main(["--config", str(p)]) == 0, capsys.readouterr().err
     assert "GiB" in capsys.readouterr().out
-    assert render_cli.main(["k8s", "--config", str(p)]) == 0, capsys.readouterr().err
-    assert "kind: Deployment" in capsys.readouterr().out
+    # The pods take the certificate from a Secret; the local files are never read.
+    tls = ["--set", "kubernetes.tls_secret=medgemma-tls"]
+    assert render_cli.main(["k8s", "--config", str(p), *tls]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "kind: Deployment" in out and "secretName: medgemma-tls" in out, out
     # A local model folder that is not here loads too (nothing reads it).
     local = load_config(None, {"model": str(tmp_path / "weights"), "device": "cpu"})
     assert local.model == str(tmp_path / "weights")
