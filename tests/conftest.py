@@ -38,6 +38,7 @@ def pytest_collection_modifyitems(
     if config.pluginmanager.hasplugin("xdist"):  # before xdist reads the groups (make test)
         workers.mark(items)
     yield
+    workers.check(config, items)
     SESSION.order(items)  # after pytest-randomly's shuffle and -k/-m deselection
 
 

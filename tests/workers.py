@@ -72,3 +72,18 @@ def mark(items: list[pytest.Item]) -> None:
     for item, group in zip(items, groups(map(shared, items)), strict=True):
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def check(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stop a `--dist loadgroup` worker whose groups xdist did not take (it suffixes a grouped
+    test's node id with `@group`; pytest-xdist 3.8 cannot on pytest 9.2, pytest-xdist#1386):
+    each server would start on every worker, silently."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {lost[0]} and {len(lost) - 1} more tests "
+            "(pytest 9.2 with pytest-xdist 3.8: pytest-dev/pytest-xdist#1386); use the locked "
+            "versions (uv sync --locked) or run serially (-n 0)"
+        )

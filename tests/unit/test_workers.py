@@ -72,3 +72,17 @@ def test_mark_gives_each_sharing_test_its_group() -> None:
     marks = [[m.mark.args for m in item.markers] for item in items]
     assert [m.mark.name for item in items for m in item.markers] == ["xdist_group"] * 2
     assert marks == [[("server",)], [], [("server",)]]
+
+
+def test_a_worker_whose_groups_xdist_did_not_take_stops_with_one_line() -> None:
+    grouped = Item("tests/e2e/test_a.py::one", {"server": "session"})
+    workers.mark([grouped])  # type: ignore[list-item]
+    get = {"xdist_group": grouped.markers[0].mark}.get
+    item: Any = SimpleNamespace(nodeid=grouped.nodeid, get_closest_marker=get)
+    loadgroup: Any = SimpleNamespace(option=SimpleNamespace(loadgroup=True))
+    with pytest.raises(pytest.UsageError, match="did not group tests/e2e/test_a.py::one and 0"):
+        workers.check(loadgroup, [item])
+    item.nodeid += "@server"  # what xdist does to a grouped test's id
+    workers.check(loadgroup, [item])
+    item.nodeid = grouped.nodeid
+    workers.check(SimpleNamespace(option=SimpleNamespace()), [item])  # type: ignore[arg-type]
