@@ -75,11 +75,15 @@ monitor: install
 dry-run: install
 	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)
 
+# In parallel (pytest-xdist): the tests of each server on one worker (tests/workers.py).
+# Serially: make test XDIST="-n 0"
+XDIST ?= -n 2 --dist loadgroup
+
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(ARGS)

@@ -7,6 +7,7 @@ caches warm. `MEDGEMMA_CACHE` moves it (an empty folder gives a cold start)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -26,13 +27,20 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 def build_once(folder: Path, build: Callable[[Path], object]) -> Path:
     """Return `folder`, first running `build(tmp)` into a sibling and renaming it into
     place if `folder` has no `.complete` marker (which `build` writes last), so an
-    interrupted build never leaves a folder that looks finished."""
-    if not (folder / ".complete").exists():
-        tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
-        build(tmp)
-        if folder.exists():  # a half-built folder from an interrupted run
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+    interrupted build never leaves a folder that looks finished. One process builds at a
+    time (a lock file beside it): another that needs the folder meanwhile (a parallel test
+    worker, say) waits and uses that build, rather than replacing the folder under it."""
+    if (folder / ".complete").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".complete").exists():
+            tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+            build(tmp)
+            if folder.exists():  # a half-built folder from an interrupted run
+                shutil.rmtree(folder)
+            tmp.rename(folder)
     return folder
 
 

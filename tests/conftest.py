@@ -3,7 +3,8 @@
 The real vLLM servers and the fixtures that start them are end-to-end only:
 tests/e2e/conftest.py and tests/e2e/launcher.py. The `pacs` fixture (a real Orthanc with
 sample studies, quick to start) is for every kind of test: tests/pacs_fixture.py.
-The order the tests run in, and when each server stops: tests/grouping.py.
+The order the tests run in, and when each server stops: tests/grouping.py; which tests
+share a worker when they run in parallel (make test): tests/workers.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import workers
 from tests.grouping import SESSION
 from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 
@@ -29,9 +31,15 @@ def tiny_model_dir() -> Path:
     return tiny_model.ensure("tiny", 0)
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle and -k/-m deselection
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    SESSION.order(items)
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    if config.pluginmanager.hasplugin("xdist"):  # before xdist reads the groups (make test)
+        workers.mark(items)
+    yield
+    workers.check(config, items)
+    SESSION.order(items)  # after pytest-randomly's shuffle and -k/-m deselection
 
 
 @pytest.hookimpl(wrapper=True)

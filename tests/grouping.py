@@ -11,6 +11,9 @@ A session fixture that starts a server hands its ExitStack to `SESSION.stop_afte
 `after_test` closes it once the last test that uses the fixture is done, so later tests
 do not share 2 cores and the memory with an idle server. The fixture's own end of session
 closes the stack again, which then does nothing.
+
+In parallel (pytest-xdist, `make test`), tests/workers.py keeps each server's tests on one
+worker, which runs them in this order.
 """
 
 from __future__ import annotations

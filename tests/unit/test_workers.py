@@ -1,0 +1,88 @@
+"""tests/workers.py: the tests that share a server (or a module's fixture) share a worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tests import workers
+
+
+@dataclass
+class Item:
+    """What workers reads of a pytest item: its fixtures and their scopes."""
+
+    nodeid: str
+    scopes: dict[str, str] = field(default_factory=dict)  # fixture name -> scope
+    markers: list[pytest.MarkDecorator] = field(default_factory=list)
+
+    @property
+    def fixturenames(self) -> list[str]:
+        return list(self.scopes)
+
+    @property
+    def _fixtureinfo(self) -> Any:
+        defs = {name: [SimpleNamespace(scope=scope)] for name, scope in self.scopes.items()}
+        return SimpleNamespace(name2fixturedefs=defs)
+
+    def add_marker(self, marker: pytest.MarkDecorator) -> None:
+        self.markers.append(marker)
+
+
+def test_servers_and_per_module_fixtures_are_shared_the_rest_is_not() -> None:
+    item = Item(
+        "tests/e2e/test_x.py::test_a[1]",
+        {"server": "session", "pacs": "session", "http": "module", "tmp_path": "function"},
+    )
+    assert workers.shared(item) == {"server", "tests/e2e/test_x.py"}  # type: ignore[arg-type]
+    assert workers.shared(Item("tests/unit/test_y.py::t", {"pacs": "session"})) == set()  # type: ignore[arg-type]
+
+
+def test_a_test_using_two_servers_joins_their_groups() -> None:
+    sharing = [
+        {"verify_server"},
+        {"launcher_run"},
+        {"tests/e2e/test_m.py"},
+        set(),
+        {"server", "tests/e2e/test_m.py"},
+        {"launcher_run", "verify_server"},
+        {"tests/unit/test_u.py"},
+    ]
+    assert workers.groups(sharing) == [
+        "verify_server",  # verify_server and launcher_run joined: named after the first
+        "verify_server",  # of them in grouping.SERVERS
+        "server",  # test_m.py's module fixture and the server joined
+        None,  # shares nothing: any worker
+        "server",
+        "verify_server",
+        "tests/unit/test_u.py",
+    ]
+
+
+def test_mark_gives_each_sharing_test_its_group() -> None:
+    items = [
+        Item("tests/e2e/test_a.py::one", {"server": "session"}),
+        Item("tests/unit/test_b.py::two"),
+        Item("tests/e2e/test_c.py::three", {"server": "session", "verify_server": "session"}),
+    ]
+    workers.mark(items)  # type: ignore[arg-type]
+    marks = [[m.mark.args for m in item.markers] for item in items]
+    assert [m.mark.name for item in items for m in item.markers] == ["xdist_group"] * 2
+    assert marks == [[("server",)], [], [("server",)]]
+
+
+def test_a_worker_whose_groups_xdist_did_not_take_stops_with_one_line() -> None:
+    grouped = Item("tests/e2e/test_a.py::one", {"server": "session"})
+    workers.mark([grouped])  # type: ignore[list-item]
+    get = {"xdist_group": grouped.markers[0].mark}.get
+    item: Any = SimpleNamespace(nodeid=grouped.nodeid, get_closest_marker=get)
+    loadgroup: Any = SimpleNamespace(option=SimpleNamespace(loadgroup=True))
+    with pytest.raises(pytest.UsageError, match="did not group tests/e2e/test_a.py::one and 0"):
+        workers.check(loadgroup, [item])
+    item.nodeid += "@server"  # what xdist does to a grouped test's id
+    workers.check(loadgroup, [item])
+    item.nodeid = grouped.nodeid
+    workers.check(SimpleNamespace(option=SimpleNamespace()), [item])  # type: ignore[arg-type]
