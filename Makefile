@@ -77,7 +77,7 @@ dry-run: install
 
 # In parallel (pytest-xdist): the tests of each server on one worker (tests/workers.py).
 # Serially: make test XDIST="-n 0"
-XDIST ?= -n 2 --dist loadgroup
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: install
 	$(PY) -m pytest $(XDIST) $(ARGS)

@@ -40,6 +40,8 @@ def pytest_collection_modifyitems(
     yield
     workers.check(config, items)
     SESSION.order(items)  # after pytest-randomly's shuffle and -k/-m deselection
+    if getattr(config.option, "loadgroup", False):
+        workers.longest_first(items)  # keeps each group's order, so its last user too
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,8 +1,8 @@
 """Which tests share a worker when the suite runs in parallel (pytest-xdist).
 
-`make test` runs `pytest -n 2 --dist loadgroup`: xdist gives each worker whole groups (the
-tests with the same `xdist_group` mark, in the collection's order, which is
-tests/grouping.py's) and the other tests one at a time. `mark` puts the tests that share an
+`make test` runs `pytest -n 2 --dist loadgroup --no-loadscope-reorder`: xdist gives each
+worker whole groups (the tests with the same `xdist_group` mark, in tests/grouping.py's
+order) and the other tests one at a time, the costliest first (`longest_first`). `mark` puts the tests that share an
 expensive fixture in one group: a session server (grouping.SERVERS) or a fixture built once
 per module or class (the module's tests), joined: a test that uses two of them merges their
 groups into one. So each server starts on one worker only, and that worker runs all of its
@@ -21,6 +21,10 @@ import pytest
 from tests.grouping import SERVERS
 
 PER_MODULE = ("module", "class")  # fixture scopes whose value the module's tests share
+# Guesses of a test's seconds on 2 cores, to hand out the longest work first (`longest_first`):
+# a `slow` test says its own (`@pytest.mark.slow(seconds=N)`) or takes SLOW_S; a group of
+# tests sharing a server adds the server's start.
+UNIT_S, E2E_S, SLOW_S, START_S = 0.1, 3.0, 30.0, 40.0
 
 
 def shared(item: pytest.Item) -> set[str]:
@@ -72,6 +76,31 @@ def mark(items: list[pytest.Item]) -> None:
     for item, group in zip(items, groups(map(shared, items)), strict=True):
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def cost(item: pytest.Item) -> float:
+    """A guess at `item`'s seconds (see UNIT_S)."""
+    slow = item.get_closest_marker("slow")
+    if slow is not None:
+        return float(slow.kwargs.get("seconds", SLOW_S))
+    return UNIT_S if "unit" in item.nodeid.split("/") else E2E_S
+
+
+def longest_first(items: list[pytest.Item]) -> None:
+    """Reorder `items` in place by work unit (an xdist_group's tests together, in their
+    order; any other test alone), the costliest unit first, stably. With
+    `--no-loadscope-reorder` xdist hands the units out in this order, so the long ones
+    start first instead of one worker ending alone on them (it ran the 4-minute replicas
+    test last while the other worker idled; xdist's own reorder goes by test count)."""
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        mark = item.get_closest_marker("xdist_group")
+        units.setdefault(f"@{mark.args[0]}" if mark else item.nodeid, []).append(item)
+
+    def unit_cost(key: str) -> float:
+        return sum(map(cost, units[key])) + (START_S if key.startswith("@") else 0.0)
+
+    items[:] = [i for key in sorted(units, key=lambda k: -unit_cost(k)) for i in units[key]]
 
 
 def check(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -182,7 +182,7 @@ def router_workers(router_url: str) -> Iterator[list[list[str]]]:
         t.join(timeout=30)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=220)  # 5 vLLM starts, two of them under load
 def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"  # a copy: the rollout edits it
     config.write_text(CONFIG.read_text())

@@ -86,3 +86,36 @@ def test_a_worker_whose_groups_xdist_did_not_take_stops_with_one_line() -> None:
     workers.check(loadgroup, [item])
     item.nodeid = grouped.nodeid
     workers.check(SimpleNamespace(option=SimpleNamespace()), [item])  # type: ignore[arg-type]
+
+
+@dataclass
+class Marked:
+    """An item with given marks, for longest_first."""
+
+    nodeid: str
+    marks: dict[str, pytest.Mark] = field(default_factory=dict)
+
+    def get_closest_marker(self, name: str) -> pytest.Mark | None:
+        return self.marks.get(name)
+
+
+def test_the_costliest_work_unit_is_handed_out_first_and_groups_stay_whole() -> None:
+    group = pytest.mark.xdist_group
+    items = [
+        Marked("tests/unit/test_u.py::a"),
+        Marked("tests/e2e/test_s.py::one", {"xdist_group": group("server").mark}),
+        Marked("tests/e2e/test_t.py::tp2", {"slow": pytest.mark.slow.mark}),
+        Marked("tests/e2e/test_s.py::two", {"xdist_group": group("server").mark}),
+        Marked("tests/e2e/test_r.py::fleet", {"slow": pytest.mark.slow(seconds=220).mark}),
+        Marked("tests/e2e/test_e.py::no_server"),
+    ]
+    workers.longest_first(items)  # type: ignore[arg-type]
+    # fleet 220 s > server's two tests + its start 46 s > tp2 30 s > an e2e 3 s > a unit 0.1 s
+    assert [i.nodeid.split("::")[1] for i in items] == [
+        "fleet",
+        "one",
+        "two",  # the group whole, in its order (its last user stays last)
+        "tp2",
+        "no_server",
+        "a",
+    ]
