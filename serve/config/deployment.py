@@ -18,13 +18,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve.config.auth import AuthSettings
 from serve.config.cluster import KubernetesSettings, RaySettings
 from serve.config.lora import LoraSettings, StandInAdapter
-from serve.config.model_source import form_problem, hub_model_config, looks_local
+from serve.config.model_source import form_problem, known_model_config, looks_local
 from serve.config.model_source import is_local_path as is_local_path  # importers use it
 from serve.config.replicas import ReplicaSettings, RouterSettings
 from serve.config.restart import RestartPolicy
-from serve.config.standin import StandIn, standin_model_config
+from serve.config.standin import StandIn
 from serve.config.yaml_file import ConfigError as ConfigError  # importers use it
 from serve.config.yaml_file import FileKind, load_model
 from serve.model.gemma3 import gemma3_pitfall
@@ -126,8 +127,18 @@ class DeploymentConfig(BaseModel):
     )
     api_key_env: str = Field(
         "MEDGEMMA_API_KEY",
-        description="Name of the environment variable holding the API key. When it is set, every "
-        "/v1 route requires `Authorization: Bearer KEY`. The key itself never goes in a file.",
+        description="Name of the environment variable holding the API key (alone or beside "
+        "`auth.keys_file`): every route but the probes then requires `Authorization: Bearer "
+        "KEY`. The key itself never goes in a file.",
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="Per-service keys (`keys_file`), their rate limits and the audit trail.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve a non-loopback `host` with no key at all (neither $api_key_env nor "
+        "auth.keys_file): anyone who reaches the port is served. Off: such a start is refused.",
     )
     enable_log_requests: bool = Field(
         False,
@@ -301,6 +312,8 @@ class DeploymentConfig(BaseModel):
             return self
         if self.nodes > 1:
             raise ValueError("replicas: cannot be combined with nodes > 1")
+        if self.auth.keys_file is not None:  # the edge in front of the router: issue 23
+            raise ValueError("auth.keys_file: with `replicas:` only api_key_env is checked yet")
         if self.data_parallel_size > 1:
             raise ValueError(
                 "data_parallel_size: replicas are the data parallelism here; set "
@@ -366,15 +379,6 @@ class DeploymentConfig(BaseModel):
     def devices_per_node(self) -> int:
         """Devices each of the `nodes` machines contributes."""
         return self.world_size // self.nodes
-
-
-def known_model_config(model: str | None, stand_in: StandIn | None) -> dict[str, Any] | None:
-    """What the config.json of the model is known to hold without the file system: the
-    stand-in's preset, or a hub model's shape file (serve/model/hub_configs). None when
-    nothing is known (a local folder's is read by the launch pre-flight)."""
-    if stand_in is not None:
-        return standin_model_config(stand_in)
-    return hub_model_config(model) if model is not None else None
 
 
 DEPLOYMENT = FileKind(
