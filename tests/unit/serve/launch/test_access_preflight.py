@@ -109,3 +109,14 @@ def test_the_launcher_and_its_dry_run_refuse_an_open_port_without_a_key(
         err = capsys.readouterr().err
         assert "host: 0.0.0.0 is reachable from other machines and no key is set" in err, err
         assert "api_key_env" in err and "auth.keys_file" in err and "Traceback" not in err
+
+
+def test_renders_refuse_service_keys_they_would_not_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from serve.render import cli
+
+    for target in ("k8s", "ray"):
+        assert cli.main([target, "--config", str(GPU), "--set", "auth.keys_file=/k.json"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: auth.keys_file: service keys are checked by"), err
