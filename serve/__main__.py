@@ -1,6 +1,6 @@
 """`python -m serve COMMAND`: serve a deployment, probe its readiness, plan its capacity,
-render it for a cluster (or its dashboard and alerts), draw its panels, or build the
-stand-in model.
+render it for a cluster (or its dashboard and alerts), draw its panels, manage its
+per-service keys, or build the stand-in model.
 Without a command it serves: `python -m serve --config configs/deployments/cpu-tiny.yaml`
 is `python -m serve serve ...`.
 """
@@ -26,6 +26,10 @@ COMMANDS = {
     "panels": ("serve.monitor.panels", "draw the dashboard's panels from Prometheus into a PNG"),
     "standin": ("serve.standin.tiny_model", "build the random-weight MedGemma stand-in"),
     "pacs": ("serve.pacs.cli", "a local PACS (Orthanc + DICOMweb) loaded with sample studies"),
+    "keys": (
+        "serve.auth.cli",
+        "per-service API keys in a keys file: add (prints the key once), list, revoke",
+    ),
     "verify": (
         "serve.verify.cli",
         "check that a running server's answers equal transformers' on the same weights",

@@ -2,14 +2,14 @@
 
 `make test` runs `pytest -n 2 --dist loadgroup --no-loadscope-reorder`: xdist gives each
 worker whole groups (the tests with the same `xdist_group` mark, in tests/grouping.py's
-order) and the other tests one at a time, the costliest first (`longest_first`). `mark` puts the tests that share an
-expensive fixture in one group: a session server (grouping.SERVERS) or a fixture built once
-per module or class (the module's tests), joined: a test that uses two of them merges their
-groups into one. So each server starts on one worker only, and that worker runs all of its
-users in grouping's order, destructive ones last: the server's last user in the collection
-is the last one that worker runs of them, and `SESSION.after_test` stops the server after
-it, as in a serial run. What is cheap stays per worker: Orthanc (`pacs`, about 3 s) and the
-stand-in model (built once, under a lock).
+order) and the other tests one at a time, the costliest first (`longest_first`). `mark` puts
+the tests that share an expensive fixture in one group: a session server (grouping.SERVERS)
+or a fixture built once per module or class (the module's tests), joined: a test that uses
+two of them merges their groups into one. So each server starts on one worker only, and that
+worker runs all of its users in grouping's order, destructive ones last: the server's last
+user in the collection is the last one that worker runs of them, and `SESSION.after_test`
+stops the server after it, as in a serial run. What is cheap stays per worker: Orthanc
+(`pacs`, about 3 s) and the stand-in model (built once, under a lock).
 """
 
 from __future__ import annotations

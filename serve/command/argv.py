@@ -33,6 +33,8 @@ NO_REMOTE_MEDIA = "remote-image-urls-disabled.invalid"
 # the API server writes the processed image into shared memory that the engine reads
 # (vllm/multimodal/cache/shm.py): what it believes cached is cached (docs/operations.md).
 MM_CACHE_TYPE = "shm"
+# Shown by name only in a printed command line.
+SECRET_ENV = ("VLLM_API_KEY", "MEDGEMMA_GUARD_API_KEY", "HF_TOKEN")
 
 
 def flag(name: str, value: Any) -> list[str]:
@@ -99,7 +101,7 @@ def to_vllm_argv(
 
 def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str, str]:
     """Variables to add to the server's environment. The API key is copied from
-    `cfg.api_key_env` into VLLM_API_KEY (never onto the command line)."""
+    `cfg.api_key_env` (never onto the command line): see `auth_env`."""
     env: dict[str, str] = {}
     if cfg.device == "cpu":
         if cfg.cpu_kvcache_space_gib is not None:
@@ -134,11 +136,34 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
         env["MEDGEMMA_GUARD_MAX_MODEL_LEN"] = str(cfg.max_model_len)
     env["DO_NOT_TRACK"] = "1"
     env.update(lora_env(cfg))
-    key = environ.get(cfg.api_key_env)
-    if key:
-        env["VLLM_API_KEY"] = key
+    env.update(auth_env(cfg, environ.get(cfg.api_key_env) or None))
     env.update(cfg.env)
     return env
+
+
+def auth_env(cfg: DeploymentConfig, key: str | None) -> dict[str, str]:
+    """Who may call the server. The single key goes to vLLM's own check (VLLM_API_KEY),
+    which the guard extends to every route; with `auth.keys_file` the guard alone checks
+    keys (vLLM's check would refuse every service key), the single one beside the file's."""
+    if cfg.auth.keys_file is None:
+        return {"VLLM_API_KEY": key} if key else {}
+    env = {
+        "MEDGEMMA_GUARD_KEYS_FILE": str(cfg.auth.keys_file.expanduser()),
+        "MEDGEMMA_GUARD_AUDIT_RETENTION_DAYS": str(cfg.auth.audit.retention_days),
+    }
+    if cfg.auth.audit.path is not None:
+        env["MEDGEMMA_GUARD_AUDIT_FILE"] = str(cfg.auth.audit.path.expanduser())
+    if key:
+        env["MEDGEMMA_GUARD_API_KEY"] = key
+    return env
+
+
+def audit_file(cfg: DeploymentConfig, log_path: Path) -> Path | None:
+    """Where the guard writes the audit trail of a server logging to `log_path` (None
+    without `auth.keys_file`): the configured path, else audit-PORT.jsonl beside the log."""
+    if cfg.auth.keys_file is None:
+        return None
+    return (cfg.auth.audit.path or log_path.parent / f"audit-{cfg.port}.jsonl").expanduser()
 
 
 def compile_cache_env(cache_root: Path, environ: Mapping[str, str]) -> dict[str, str]:
@@ -179,7 +204,7 @@ def render_shell(command: list[str], env: Mapping[str, str]) -> str:
     """A copy-pasteable shell line; secret values are shown by reference, not value."""
     shown = []
     for k, v in sorted(env.items()):
-        if k in ("VLLM_API_KEY", "HF_TOKEN"):
+        if k in SECRET_ENV:
             shown.append(f"{k}=<set from environment>")
         else:
             shown.append(f"{k}={shlex.quote(v)}")

@@ -18,13 +18,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve.config.auth import AuthSettings
 from serve.config.cluster import KubernetesSettings, RaySettings
 from serve.config.lora import LoraSettings, StandInAdapter
-from serve.config.model_source import form_problem, hub_model_config, looks_local
+from serve.config.model_source import form_problem, known_model_config, looks_local
 from serve.config.model_source import is_local_path as is_local_path  # importers use it
 from serve.config.replicas import ReplicaSettings, RouterSettings
 from serve.config.restart import RestartPolicy
-from serve.config.standin import StandIn, standin_model_config
+from serve.config.standin import StandIn
 from serve.config.yaml_file import ConfigError as ConfigError  # importers use it
 from serve.config.yaml_file import FileKind, load_model
 from serve.model.gemma3 import gemma3_pitfall
@@ -134,8 +135,18 @@ class DeploymentConfig(BaseModel):
     )
     api_key_env: str = Field(
         "MEDGEMMA_API_KEY",
-        description="Name of the environment variable holding the API key. When it is set, every "
-        "/v1 route requires `Authorization: Bearer KEY`. The key itself never goes in a file.",
+        description="Name of the environment variable holding the API key (alone or beside "
+        "`auth.keys_file`): every route but the probes then requires `Authorization: Bearer "
+        "KEY`. The key itself never goes in a file.",
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="Per-service keys (`keys_file`), their rate limits and the audit trail.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve a non-loopback `host` with no key at all (neither $api_key_env nor "
+        "auth.keys_file): anyone who reaches the port is served. Off: such a start is refused.",
     )
     enable_log_requests: bool = Field(
         False,
@@ -309,6 +320,8 @@ class DeploymentConfig(BaseModel):
             return self
         if self.nodes > 1:
             raise ValueError("replicas: cannot be combined with nodes > 1")
+        if self.auth.keys_file is not None:  # the edge in front of the router: issue 23
+            raise ValueError("auth.keys_file: with `replicas:` only api_key_env is checked yet")
         if self.data_parallel_size > 1:
             raise ValueError(
                 "data_parallel_size: replicas are the data parallelism here; set "
@@ -317,31 +330,8 @@ class DeploymentConfig(BaseModel):
         if "replicas" in self.kubernetes.model_fields_set:
             raise ValueError("kubernetes.replicas: with `replicas:` the count is replicas.count")
         ranks = self.tensor_parallel_size * self.pipeline_parallel_size
-        if self.device == "cpu":
-            if r.gpus is not None:
-                raise ValueError("replicas.gpus: applies to device: cuda only (use replicas.cpus)")
-            if self.cpu_omp_threads_bind is not None:
-                raise ValueError(
-                    "cpu_omp_threads_bind: with `replicas:` each replica's cores are replicas.cpus"
-                )
-            listed, what = r.cpus, "core group"
-            per = [len(spec.split("|")) for spec in r.cpus or []]
-        else:
-            if r.cpus is not None:
-                raise ValueError("replicas.cpus: applies to device: cpu only (use replicas.gpus)")
-            listed, what = r.gpus, "GPU"
-            per = [len(spec.split(",")) for spec in r.gpus or []]
-        field = "replicas.cpus" if self.device == "cpu" else "replicas.gpus"
-        if listed is not None and len(listed) != r.count:
-            raise ValueError(
-                f"{field}: {len(listed)} entries for replicas.count {r.count}; give one per replica"
-            )
-        for i, n in enumerate(per):
-            if n != ranks:
-                raise ValueError(
-                    f"{field}: replica {i} has {n} {what}(s), but tensor_parallel_size x "
-                    f"pipeline_parallel_size is {ranks}"
-                )
+        if problem := r.layout_problem(self.device, ranks, self.cpu_omp_threads_bind):
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -374,15 +364,6 @@ class DeploymentConfig(BaseModel):
     def devices_per_node(self) -> int:
         """Devices each of the `nodes` machines contributes."""
         return self.world_size // self.nodes
-
-
-def known_model_config(model: str | None, stand_in: StandIn | None) -> dict[str, Any] | None:
-    """What the config.json of the model is known to hold without the file system: the
-    stand-in's preset, or a hub model's shape file (serve/model/hub_configs). None when
-    nothing is known (a local folder's is read by the launch pre-flight)."""
-    if stand_in is not None:
-        return standin_model_config(stand_in)
-    return hub_model_config(model) if model is not None else None
 
 
 DEPLOYMENT = FileKind(

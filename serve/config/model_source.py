@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from serve.config.standin import StandIn, standin_model_config
 from serve.model.shapes import SHAPES_DIR
 
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -59,3 +60,12 @@ def unpinned_warning(model: str | None, revision: str | None) -> str | None:
         "loads whatever the hub's main branch holds then; set `revision:` to the commit "
         "hash you verified (docs/deploying.md)"
     )
+
+
+def known_model_config(model: str | None, stand_in: StandIn | None) -> dict[str, Any] | None:
+    """What the config.json of the model is known to hold without the file system: the
+    stand-in's preset, or a hub model's shape file (serve/model/hub_configs). None when
+    nothing is known (a local folder's is read by the launch pre-flight)."""
+    if stand_in is not None:
+        return standin_model_config(stand_in)
+    return hub_model_config(model) if model is not None else None

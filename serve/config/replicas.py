@@ -96,6 +96,35 @@ class ReplicaSettings(BaseModel):
             seen |= ids
         return v
 
+    def layout_problem(self, device: str, ranks: int, omp_bind: str | None) -> str | None:
+        """What is wrong with the cores or GPUs listed for `device` when each replica has
+        `ranks` (tensor x pipeline parallel) ranks, or None (`omp_bind`: the config's
+        cpu_omp_threads_bind, which replicas.cpus replaces)."""
+        if device == "cpu":
+            if self.gpus is not None:
+                return "replicas.gpus: applies to device: cuda only (use replicas.cpus)"
+            if omp_bind is not None:
+                return (
+                    "cpu_omp_threads_bind: with `replicas:` each replica's cores are replicas.cpus"
+                )
+            listed, what, field = self.cpus, "core group", "replicas.cpus"
+            per = [len(spec.split("|")) for spec in self.cpus or []]
+        else:
+            if self.cpus is not None:
+                return "replicas.cpus: applies to device: cpu only (use replicas.gpus)"
+            listed, what, field = self.gpus, "GPU", "replicas.gpus"
+            per = [len(spec.split(",")) for spec in self.gpus or []]
+        if listed is not None and len(listed) != self.count:
+            count = f"replicas.count {self.count}"
+            return f"{field}: {len(listed)} entries for {count}; give one per replica"
+        for i, n in enumerate(per):
+            if n != ranks:
+                return (
+                    f"{field}: replica {i} has {n} {what}(s), but tensor_parallel_size x "
+                    f"pipeline_parallel_size is {ranks}"
+                )
+        return None
+
 
 class RetrySettings(BaseModel):
     """How the router retries a request a replica failed (5xx, connection error) on another."""

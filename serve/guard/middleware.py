@@ -29,10 +29,13 @@ exactly those:
   the deployment's limits to each model entry (serve.guard.model_limits), so a client can
   fit a CT volume to them instead of meeting a 400.
 
+With a keys file (`auth.keys_file`), each calling service has its own key, limits and
+audit trail: serve.guard.access, over serve.auth.
+
 Everything else (JSON, field types, token and image-count limits, model names, the key
-on /v1) is vLLM's own validation. The
-guard logs nothing: request bodies are patient data. It is configured by environment
-variables that `serve.command.argv.to_server_env` sets from the deployment config.
+on /v1) is vLLM's own validation. The guard logs no request: request bodies are patient
+data (the audit trail holds numbers). It is configured by environment variables that
+`serve.command.argv.to_server_env` sets from the deployment config.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from serve.guard.access import Gate, Ticket
 from serve.guard.model_limits import MODELS_PATH, PublishedLimits, publishing
 
 Scope = MutableMapping[str, Any]
@@ -57,7 +61,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 URL_KEYS = frozenset({"url", "image_url", "video_url", "audio_url"})
 MAYBE_URL = re.compile(rb"://|[Ff][Ii][Ll][Ee]:")
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
-ERROR_TYPES = {400: "BadRequestError", 413: "RequestTooLargeError", 503: "ServiceUnavailableError"}
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    413: "RequestTooLargeError",
+    429: "RateLimitError",
+    431: "RequestHeaderFieldsTooLargeError",
+    503: "ServiceUnavailableError",
+}
 # Load balancer and monitoring probes: no patient data in, none out.
 OPEN_PATHS = frozenset({"/health", "/ping", "/metrics", "/version", "/load"})
 
@@ -161,6 +173,12 @@ async def respond(send: Send, status: int, message: str, param: str | None) -> N
     await send_json(send, status, error_doc(status, message, param))
 
 
+async def refuse(
+    send: Send, status: int, message: str, extra: tuple[tuple[bytes, bytes], ...]
+) -> None:
+    await send_json(send, status, error_doc(status, message, None), extra)
+
+
 async def send_json(
     send: Send, status: int, doc: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
@@ -201,6 +219,7 @@ class RequestGuard:
         self.limits = PublishedLimits.from_env()
         key = os.environ.get("VLLM_API_KEY")
         self.key_hash = key_hash(key) if key else None
+        self.gate = Gate.from_env()  # service keys, limits, audit (auth.keys_file)
         # vLLM checks width x height against VLLM_MAX_IMAGE_PIXELS on the image header,
         # before decoding; PIL's own (higher) limit would otherwise turn a decompression
         # bomb into a 500 first. This runs in vLLM's API server process only.
@@ -209,6 +228,16 @@ class RequestGuard:
         Image.MAX_IMAGE_PIXELS = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.gate is not None
+            and scope["type"] in ("http", "websocket")
+            and needs_key(
+                scope["path"].removeprefix(scope.get("root_path", "")),
+                scope.get("method", "GET"),
+            )
+        ):
+            await self.gated(self.gate, scope, receive, send)
+            return
         if (
             self.key_hash is not None
             and scope["type"] in ("http", "websocket")
@@ -223,6 +252,28 @@ class RequestGuard:
             else:
                 await send_json(send, 401, {"error": "Unauthorized"})
             return
+        await self.checked(scope, receive, send, None)
+
+    async def gated(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request that needs a service key: admitted (and audited) by the gate."""
+        if scope["type"] == "websocket":
+            if not gate.allows(scope):
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await self.app(scope, receive, send)
+            return
+        ticket = await gate.admit(scope, send, refuse)
+        if ticket is None:
+            return
+        try:
+            await self.checked(scope, receive, ticket.watch(send), ticket)
+        finally:
+            ticket.done()
+
+    async def checked(
+        self, scope: Scope, receive: Receive, send: Send, ticket: Ticket | None
+    ) -> None:
+        """Body size, media URLs, the in-flight bound, the limits on /v1/models."""
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             if (
                 self.limits
@@ -248,6 +299,8 @@ class RequestGuard:
                 return
             if not message.get("more_body", False):
                 break
+        if ticket is not None:
+            ticket.saw_body(bytes(body))
         is_json = any(
             name.lower() == b"content-type" and b"json" in value.lower()
             for name, value in scope.get("headers", [])

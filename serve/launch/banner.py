@@ -2,12 +2,15 @@
 
 One server and replicas behind vllm-router print the same banner: how long the start
 took, the base URL clients use, the model, notes about the model and the device, where
-the API key comes from; then what is particular to each (the restart policy of one
-server; the replicas' ports, the router and the rolling restart of replicas). Tests and
+the API key comes from, the service keys and the audit trail; then what is particular to
+each (the restart policy of one server; the replicas' ports, the router and the rolling
+restart of replicas). Tests and
 operators read it: `base URL: <root>/v1` is the line the tests' launcher waits for.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from serve.command.replicas import ports
 from serve.config.deployment import DeploymentConfig
@@ -15,10 +18,17 @@ from serve.host import image_attention_notice
 from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
 
 
-def ready_banner(cfg: DeploymentConfig, *, ready_s: float, root_url: str, keyed: bool) -> str:
+def ready_banner(
+    cfg: DeploymentConfig,
+    *,
+    ready_s: float,
+    root_url: str,
+    keyed: bool,
+    audit: Path | None = None,
+) -> str:
     """The lines printed once `cfg` is ready after `ready_s` seconds, answering at
     `root_url` (the server's or, with `replicas:`, the router's); `keyed`: whether the
-    server requires the API key from `cfg.api_key_env`."""
+    server requires the API key from `cfg.api_key_env`; `audit`: the audit trail's file."""
     lines = [
         f"ready in {ready_s:.0f} s",
         f"base URL: {root_url}/v1",
@@ -36,6 +46,10 @@ def ready_banner(cfg: DeploymentConfig, *, ready_s: float, root_url: str, keyed:
         lines.append(f"note:     {notice}")
     if keyed:
         lines.append(f"auth:     API key required (from ${cfg.api_key_env})")
+    if cfg.auth.keys_file is not None:
+        lines.append(f"auth:     service keys from {cfg.auth.keys_file} (python -m serve keys)")
+    if audit is not None:
+        lines.append(f"audit:    {audit}")
     if cfg.replicas is not None:
         lines.append("rollout:  SIGHUP restarts the replicas one at a time with the re-read config")
     elif cfg.restart.enabled:

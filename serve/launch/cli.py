@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -107,20 +108,18 @@ def config_from_args(args: argparse.Namespace) -> DeploymentConfig:
 
 
 def checked_config(args: argparse.Namespace) -> DeploymentConfig:
-    """The config of the command line, after the pre-flight of the files it names.
-    Raises ConfigError."""
+    """The config of the command line, after the pre-flight of the files it names and of
+    its port (open to other machines only with a key). Raises ConfigError."""
     from serve.launch.preflight import preflight
 
     cfg = config_from_args(args)
-    preflight(cfg, source_name(args.config))
+    preflight(cfg, source_name(args.config), os.environ)
     return cfg
 
 
 def dry_run(cfg: DeploymentConfig) -> str:
     """The exact command and environment, without building or starting anything: a
     stand-in and its adapters are named by the folders they are or will be built in."""
-    import os
-
     from serve.command.argv import local_server_env, render_shell, server_command
 
     model_path = cfg.model
@@ -176,8 +175,11 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
     from serve.launch.banner import ready_banner
 
     ready_s = server.started_s or 0.0
-    keyed = server.api_key is not None
-    print(ready_banner(cfg, ready_s=ready_s, root_url=server.root_url, keyed=keyed), flush=True)
+    keyed = bool(server.environ.get(cfg.api_key_env))
+    banner = ready_banner(
+        cfg, ready_s=ready_s, root_url=server.root_url, keyed=keyed, audit=server.audit_path
+    )
+    print(banner, flush=True)
     from serve.launch.supervise import supervise
 
     def report(line: str) -> None:

@@ -3,15 +3,18 @@ checked before anything starts (or dry-runs).
 
 The schema (serve.config) is pure so that any config plans and renders on any machine;
 here the files it names are looked at: the TLS certificate and key, the local media
-folder, a local model folder (and its config.json, for the Gemma 3 pitfalls), and each
-local LoRA adapter (its adapter_config.json and safetensors header, against the base
-model's shapes). `preflight` raises a `ConfigError` (`PreflightError`), worded as a
-validation error of the file: `<file>: invalid deployment config`, then one line per
-problem.
+folder, a local model folder (and its config.json, for the Gemma 3 pitfalls), the keys
+file (present, private, well-formed), and each local LoRA adapter (its
+adapter_config.json and safetensors header, against the base model's shapes). A `host`
+other machines can reach needs a key (`api_key_env` set, or `auth.keys_file`) unless
+`allow_unauthenticated` says otherwise. `preflight` raises a `ConfigError`
+(`PreflightError`), worded as a validation error of the file: `<file>: invalid
+deployment config`, then one line per problem.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import struct
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from serve.auth.keys import KeysFileError, read_keys_file
 from serve.command.lora import planned_base_dir
 from serve.config.deployment import DEPLOYMENT, DeploymentConfig, is_local_path
 from serve.config.yaml_file import ConfigError, invalid_message
@@ -36,18 +40,55 @@ class PreflightError(ConfigError, LaunchError):
     bad file), and a LaunchError to whatever starts a server (the start failed)."""
 
 
-def preflight(cfg: DeploymentConfig, source: str = "<config>") -> None:
+def preflight(
+    cfg: DeploymentConfig, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> None:
     """Raise PreflightError (a ConfigError) naming `source` (the config file) and every
-    problem the files `cfg` names have on this machine; nothing is built or started."""
-    found = problems(cfg)
+    problem the files `cfg` names have on this machine; nothing is built or started. With
+    `environ` (that of the server about to start), also a port open without a key."""
+    found = [] if environ is None else open_port_problems(cfg, environ)
+    found += problems(cfg)
     if found:
         lines = [("(top level)", p) for p in found]
         raise PreflightError(invalid_message(source, DEPLOYMENT, lines))
 
 
+def open_port_problems(cfg: DeploymentConfig, environ: Mapping[str, str]) -> list[str]:
+    """A non-loopback `host` with no key source in `environ` or the config (pure)."""
+    keyed = bool(environ.get(cfg.api_key_env)) or cfg.auth.keys_file is not None
+    if keyed or cfg.allow_unauthenticated or is_loopback(cfg.host):
+        return []
+    return [
+        f"host: {cfg.host} is reachable from other machines and no key is set: set "
+        f"${cfg.api_key_env} (api_key_env) or auth.keys_file, or allow_unauthenticated: "
+        "true to serve anyone on purpose"
+    ]
+
+
+def keys_file_problems(cfg: DeploymentConfig) -> list[str]:
+    """A keys file that is missing, readable by others or malformed."""
+    if cfg.auth.keys_file is None:
+        return []
+    try:
+        read_keys_file(cfg.auth.keys_file.expanduser())
+    except KeysFileError as exc:
+        return [f"auth.keys_file: {exc}"]
+    return []
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def problems(cfg: DeploymentConfig) -> list[str]:
     """One line per file-system problem of `cfg` (empty: it can start here)."""
-    found = []
+    found = keys_file_problems(cfg)
     for name in ("ssl_certfile", "ssl_keyfile"):
         path = getattr(cfg, name)
         if path is not None and not path.expanduser().is_file():

@@ -9,6 +9,7 @@ command, the ready URLs and key, TLS, the image + text probe, the drain on stop.
 from __future__ import annotations
 
 import os
+import secrets
 import ssl
 import subprocess
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from serve.command.argv import local_server_env, probes_images, server_command
+from serve.command.argv import audit_file, local_server_env, probes_images, server_command
 from serve.config.deployment import DeploymentConfig
 from serve.launch.preflight import preflight
 from serve.launch.probe import ProbeResult, probe
@@ -56,6 +57,7 @@ class ServerProcess(ManagedProcess):
     started_s: float | None = None  # start() to ready
     health_s: float | None = None  # start() to /health and /v1/models answering 200
     ready_probe: bool = True  # False: ready at /health (a file server; start-up A/B runs)
+    launcher_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     name = "the vLLM server"
     kill_wait_s = 30.0
@@ -84,7 +86,17 @@ class ServerProcess(ManagedProcess):
 
     @property
     def api_key(self) -> str | None:
-        return self.environ.get(self.cfg.api_key_env) or None
+        """The key this launcher's own requests (readiness, probe) send: $api_key_env's,
+        else, with service keys only, a random one made for this launcher alone."""
+        key = self.environ.get(self.cfg.api_key_env) or None
+        if key is None and self.cfg.auth.keys_file is not None:
+            key = self.launcher_key
+        return key
+
+    @property
+    def audit_path(self) -> Path | None:
+        """The audit trail the guard writes (with `auth.keys_file`), else None."""
+        return audit_file(self.cfg, self.log_path)
 
     @property
     def startup_timeout_s(self) -> float:
@@ -96,12 +108,16 @@ class ServerProcess(ManagedProcess):
         return self.cfg.drain_timeout_s + 10
 
     def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
-        return server_command(self.cfg, model_path), local_server_env(self.cfg, self.environ)
+        keyed = {**self.environ, self.cfg.api_key_env: self.api_key or ""}
+        env = local_server_env(self.cfg, keyed)
+        if (audit := self.audit_path) is not None:
+            env.setdefault("MEDGEMMA_GUARD_AUDIT_FILE", str(audit.absolute()))
+        return server_command(self.cfg, model_path), env
 
     def check(self) -> None:
         """The pre-flight first (its PreflightError is a LaunchError and a ConfigError: the
         files the config names are not usable here), then the busy-port check."""
-        preflight(self.cfg)
+        preflight(self.cfg, environ=self.environ)
         super().check()
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:

@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             thresholds = alert_thresholds(args.scenario, args.ttft_slo_ms)
             print(yaml.safe_dump(render_alerts(cfg, thresholds), sort_keys=False), end="")
             return 0
+        if cfg.auth.keys_file is not None:  # the edge for clusters: issue 23, item 2
+            raise RenderError(
+                "auth.keys_file: service keys are checked by a server `python -m serve` starts; "
+                f"the {args.target} render checks only the api_key_env key yet: unset it"
+            )
         if args.target == "ray":
             check_parallel(cfg)
             print(to_script(render_ray(cfg, ray_model_path(cfg, args.model)), cfg), end="")

@@ -1,10 +1,11 @@
 """End-to-end fixtures: real servers, each handed to tests as a `LiveServer`.
 
 `server`: ONE vLLM OpenAI server for the session (configs/deployments/cpu-tiny.yaml) serving
-the tiny MedGemma-architecture stand-in from its local folder, with an API key enforced;
-its log goes to logs/. For quick iteration, MEDGEMMA_TEST_SERVER_URL (root URL, e.g.
-http://127.0.0.1:8100) and MEDGEMMA_TEST_API_KEY make it a server you started yourself
-with the same config.
+the tiny MedGemma-architecture stand-in from its local folder, with an API key enforced
+and, beside it, a keys file of a few services (`service_keys`, one rate-limited, one
+revoked) with its audit trail; its log goes to logs/. For quick iteration,
+MEDGEMMA_TEST_SERVER_URL (root URL, e.g. http://127.0.0.1:8100) and MEDGEMMA_TEST_API_KEY
+make it a server you started yourself with the same config.
 
 `verify_server`: cpu-verify.yaml's server (the `verify` stand-in and its LoRA adapter).
 
@@ -27,6 +28,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,9 +116,42 @@ def verify_server() -> Iterator[LiveServer]:
         yield live
 
 
+@dataclass(frozen=True)
+class ServiceKeys:
+    """The session server's keys file: each service's key, and its audit trail."""
+
+    path: Path
+    keys: dict[str, str]
+    audit: Path
+
+
+# name -> requests per minute (None: unlimited); `to-revoke` is revoked by a test, `revoked`
+# before the server starts.
+SERVICES = {"ris": None, "reports": None, "limited": 2, "to-revoke": None, "revoked": None}
+
+
 @pytest.fixture(scope="session")
-def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
-    """The session's vLLM OpenAI server (or the one MEDGEMMA_TEST_SERVER_URL names)."""
+def service_keys(tmp_path_factory: pytest.TempPathFactory) -> ServiceKeys:
+    """A keys file with SERVICES, made with serve.auth.keys (`python -m serve keys` writes
+    the same way), for the session's `server`."""
+    if os.environ.get("MEDGEMMA_TEST_SERVER_URL"):
+        pytest.skip("a server started elsewhere has no keys file of this session")
+    from serve.auth.keys import KeysTable, add_service, new_key, revoke_service, write_keys_file
+
+    folder = tmp_path_factory.mktemp("keys")
+    table, keys = KeysTable(), {}
+    for name, rpm in SERVICES.items():
+        keys[name] = new_key()
+        table = add_service(table, name, keys[name], "2026-12-07T00:00:00Z", rpm)
+    table = revoke_service(table, "revoked", "2026-12-07T00:00:01Z")
+    write_keys_file(folder / "keys.json", table)
+    return ServiceKeys(folder / "keys.json", keys, folder / "audit.jsonl")
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """The session's vLLM OpenAI server (or the one MEDGEMMA_TEST_SERVER_URL names): the
+    API key beside the service keys of `service_keys`."""
     cfg = load_config(
         CONFIGS / "cpu-tiny.yaml", {"model": str(tiny_model_dir), "port": free_port()}
     )
@@ -124,6 +159,11 @@ def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
         key = os.environ.get("MEDGEMMA_TEST_API_KEY", API_KEY)
         yield LiveServer(external.rstrip("/"), key, cfg.model_name)
         return
+    keys: ServiceKeys = request.getfixturevalue("service_keys")
+    auth = {"keys_file": str(keys.path), "audit": {"path": str(keys.audit)}}
+    cfg = load_config(
+        CONFIGS / "cpu-tiny.yaml", {"model": str(tiny_model_dir), "port": cfg.port, "auth": auth}
+    )
     log_path = LOG_DIR / f"pytest-server-{cfg.port}.log"
     environ = {**os.environ, cfg.api_key_env: API_KEY}
     with ExitStack() as stack:

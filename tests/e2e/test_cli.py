@@ -220,6 +220,7 @@ def test_batch_stops_on_a_wrong_key_and_records_nothing(server: LiveServer, tmp_
     )
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: the server refused the API key (401): set MEDGEMMA_API_KEY to the key the server "
-        "was started with (Unauthorized)"
+        "was started with (unknown API key: send `Authorization: Bearer KEY` with a key this "
+        "server issued)"
     ], r.stderr
     assert read_batch_records(out) == [], "a run-level failure must not mark studies as failed"

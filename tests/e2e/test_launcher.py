@@ -67,7 +67,10 @@ def test_dry_run_prints_command_and_env_without_the_key() -> None:
         "medgemma-27b-it-tp4.yaml",
     ],
 )
-def test_dry_run_of_gpu_configs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_of_gpu_configs(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDGEMMA_API_KEY", "k")  # they bind 0.0.0.0: no start without a key
     r = in_process(capsys, "--config", str(REPO / "configs" / "deployments" / name), "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "--model google/medgemma-" in r.stdout and "HF_HUB_OFFLINE" not in r.stdout

@@ -213,6 +213,7 @@ def test_cheap_command_runs(
     (outputs land there); its stdout is what the line prints or sends to its target."""
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEDGEMMA_API_KEY", "docs-key")  # the GPU configs bind 0.0.0.0
     argv = [*args, "--dry-run"] if how(module, args) == "dry-run" else args
     try:
         code = importlib.import_module(MAINS[module]).main(argv)

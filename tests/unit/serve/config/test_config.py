@@ -265,10 +265,11 @@ def test_a_revision_is_a_commit_hash_and_an_unpinned_hub_model_is_warned_of(
     from tests.in_process import run_main
 
     gpu = str(CONFIGS / "medgemma-4b-it.yaml")
+    local = ["--set", "host=127.0.0.1"]  # no key needed on loopback
     bad = run_main(cli.main, ["--config", gpu, "--set", "revision=main", "--dry-run"], capsys)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad
     assert "revision: String should match pattern '^[0-9a-f]{40}$'" in bad.stderr, bad.stderr
-    unpinned = run_main(cli.main, ["--config", gpu, "--dry-run"], capsys)
+    unpinned = run_main(cli.main, ["--config", gpu, *local, "--dry-run"], capsys)
     assert unpinned.returncode == 0, unpinned.stderr
     warning = [ln for ln in unpinned.stderr.splitlines() if ln.startswith("warning:")]
     assert warning == [
@@ -277,7 +278,7 @@ def test_a_revision_is_a_commit_hash_and_an_unpinned_hub_model_is_warned_of(
         "commit hash you verified (docs/deploying.md)"
     ], unpinned.stderr
     pinned = run_main(
-        cli.main, ["--config", gpu, "--set", f"revision={'a' * 40}", "--dry-run"], capsys
+        cli.main, ["--config", gpu, *local, "--set", f"revision={'a' * 40}", "--dry-run"], capsys
     )
     assert pinned.returncode == 0 and "warning:" not in pinned.stderr, pinned.stderr
     assert f"--revision {'a' * 40}" in pinned.stdout, pinned.stdout

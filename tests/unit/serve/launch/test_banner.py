@@ -51,3 +51,15 @@ def test_replicas_behind_the_router() -> None:
         "rollout:  SIGHUP restarts the replicas one at a time with the re-read config"
     )
     assert "restart:" not in lines, "a replica's restarts are the fleet's, not one server's"
+
+
+def test_service_keys_and_the_audit_trail_are_named() -> None:
+    from pathlib import Path
+
+    cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["auth.keys_file=/etc/medgemma/keys.json"])
+    audit = Path("logs/audit-8000.jsonl")
+    lines = ready_banner(
+        cfg, ready_s=1, root_url="http://127.0.0.1:8000", keyed=False, audit=audit
+    ).splitlines()
+    assert "auth:     service keys from /etc/medgemma/keys.json (python -m serve keys)" in lines
+    assert "audit:    logs/audit-8000.jsonl" in lines, lines

@@ -387,9 +387,11 @@ def test_bad_input_names_the_field(
 
 
 def test_the_local_launcher_refuses_a_multi_node_config(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from serve.__main__ import main
+
+    monkeypatch.setenv("MEDGEMMA_API_KEY", "k")  # host 0.0.0.0 needs a key first
 
     config = CONFIGS / "medgemma-27b-it-2nodes.yaml"
     out = run_main(main, ["--config", str(config), "--dry-run"], capsys)
