@@ -15,10 +15,13 @@ from serve.host import image_attention_notice
 from serve.standin.tiny_model import RANDOM_WEIGHTS_NOTICE
 
 
-def ready_banner(cfg: DeploymentConfig, *, ready_s: float, root_url: str, keyed: bool) -> str:
+def ready_banner(
+    cfg: DeploymentConfig, *, ready_s: float, root_url: str, keyed: bool, image_mask: bool
+) -> str:
     """The lines printed once `cfg` is ready after `ready_s` seconds, answering at
     `root_url` (the server's or, with `replicas:`, the router's); `keyed`: whether the
-    server requires the API key from `cfg.api_key_env`."""
+    server requires the API key from `cfg.api_key_env`; `image_mask`: whether vLLM runs the
+    image-mask plugin (serve.attention.support.image_mask_active)."""
     lines = [
         f"ready in {ready_s:.0f} s",
         f"base URL: {root_url}/v1",
@@ -32,7 +35,7 @@ def ready_banner(cfg: DeploymentConfig, *, ready_s: float, root_url: str, keyed:
         )
     if cfg.stand_in is not None:
         lines.append(f"note:     {RANDOM_WEIGHTS_NOTICE}")
-    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
+    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt, image_mask):
         lines.append(f"note:     {notice}")
     if keyed:
         lines.append(f"auth:     API key required (from ${cfg.api_key_env})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -172,11 +173,16 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
             return 130
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from serve.attention.support import image_mask_active
     from serve.launch.banner import ready_banner
 
     ready_s = server.started_s or 0.0
     keyed = server.api_key is not None
-    print(ready_banner(cfg, ready_s=ready_s, root_url=server.root_url, keyed=keyed), flush=True)
+    mask = image_mask_active({**os.environ, **cfg.env})
+    banner = ready_banner(
+        cfg, ready_s=ready_s, root_url=server.root_url, keyed=keyed, image_mask=mask
+    )
+    print(banner, flush=True)
     from serve.launch.supervise import supervise
 
     def report(line: str) -> None:
