@@ -15,16 +15,23 @@ from typing import Any
 
 BF16_NATIVE = ("avx512_bf16", "amx_bf16")
 # Found by `python -m serve verify` (docs/fidelity.md): vLLM 0.32's CPU attention backend
-# ignores Gemma 3's bidirectional mask over an image's tokens.
+# ignores Gemma 3's bidirectional mask over an image's tokens. The project's plugin
+# (serve/attention) adds it; where it is not active (a vLLM it was not written for, or an
+# install without its entry point) the launcher says so.
 IMAGE_ATTENTION_NOTICE = (
     "vLLM's CPU backend attends causally over image tokens where Gemma 3 attends both ways "
-    "within an image: image answers differ from the reference (docs/fidelity.md)"
+    "within an image, and the image-mask plugin (serve/attention) is not active for this "
+    "vLLM: image answers differ from the reference (docs/fidelity.md)"
 )
 
 
-def image_attention_notice(device: str, limit_mm_per_prompt: dict[str, int]) -> str | None:
-    """The notice to print for a deployment that sends images through the CPU backend."""
-    return IMAGE_ATTENTION_NOTICE if device == "cpu" and limit_mm_per_prompt.get("image") else None
+def image_attention_notice(
+    device: str, limit_mm_per_prompt: dict[str, int], image_mask: bool
+) -> str | None:
+    """The notice to print for a deployment that sends images through the CPU backend
+    without the image-mask plugin (`image_mask`: whether the plugin is active)."""
+    images = device == "cpu" and limit_mm_per_prompt.get("image")
+    return IMAGE_ATTENTION_NOTICE if images and not image_mask else None
 
 
 # Instruction sets that change CPU inference speed by large factors, recorded with figures.

@@ -35,6 +35,11 @@ NO_REMOTE_MEDIA = "remote-image-urls-disabled.invalid"
 MM_CACHE_TYPE = "shm"
 # Shown by name only in a printed command line.
 SECRET_ENV = ("VLLM_API_KEY", "MEDGEMMA_GUARD_API_KEY", "HF_TOKEN")
+# Gemma 3 attends both ways within an image, which no attention backend can compute exactly
+# for an image split across prefill steps: vLLM forces --disable-chunked-mm-input on CUDA
+# for these models (platforms/cuda.py), not on the CPU, where the image-mask plugin
+# (serve/attention) refuses to start without it. Passed on the CPU whenever images may come.
+NO_SPLIT_IMAGES = "disable_chunked_mm_input"
 
 
 def flag(name: str, value: Any) -> list[str]:
@@ -82,6 +87,8 @@ def to_vllm_argv(
             argv += flag(name, getattr(cfg, name))
     if cfg.limit_mm_per_prompt:
         argv += flag("limit_mm_per_prompt", cfg.limit_mm_per_prompt)
+    if cfg.device == "cpu" and cfg.limit_mm_per_prompt.get("image") != 0:
+        argv += flag(NO_SPLIT_IMAGES, True)
     argv += flag("mm_processor_kwargs", cfg.mm_processor_kwargs)
     argv += flag("mm_processor_cache_gb", f"{cfg.mm_processor_cache_gb:g}")
     if cfg.mm_processor_cache_gb > 0:

@@ -28,7 +28,7 @@ from serve.config.restart import RestartPolicy
 from serve.config.standin import StandIn
 from serve.config.yaml_file import ConfigError as ConfigError  # importers use it
 from serve.config.yaml_file import FileKind, load_model
-from serve.model.gemma3 import gemma3_pitfall
+from serve.model.gemma3 import SPLIT_IMAGES_REFUSED, gemma3_pitfall
 
 Device = Literal["cpu", "cuda"]
 
@@ -267,6 +267,8 @@ class DeploymentConfig(BaseModel):
                 raise ValueError("api_key may not be written in a config: use `api_key_env`")
             if name in DeploymentConfig.model_fields:
                 raise ValueError(f"{key!r} is a config field of its own: set it there")
+            if name == "disable_chunked_mm_input" and v[key] is False:
+                raise ValueError(SPLIT_IMAGES_REFUSED)
         return v
 
     @model_validator(mode="after")

@@ -24,11 +24,14 @@ def ready_banner(
     ready_s: float,
     root_url: str,
     keyed: bool,
+    image_mask: bool,
     audit: Path | None = None,
 ) -> str:
     """The lines printed once `cfg` is ready after `ready_s` seconds, answering at
     `root_url` (the server's or, with `replicas:`, the router's); `keyed`: whether the
-    server requires the API key from `cfg.api_key_env`; `audit`: the audit trail's file."""
+    server requires the API key from `cfg.api_key_env`; `image_mask`: whether vLLM runs the
+    image-mask plugin (serve.attention.support.image_mask_active); `audit`: the audit
+    trail's file."""
     lines = [
         f"ready in {ready_s:.0f} s",
         f"base URL: {root_url}/v1",
@@ -42,7 +45,7 @@ def ready_banner(
         )
     if cfg.stand_in is not None:
         lines.append(f"note:     {RANDOM_WEIGHTS_NOTICE}")
-    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt):
+    if notice := image_attention_notice(cfg.device, cfg.limit_mm_per_prompt, image_mask):
         lines.append(f"note:     {notice}")
     if keyed:
         lines.append(f"auth:     API key required (from ${cfg.api_key_env})")

@@ -172,12 +172,19 @@ def run(cfg: DeploymentConfig, log_file: Path) -> int:
             return 130
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from serve.attention.support import image_mask_active
     from serve.launch.banner import ready_banner
 
     ready_s = server.started_s or 0.0
     keyed = bool(server.environ.get(cfg.api_key_env))
+    mask = image_mask_active({**os.environ, **cfg.env})
     banner = ready_banner(
-        cfg, ready_s=ready_s, root_url=server.root_url, keyed=keyed, audit=server.audit_path
+        cfg,
+        ready_s=ready_s,
+        root_url=server.root_url,
+        keyed=keyed,
+        image_mask=mask,
+        audit=server.audit_path,
     )
     print(banner, flush=True)
     from serve.launch.supervise import supervise

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from serve.attention.support import image_mask_active
 from serve.command.replicas import PlacementError, replica_configs, replica_url
 from serve.config.deployment import DeploymentConfig
 from serve.launch.banner import ready_banner
@@ -104,7 +105,11 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
     ready.set()
     print(
         ready_banner(
-            cfg, ready_s=time.perf_counter() - t0, root_url=router.root_url, keyed=bool(api_key)
+            cfg,
+            ready_s=time.perf_counter() - t0,
+            root_url=router.root_url,
+            keyed=bool(api_key),
+            image_mask=image_mask_active({**os.environ, **cfg.env}),
         ),
         flush=True,
     )

@@ -15,6 +15,14 @@ GEMMA3_IMAGE_KWARGS: dict[str, type] = {
     "pan_and_scan_min_ratio_to_activate": float,
 }
 GEMMA3_NAME = re.compile(r"medgemma|gemma-?3", re.IGNORECASE)
+# Gemma 3 attends both ways within an image: an image split across prefill steps cannot be
+# computed exactly, so vLLM forces disable_chunked_mm_input on CUDA and the launcher passes
+# it on the CPU (serve/command/argv.py); a config may not turn it off.
+SPLIT_IMAGES_REFUSED = (
+    "disable_chunked_mm_input: false would let vLLM split an image across prefill steps, "
+    "where Gemma 3's bidirectional attention within the image cannot be exact (vLLM forces "
+    "it on for Gemma 3 on CUDA; the launcher passes it on the CPU): remove it from extra_args"
+)
 
 
 def is_gemma3(model: str, hf_config: dict[str, Any] | None) -> bool:

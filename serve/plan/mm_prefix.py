@@ -28,7 +28,8 @@ the installed package, line numbers of 0.32.0):
 - Prefix caching is not affected: nothing under `v1/core/` (block hashing, the scheduler's
   cache hits) refers to it; a cached image's KV is reused as it is.
 - On the CPU (`platforms/cpu.py:177-179`) vLLM returns CPU_ATTN whatever `use_mm_prefix`
-  says: the CPU stand-ins attend causally within an image (a fidelity difference; no cost).
+  says, and CPU_ATTN attends causally within an image; this project's plugin replaces it
+  with a backend that adds Gemma 3's mask (serve/attention; not modelled here).
 
 The planner's model of the cost, for a prompt with images, on a GPU:
 1. More attention: causally, image token j (0-based) sees j + 1 of its image's T tokens;

@@ -40,6 +40,7 @@ class Target:
     dtype: str
     device: str
     adapter: Path | None = None
+    image_limit: int | None = None  # the config's images per prompt (None: not set)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +197,7 @@ def resolve(args: argparse.Namespace) -> Target:
         dtype=reference_dtype(cfg),
         device=device,
         adapter=adapter_folder(cfg, model),
+        image_limit=cfg.limit_mm_per_prompt.get("image"),
     )
 
 
@@ -220,7 +222,7 @@ def run(args: argparse.Namespace, target: Target) -> int:
     )
     ref = reference.load(target.folder, target.dtype, target.device, adapter_dir=target.adapter)
     results = []
-    for prompt in fixed_prompts():
+    for prompt in fixed_prompts(target.image_limit):
         got = served.generate(
             api, target.model, prompt.messages, max_tokens=args.max_tokens, top_k=args.top_k
         )

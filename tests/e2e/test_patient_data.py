@@ -126,8 +126,13 @@ def test_launcher_and_server_logs_hold_no_prompt_or_image(
 
 
 @pytest.mark.slow
-def test_launcher_says_the_cpu_image_attention_differs(launcher: LiveServer) -> None:
-    """The launcher of an image deployment on the CPU prints what `verify` found there."""
+def test_launcher_runs_gemma3s_image_mask_and_prints_no_causal_note(launcher: LiveServer) -> None:
+    """The image-mask plugin (serve/attention) runs in the launcher's vLLM, so the launcher
+    prints no note that image attention differs (it does where the plugin is not active:
+    tests/unit/serve/launch/test_cpu_notice.py)."""
+    from serve.attention.support import ACTIVE_LINE
     from serve.host import IMAGE_ATTENTION_NOTICE
 
-    assert f"note:     {IMAGE_ATTENTION_NOTICE}" in launcher.files()[0].read_text()
+    stdout, logs = launcher.files()[0].read_text(), launcher.text()
+    assert "base URL:" in stdout and IMAGE_ATTENTION_NOTICE not in stdout, stdout
+    assert ACTIVE_LINE in logs, logs[-3000:]

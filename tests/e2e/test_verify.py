@@ -4,11 +4,12 @@ test_lora), and the mutations it must catch: broken image preprocessing, and the
 attention mask flipped. The command runs in this process (its `main(argv)`), the reference
 models loaded once for the module; the error test runs it as a user types it.
 
-Finding (vLLM 0.32, CPU): the CPU attention backend attends causally over image tokens,
-where Gemma 3 (and transformers, and vLLM's GPU backends) attend bidirectionally within
-each image. So on this machine the served answers equal transformers' with
-`--image-attention causal` (to ~2e-5 nats in float32), and the default (Gemma 3's mask)
-fails on every image prompt. Evidence, in .venv/lib/python3.11/site-packages/vllm/:
+Finding (vLLM 0.32, CPU): vLLM's own CPU attention backend attends causally over image
+tokens, where Gemma 3 (and transformers, and vLLM's GPU backends) attend bidirectionally
+within each image; the served answers then equaled transformers' only with `--image-attention
+causal`. The project's vLLM plugin (serve/attention, docs/fidelity.md) adds Gemma 3's mask to
+the CPU backend: the served answers equal transformers' with Gemma 3's own mask, and the
+causal reference is the flipped one. Evidence, in .venv/lib/python3.11/site-packages/vllm/:
 - transformers_utils/model_arch_config_convertor.py:364-384: gemma3 is an "mm prefix LM"
   (bidirectional attention over image positions); model_executor/layers/attention/
   attention.py:344 asks the backend selector for `use_mm_prefix`;
@@ -18,7 +19,8 @@ fails on every image prompt. Evidence, in .venv/lib/python3.11/site-packages/vll
   and backend.py:307 refuses one without mm-prefix support);
 - v1/worker/gpu_model_runner.py:2336-2382 and 2412 (the CPU runner subclasses it,
   cpu_model_runner.py:23) put the image ranges into `mm_req_doc_ranges` of
-  CommonAttentionMetadata; cpu_attn.py's metadata builder never reads them.
+  CommonAttentionMetadata; cpu_attn.py's metadata builder never reads them (the plugin's
+  builder does).
 """
 
 from __future__ import annotations
@@ -41,12 +43,7 @@ from tests.in_process import run_main
 
 pytestmark = pytest.mark.slow  # verify_server: a vLLM server besides the session's `server`
 CONFIG = CONFIGS / "cpu-verify.yaml"
-IMAGE_PROMPTS = ("one-image", "two-images", "follow-up")
-CPU_MASK_FINDING = (
-    "vLLM 0.32's CPU attention backend ignores Gemma 3's bidirectional image mask "
-    "(cpu_attn.py never reads mm_req_doc_ranges; platforms/cpu.py picks CPU_ATTN although "
-    "supports_mm_prefix() is False): image prompts match only a causal reference"
-)
+IMAGE_PROMPTS = ("one-image", "two-images", "follow-up", "ct-volume")
 
 
 Verify = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -105,7 +102,7 @@ def lines(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
 def assert_image_prompts_fail(r: subprocess.CompletedProcess[str]) -> None:
     out = lines(r)
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr[-2000:])
-    assert "fidelity: 1/4 prompts match" in r.stdout, r.stdout
+    assert "fidelity: 1/5 prompts match" in r.stdout, r.stdout
     assert out["text"].startswith("text: match: tokens equal, 16 compared"), out
     for name in IMAGE_PROMPTS:
         assert out[name].startswith(f"{name}: MISMATCH"), out
@@ -117,27 +114,21 @@ def verify_model_dir() -> Path:
     return tiny_model.ensure("verify", 0)
 
 
-def test_served_answers_equal_a_reference_with_causal_image_attention(
-    verify_server: LiveServer, verify: Verify
-) -> None:
-    r = verify(verify_server, "--image-attention", "causal")
+def test_served_answers_equal_gemma3s_reference(verify_server: LiveServer, verify: Verify) -> None:
+    """The reference attends as Gemma 3 does (bidirectionally within each image): every
+    prompt's tokens are equal, within the tolerance (the image-mask plugin at work)."""
+    r = verify(verify_server)
     assert r.returncode == 0, (r.stdout, r.stderr[-2000:])
-    assert "fidelity: 4/4 prompts match" in r.stdout, r.stdout
+    assert "fidelity: 5/5 prompts match" in r.stdout, r.stdout
     out = lines(r)
     for name in ("text", *IMAGE_PROMPTS):
         assert out[name].startswith(f"{name}: match: tokens equal, 16 compared"), out
 
 
-@pytest.mark.xfail(reason=CPU_MASK_FINDING, strict=True)
-def test_served_answers_equal_gemma3s_reference(verify_server: LiveServer, verify: Verify) -> None:
-    r = verify(verify_server)
-    assert r.returncode == 0 and "fidelity: 4/4 prompts match" in r.stdout, r.stdout
-
-
 def test_the_flipped_image_mask_is_caught(verify_server: LiveServer, verify: Verify) -> None:
     """One thing differs from the passing comparison above: the reference's image mask
-    (bidirectional, Gemma 3's). Text matches; every image prompt fails."""
-    assert_image_prompts_fail(verify(verify_server, "--image-attention", "bidirectional"))
+    (causal, vLLM's CPU backend without the plugin). Text matches; every image prompt fails."""
+    assert_image_prompts_fail(verify(verify_server, "--image-attention", "causal"))
 
 
 def test_broken_image_preprocessing_is_caught(
@@ -151,7 +142,7 @@ def test_broken_image_preprocessing_is_caught(
     assert data["image_processor"]["image_mean"] == [0.5, 0.5, 0.5], data
     data["image_processor"]["image_mean"] = [0.4, 0.4, 0.4]
     conf.write_text(json.dumps(data))
-    r = verify(verify_server, "--image-attention", "causal", "--reference-model", str(broken))
+    r = verify(verify_server, "--reference-model", str(broken))
     assert_image_prompts_fail(r)
 
 
@@ -194,10 +185,10 @@ def test_the_adapter_equals_transformers_plus_peft(
     verify_server: LiveServer, verify: Verify
 ) -> None:
     """`verify --model ADAPTER`: the served LoRA adapter against transformers + peft on the
-    same adapter folder (causal image attention, as for the base on this CPU)."""
-    r = verify(verify_server, "--model", "verify-lora", "--image-attention", "causal")
+    same adapter folder (Gemma 3's image mask, as for the base)."""
+    r = verify(verify_server, "--model", "verify-lora")
     assert r.returncode == 0, (r.stdout, r.stderr[-2000:])
-    assert "+ peft adapter" in r.stdout and "fidelity: 4/4 prompts match" in r.stdout, r.stdout
+    assert "+ peft adapter" in r.stdout and "fidelity: 5/5 prompts match" in r.stdout, r.stdout
 
 
 def test_the_adapter_changes_the_served_answer(verify_server: LiveServer) -> None:

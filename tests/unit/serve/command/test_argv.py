@@ -51,6 +51,24 @@ def test_cpu_default_argv() -> None:
     assert "--mm-processor-cache-type" not in o  # no cache, no type
 
 
+@pytest.mark.parametrize(
+    ("name", "overrides", "passed"),
+    [
+        ("cpu-tiny.yaml", [], True),
+        ("cpu-volumes.yaml", [], True),
+        ("cpu-tiny.yaml", ["limit_mm_per_prompt={image: 0}"], False),  # no image to split
+        ("medgemma-4b-it.yaml", [], False),  # vLLM forces it on CUDA (platforms/cuda.py)
+    ],
+)
+def test_images_are_never_split_across_prefill_steps_on_the_cpu(
+    name: str, overrides: list[str], passed: bool
+) -> None:
+    """Gemma 3's image mask (serve/attention) is exact only for an image computed in one
+    step; vLLM forces --disable-chunked-mm-input on CUDA only."""
+    argv = to_vllm_argv(load_config(CONFIGS / name, overrides), "/m")
+    assert ("--disable-chunked-mm-input" in argv) is passed, argv
+
+
 def test_processed_image_cache_is_the_shared_memory_one() -> None:
     """vLLM's default type (`lru`) drifts after a request rejected once its images were
     processed (500 on the resend); `shm` cannot (serve.command.argv.MM_CACHE_TYPE)."""

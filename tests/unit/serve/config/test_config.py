@@ -151,6 +151,10 @@ def test_cpu_volumes_is_the_one_five_twin_for_volumes() -> None:
             "api_key may not be written",
         ),
         ("stand_in: {}\ndevice: cpu\nextra_args: {max_num_seqs: 3}\n", "config field of its own"),
+        (  # an image split across prefill steps: Gemma 3's image mask cannot be exact
+            "stand_in: {}\ndevice: cpu\nextra_args: {disable_chunked_mm_input: false}\n",
+            "disable_chunked_mm_input: false would let vLLM split an image",
+        ),
     ],
 )
 def test_bad_configs_are_named(tmp_path: Path, text: str, needle: str) -> None:

@@ -13,7 +13,7 @@ from tests.conftest import CONFIGS
 def test_one_server() -> None:
     cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["restart.enabled=true"])
     lines = ready_banner(
-        cfg, ready_s=41.6, root_url="https://127.0.0.1:8000", keyed=True
+        cfg, ready_s=41.6, root_url="https://127.0.0.1:8000", keyed=True, image_mask=False
     ).splitlines()
     assert lines[:3] == [
         "ready in 42 s",
@@ -22,6 +22,10 @@ def test_one_server() -> None:
     ], lines
     assert f"note:     {RANDOM_WEIGHTS_NOTICE}" in lines, lines
     assert f"note:     {IMAGE_ATTENTION_NOTICE}" in lines, lines
+    with_mask = ready_banner(
+        cfg, ready_s=41.6, root_url="https://127.0.0.1:8000", keyed=True, image_mask=True
+    )
+    assert IMAGE_ATTENTION_NOTICE not in with_mask, "the image-mask plugin runs: no note"
     assert f"auth:     API key required (from ${cfg.api_key_env})" in lines, lines
     assert lines[-1] == f"restart:  up to {cfg.restart.max_restarts} times if the server dies"
     assert not any(ln.startswith(("replicas:", "router:", "rollout:")) for ln in lines), lines
@@ -32,14 +36,18 @@ def test_one_server_without_key_restart_or_images() -> None:
         CONFIGS / "cpu-tiny.yaml",
         ["restart.enabled=false", "limit_mm_per_prompt={image: 0}"],
     )
-    text = ready_banner(cfg, ready_s=3, root_url="http://127.0.0.1:8000", keyed=False)
+    text = ready_banner(
+        cfg, ready_s=3, root_url="http://127.0.0.1:8000", keyed=False, image_mask=False
+    )
     assert "auth:" not in text and "restart:" not in text, text
     assert IMAGE_ATTENTION_NOTICE not in text, text
 
 
 def test_replicas_behind_the_router() -> None:
     cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["port=9000"])
-    lines = ready_banner(cfg, ready_s=95, root_url="http://127.0.0.1:9000", keyed=True)
+    lines = ready_banner(
+        cfg, ready_s=95, root_url="http://127.0.0.1:9000", keyed=True, image_mask=True
+    )
     assert lines.splitlines()[:5] == [
         "ready in 95 s",
         "base URL: http://127.0.0.1:9000/v1",
@@ -59,7 +67,12 @@ def test_service_keys_and_the_audit_trail_are_named() -> None:
     cfg = load_config(CONFIGS / "cpu-tiny.yaml", ["auth.keys_file=/etc/medgemma/keys.json"])
     audit = Path("logs/audit-8000.jsonl")
     lines = ready_banner(
-        cfg, ready_s=1, root_url="http://127.0.0.1:8000", keyed=False, audit=audit
+        cfg,
+        ready_s=1,
+        root_url="http://127.0.0.1:8000",
+        keyed=False,
+        image_mask=True,
+        audit=audit,
     ).splitlines()
     assert "auth:     service keys from /etc/medgemma/keys.json (python -m serve keys)" in lines
     assert "audit:    logs/audit-8000.jsonl" in lines, lines

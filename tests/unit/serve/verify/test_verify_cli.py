@@ -49,6 +49,27 @@ def test_prompts_cover_text_one_two_images_and_a_follow_up() -> None:
     assert ct != mr
 
 
+def test_a_server_that_takes_four_images_also_gets_ct_slices() -> None:
+    """The ct-volume prompt: VOLUME_SLICES phantom slices by the CT recipe (JPEG pixels and
+    "SLICE n" text, nothing of the DICOM header), only where the config takes that many."""
+    import json as json_
+
+    from serve.pacs.phantom import PATIENT_ID, PATIENT_NAME
+    from serve.verify.prompts import VOLUME_SLICES
+
+    assert [p.name for p in fixed_prompts(VOLUME_SLICES - 1)][-1] == "follow-up"
+    volume = fixed_prompts(VOLUME_SLICES)[-1]
+    assert (volume.name, volume.images) == ("ct-volume", VOLUME_SLICES)
+    parts = [
+        part for m in volume.messages if isinstance(m["content"], list) for part in m["content"]
+    ]
+    urls = [part["image_url"]["url"] for part in parts if part["type"] == "image_url"]
+    assert len(urls) == VOLUME_SLICES and all(u.startswith("data:image/jpeg") for u in urls)
+    assert len(set(urls)) == VOLUME_SLICES, "four different slices"
+    text = json_.dumps([part for part in parts if part["type"] == "text"])
+    assert f"SLICE {VOLUME_SLICES}" in text and PATIENT_NAME not in text and PATIENT_ID not in text
+
+
 def test_parse_reads_token_ids_and_keeps_the_chosen_token() -> None:
     response = {
         "choices": [

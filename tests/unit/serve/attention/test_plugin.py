@@ -1,0 +1,70 @@
+"""The vLLM general plugin (serve.attention.plugin) in this process: on the vLLM it was
+written for, vLLM's CPU_ATTN resolves to the image-mask backend; on another, vLLM's own
+backend stays and one line says why, however many of vLLM's processes load the plugin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("vllm.v1.attention.backends.cpu_attn")
+
+import vllm  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
+from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend  # noqa: E402
+from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
+
+from serve.attention.plugin import SAID, register  # noqa: E402
+from serve.attention.support import WRITTEN_FOR  # noqa: E402
+
+if not current_platform.is_cpu():  # pragma: no cover - a CUDA build of vLLM
+    pytest.skip("the plugin acts on the CPU platform only", allow_module_level=True)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def said(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The plugin's log lines; vLLM's registry and the one-line marker restored after."""
+    monkeypatch.setenv(SAID, "0")  # as in a fresh API server process
+    logger = logging.getLogger("vllm.plugins.medgemma_image_mask")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        AttentionBackendEnum.CPU_ATTN.clear_override()
+
+
+def test_cpu_attn_becomes_the_image_mask_backend(said: list[str]) -> None:
+    assert vllm.__version__ in WRITTEN_FOR, vllm.__version__
+    register()
+    backend = AttentionBackendEnum.CPU_ATTN.get_class()
+    assert issubclass(backend, CPUAttentionBackend) and backend is not CPUAttentionBackend
+    assert backend.supports_mm_prefix() and backend.get_name() == "CPU_ATTN"
+    assert said == [], said  # the backend's builder says it, once vLLM's logging is set up
+
+
+def test_another_vllm_keeps_its_backend_and_says_so_once(
+    said: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vllm, "__version__", "0.99.0")
+    register()
+    register()  # what an engine core started by that API server does: nothing more said
+    assert not AttentionBackendEnum.CPU_ATTN.is_overridden()
+    assert AttentionBackendEnum.CPU_ATTN.get_class() is CPUAttentionBackend
+    assert len(said) == 1 and said[0].startswith(
+        "medgemma-serve image mask: not written for vLLM 0.99.0"
+    ), said
