@@ -79,8 +79,12 @@ def synthetic_labels() -> dict[str, str]:
         str(phantom.uid(PHANTOM, "study")): f"CT phantom, {PHANTOM.slices} axial slices",
         str(phantom.uid(CT_VOLUME, "study")): f"CT volume, {CT_VOLUME.slices} axial slices",
         str(head.uid(MR_VOLUME, "study")): f"MR head, {MR_VOLUME.slices} sagittal slices",
-        str(radiograph.uid(radiograph.PRIOR, "study")): "chest X-ray, prior (no effusion)",
-        str(radiograph.uid(radiograph.CURRENT, "study")): "chest X-ray, current (left effusion)",
+        str(
+            radiograph.uid(radiograph.PRIOR, "study")
+        ): "DX chest X-ray prior, 1 image, no effusion",
+        str(
+            radiograph.uid(radiograph.CURRENT, "study")
+        ): "DX chest X-ray current, 1 image, left effusion",
     }
 
 
