@@ -283,7 +283,7 @@ class MedGemmaClient:
 
         max_tokens = params.pop("max_tokens", None)
         pair = compare_request(
-            dicomweb_url, study_uid, question, prior, limits=self.limits(), max_tokens=max_tokens
+            dicomweb_url, study_uid, question, prior, limits=self.limits, max_tokens=max_tokens
         )
         result = self.send(pair.request, **params)
         result.sent = pair.sent.current

@@ -18,7 +18,7 @@ No attribute of either study reaches the prompt: only pixels and the caller's te
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,13 +98,14 @@ def pair_request(
     current: Sequence[Dataset],
     question: str,
     *,
-    limits: Limits | None = None,
+    limits: Limits | Callable[[], Limits] | None = None,
     max_tokens: int | None = None,
     max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> tuple[TaskRequest, PairSent, Radiograph]:
     """The comparison's request (the notebook's layout), what it carries, and the current
-    radiograph (for a report). Raises StudyError (LimitError when the server cannot take
-    two images)."""
+    radiograph (for a report). `limits` may be a function (MedGemmaClient.limits), asked
+    only once both studies are found fit. Raises StudyError (LimitError when the server
+    cannot take two images)."""
     if not question.strip():
         raise ValueError("the comparison needs a question")
     old = radiograph(prior, None, "the prior")
@@ -118,7 +119,8 @@ def pair_request(
     if prior_uid == current_uid:
         raise StudyError("the prior study is the current study: give an earlier one")
     tokens = max_tokens or COMPARE_MAX_TOKENS
-    fit = fit_slices(2, limits or Limits(), text=text_tokens([question]), max_tokens=tokens)
+    known = (limits() if callable(limits) else limits) or Limits()
+    fit = fit_slices(2, known, text=text_tokens([question]), max_tokens=tokens)
     if fit.count < 2:
         raise LimitError(f"a comparison needs 2 images in one prompt: {fit.reason}; nothing sent")
     content = [image_part(old.pixels, max_size), image_part(new.pixels, max_size)]

@@ -56,7 +56,7 @@ def compare_chat(args: argparse.Namespace, client: MedGemmaClient) -> StudyChat:
         args.study,
         args.text,
         AUTO if args.prior_study == AUTO else args.prior_study,
-        limits=client.limits(),
+        limits=client.limits,
         max_tokens=args.max_tokens,
         max_size=args.max_size or None,
     )

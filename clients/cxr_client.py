@@ -9,6 +9,7 @@ compare_studies / localize / localize_study call these.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,7 +44,7 @@ def compare_request(
     question: str,
     prior: str = AUTO,
     *,
-    limits: Limits | None = None,
+    limits: Limits | Callable[[], Limits] | None = None,
     max_tokens: int | None = None,
     max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> Comparison:
