@@ -45,7 +45,9 @@ def scoords(sr: pydicom.Dataset) -> list[tuple[str, list[float], str]]:
 def report() -> tuple[pydicom.Dataset, list]:
     image = chest_pair()[1]
     boxes = parse_boxes(ANSWER, padding_of(COLUMNS, ROWS))
-    sr = build_report_sr([image], "the answer", model_name=MODEL, regions=region_items(boxes, image))
+    sr = build_report_sr(
+        [image], "the answer", model_name=MODEL, regions=region_items(boxes, image)
+    )
     return sr, boxes
 
 
