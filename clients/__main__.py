@@ -20,7 +20,7 @@ import openai
 
 from clients.boxes import BoxError
 from clients.chat import ClientSettings, MedGemmaClient, env_name
-from clients.cxr_cli import LOCALIZE, add_cxr_options, cmd_localize, compare_chat
+from clients.cxr_cli import LOCALIZE, add_cxr_options, batch_task, cmd_localize, compare_chat
 from clients.error_body import error_message
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
@@ -108,7 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     p.add_argument("folder", type=Path, nargs="?", help="folder of studies (searched recursively)")
-    p.add_argument("--task", choices=sorted(TASKS), default="findings", help="task preset")
+    p.add_argument(
+        "--task",
+        choices=sorted([*TASKS, LOCALIZE]),
+        default="findings",
+        help="task preset (localize: boxes, with --object)",
+    )
+    p.add_argument("--object", help="--task localize: what to find, e.g. 'right clavicle'")
     p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -211,6 +217,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
+    task = batch_task(args)
     client = connect(args)
     items: list[BatchItem]
     if args.dicomweb:
@@ -228,7 +235,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             run_items(
                 client,
                 items,
-                TASKS[args.task],
+                task,
                 args.out,
                 concurrency=args.concurrency,
                 max_size=args.max_size or None,

@@ -131,6 +131,15 @@ def pair_request(
     return TaskRequest(messages, params), sent, new
 
 
+@dataclass(frozen=True)
+class Localize:
+    """Localization as a batch task (`batch --task localize --object NAME`): what to find."""
+
+    object_name: str
+    name: str = "localize"
+    needs_report: bool = False
+
+
 def localize_request(
     pixels: np.ndarray,
     object_name: str,

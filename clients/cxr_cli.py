@@ -19,10 +19,11 @@ from pydicom.dataset import Dataset
 
 from clients.boxes import BoxError
 from clients.chat import MedGemmaClient
-from clients.cxr import Radiograph
+from clients.cxr import Localize, Radiograph
 from clients.cxr_client import AUTO, compare_request, localize_pixels, study_radiograph
 from clients.image_input import load_image
 from clients.study_cli import StudyChat, check_chat_flags, say_limits
+from clients.tasks import TASKS, Task
 
 LOCALIZE = "localize"
 
@@ -42,6 +43,17 @@ def add_cxr_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--overlay", type=Path, metavar="PNG", help="--task localize: draw the boxes into this PNG"
     )
+
+
+def batch_task(args: argparse.Namespace) -> Task | Localize:
+    """The task of `batch`: a preset, or localization of --object in every study."""
+    if args.task != LOCALIZE:
+        if args.object:
+            raise ValueError("--object is for --task localize")
+        return TASKS[args.task]
+    if not args.object or not args.object.strip():
+        raise ValueError("--task localize needs --object NAME: what to find, e.g. 'right clavicle'")
+    return Localize(" ".join(args.object.split()))
 
 
 def compare_chat(args: argparse.Namespace, client: MedGemmaClient) -> StudyChat:

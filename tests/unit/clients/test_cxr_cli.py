@@ -6,6 +6,7 @@ box as SCOORD lands in the study (read back from Orthanc)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ import pytest
 from PIL import Image
 
 from clients.__main__ import build_parser
+from clients.batch import DicomwebStudy, run_items
+from clients.cxr import Localize
 from clients.cxr_cli import cmd_localize
 from clients.dicomweb import fetch_study
+from clients.limits import Limits
 from clients.results import ChatResult
 from clients.tasks import TaskRequest
 from serve.pacs.radiograph import COLUMNS, ROWS
@@ -66,3 +70,39 @@ def test_localize_prints_draws_and_stores_the_boxes(
     ((label, data, _),) = scoords(back)
     assert label == "right clavicle"
     assert data[:2] == pytest.approx([box["x0"], box["y0"]], abs=0.06)
+
+
+class FixedAsync:
+    """The batch side of FixedAnswer: answers `text` to every request."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def alimits(self) -> Limits:
+        return Limits(2, 4096)
+
+    async def asend(self, request: TaskRequest, **params: Any) -> ChatResult:
+        return ChatResult(self.text, "stop", {"prompt_tokens": 600}, 0.1, MODEL)
+
+
+@pytest.mark.parametrize(("answer", "ok"), [(NOTEBOOK_ANSWER, True), ("no boxes here", False)])
+def test_batch_localize_records_boxes_or_keeps_the_raw_answer(
+    pacs: LivePacs, tmp_path: Path, answer: str, ok: bool
+) -> None:
+    out = tmp_path / "boxes.jsonl"
+    items = [
+        DicomwebStudy(pacs.cxr_current_study, pacs.url),
+        DicomwebStudy(pacs.phantom_study, pacs.url),
+    ]
+    client = FixedAsync(answer)
+    summary = asyncio.run(run_items(client, items, Localize("right clavicle"), out))  # type: ignore[arg-type]
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    cxr, ct = records[pacs.cxr_current_study], records[pacs.phantom_study]
+    assert ct["status"] == "error" and "the study is CT, not a chest radiograph" in ct["error"]
+    assert cxr["task"] == "localize"
+    if ok:
+        assert cxr["status"] == "ok" and cxr["boxes"][0]["box_2d"] == [140, 110, 340, 470], cxr
+        assert (summary.ok, summary.failed) == (1, 1)
+    else:
+        assert cxr["status"] == "error" and cxr["error_type"] == "BoxError", cxr
+        assert cxr["text"] == answer and (summary.ok, summary.failed) == (0, 2)
