@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset
 
 from clients.boxes import BoxError
 from clients.chat import MedGemmaClient
@@ -77,27 +76,25 @@ def compare_chat(args: argparse.Namespace, client: MedGemmaClient) -> StudyChat:
     return StudyChat(pair.request, pair.radiograph.sent, pair.current)
 
 
-def localize_source(
-    args: argparse.Namespace,
-) -> tuple[np.ndarray, Radiograph | None, list[Dataset]]:
+def localize_source(args: argparse.Namespace) -> tuple[np.ndarray, Radiograph | None]:
     """The image to localize in: the study's radiograph, or the one --image."""
     if not args.object or not args.object.strip():
         raise ValueError("--task localize needs --object NAME: what to find, e.g. 'right clavicle'")
     if args.dicomweb or args.study:
         check_chat_flags(args)
-        image, datasets = study_radiograph(args.dicomweb, args.study, args.series)
-        return image.pixels, image, datasets
+        image, _ = study_radiograph(args.dicomweb, args.study, args.series)
+        return image.pixels, image
     if args.store_sr:
         raise ValueError("--store-sr needs --dicomweb and --study: the boxes go into that study")
     if len(args.image) != 1:
         raise ValueError(
             "--task localize takes one image: --image PATH, or --dicomweb URL --study UID"
         )
-    return np.asarray(load_image(args.image[0], frame=args.frame)), None, []
+    return np.asarray(load_image(args.image[0], frame=args.frame)), None
 
 
 def cmd_localize(args: argparse.Namespace, client: MedGemmaClient) -> int:
-    pixels, image, datasets = localize_source(args)
+    pixels, image = localize_source(args)
     height, width = pixels.shape[:2]
     print(
         f"sent 1 image (localization: {width} x {height} padded to a centred "

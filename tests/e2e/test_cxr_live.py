@@ -2,9 +2,9 @@
 Orthanc, with the synthetic pair) and the real vLLM server (tiny stand-in, 2 images per
 prompt).
 
-- The pair: `chat --study CURRENT --prior auto` finds the prior by QIDO-RS and sends both
-  images; the server's usage shows two images' tokens (one image's more than the current
-  alone with the same question).
+- The pair: `chat --study CURRENT --prior auto --store-sr` finds the prior by QIDO-RS and
+  sends both images, the answer stored into the current study; the server's usage shows
+  two images' tokens (one image's more than the current alone with the same question).
 - Localization: the stand-in's answer is random text, so the CLI ends in one `error:` line
   with the raw answer on stdout, no overlay and nothing stored. With the server made to
   answer the notebook's own answer (structured output: a fixed choice), the boxes parse,
@@ -56,9 +56,10 @@ def instance_count(pacs: LivePacs) -> int:
 def test_prior_auto_sends_the_pair_end_to_end(server: LiveServer, pacs: LivePacs) -> None:
     proc = clients_cli(
         server, QUESTION, "--max-tokens", "8", "--dicomweb", pacs.url,
-        "--study", pacs.cxr_current_study, "--prior", "auto",
+        "--study", pacs.cxr_current_study, "--prior", "auto", "--store-sr",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"report stored: study {pacs.cxr_current_study}, SR series" in proc.stderr
     line = (
         f"sent 2 images (prior, then current; chest radiographs, each its own window, no "
         f"labels, no dates); prior study {pacs.cxr_prior_study}, current study "

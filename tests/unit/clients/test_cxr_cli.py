@@ -106,3 +106,15 @@ def test_batch_localize_records_boxes_or_keeps_the_raw_answer(
     else:
         assert cxr["status"] == "error" and cxr["error_type"] == "BoxError", cxr
         assert cxr["text"] == answer and (summary.ok, summary.failed) == (0, 2)
+
+
+def test_localize_an_image_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cxr.png"
+    Image.fromarray(np.full((200, 100), 90, np.uint8)).save(path)  # portrait: 50 px each side
+    args = build_parser().parse_args(
+        ["chat", "--task", "localize", "--object", "heart", "--image", str(path)]
+    )
+    assert cmd_localize(args, FixedAnswer()) == 0  # type: ignore[arg-type]
+    (box,) = json.loads(capsys.readouterr().out)
+    assert (box["x0"], box["y0"], box["x1"], box["y1"]) == (0.0, 28.0, 44.0, 68.0)
+    assert box["clipped"] is True  # x0 = 110 / 1000 * 200 - 50 < 0: cut at the image's edge
