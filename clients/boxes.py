@@ -70,7 +70,7 @@ def localize_prompt(object_name: str) -> str:
     """The notebook's instruction asking where `object_name` is."""
     name = " ".join(object_name.split())
     if not name:
-        raise ValueError("--object needs the name of what to find, e.g. 'right clavicle'")
+        raise ValueError('--object needs the name of what to find (e.g. "right clavicle")')
     return LOCALIZE_PROMPT.format(object_name=name)
 
 

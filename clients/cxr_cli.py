@@ -25,6 +25,7 @@ from clients.study_cli import StudyChat, check_chat_flags, say_limits
 from clients.tasks import TASKS, Task
 
 LOCALIZE = "localize"
+NEEDS_OBJECT = '--task localize needs --object NAME: what to find (e.g. --object "right clavicle")'
 
 
 def add_cxr_options(p: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def batch_task(args: argparse.Namespace) -> Task | Localize:
             raise ValueError("--object is for --task localize")
         return TASKS[args.task]
     if not args.object or not args.object.strip():
-        raise ValueError("--task localize needs --object NAME: what to find, e.g. 'right clavicle'")
+        raise ValueError(NEEDS_OBJECT)
     return Localize(" ".join(args.object.split()))
 
 
@@ -79,7 +80,7 @@ def compare_chat(args: argparse.Namespace, client: MedGemmaClient) -> StudyChat:
 def localize_source(args: argparse.Namespace) -> tuple[np.ndarray, Radiograph | None]:
     """The image to localize in: the study's radiograph, or the one --image."""
     if not args.object or not args.object.strip():
-        raise ValueError("--task localize needs --object NAME: what to find, e.g. 'right clavicle'")
+        raise ValueError(NEEDS_OBJECT)
     if args.dicomweb or args.study:
         check_chat_flags(args)
         image, _ = study_radiograph(args.dicomweb, args.study, args.series)
