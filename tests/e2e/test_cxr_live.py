@@ -78,6 +78,7 @@ def test_prior_auto_sends_the_pair_end_to_end(server: LiveServer, pacs: LivePacs
         )
     pair = int(found.group(1))
     extra = pair - alone.usage["prompt_tokens"]
+    print(f"\nprompt tokens: the pair {pair}, the current image alone {alone.usage}")
     # exactly one more image: its 256 tokens and the few that mark where it starts and ends
     assert IMAGE_TOKENS <= extra <= IMAGE_TOKENS + 8, (pair, alone.usage)
     assert via_api.usage["prompt_tokens"] == pair, (via_api.usage, pair)
@@ -121,6 +122,7 @@ def test_localize_round_trips_the_notebooks_answer_into_the_study(
             extra_body={"structured_outputs": {"choice": [NOTEBOOK_ANSWER]}},
         )
     assert found.result.text == NOTEBOOK_ANSWER, found.result
+    print(f"\nlocalize: usage {found.result.usage}, boxes {[b.as_json() for b in found.boxes]}")
     assert found.result.usage["prompt_tokens"] >= IMAGE_TOKENS, found.result.usage
     assert found.boxes == parse_boxes(NOTEBOOK_ANSWER, padding_of(COLUMNS, ROWS))
     (box,) = found.boxes
