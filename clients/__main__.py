@@ -18,7 +18,9 @@ from pathlib import Path
 
 import openai
 
+from clients.boxes import BoxError
 from clients.chat import ClientSettings, MedGemmaClient, env_name
+from clients.cxr_cli import LOCALIZE, add_cxr_options, batch_task, cmd_localize, compare_chat
 from clients.error_body import error_message
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.messages import RADIOLOGIST, build_messages
@@ -81,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--system", default=None, help='system prompt (default "You are an expert radiologist.")'
     )
-    p.add_argument("--task", choices=sorted(TASKS), help="use a task preset instead of plain chat")
+    p.add_argument(
+        "--task",
+        choices=sorted([*TASKS, LOCALIZE]),
+        help="use a task preset instead of plain chat (localize: boxes, with --object)",
+    )
     p.add_argument("--report", help="report text, or @FILE to read it (summary, consistency)")
     p.add_argument("--history", help="patient history text, or @FILE (interpret)")
     p.add_argument(
@@ -90,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     add_image_options(p)
     add_study_options(p, chat=True)
+    add_cxr_options(p)
     add_connection(p)
 
     p = sub.add_parser(
@@ -101,7 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     p.add_argument("folder", type=Path, nargs="?", help="folder of studies (searched recursively)")
-    p.add_argument("--task", choices=sorted(TASKS), default="findings", help="task preset")
+    p.add_argument(
+        "--task",
+        choices=sorted([*TASKS, LOCALIZE]),
+        default="findings",
+        help="task preset (localize: boxes, with --object)",
+    )
+    p.add_argument("--object", help="--task localize: what to find, e.g. 'right clavicle'")
     p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -147,9 +160,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     client = connect(args)
     max_size = args.max_size or None
     study = None
+    if args.task == LOCALIZE:
+        return cmd_localize(args, client)
     if getattr(args, "store_sr", False) and not args.dicomweb:
         raise ValueError("--store-sr needs --dicomweb and --study: the answer goes into that study")
-    if args.dicomweb or args.study:
+    if args.prior_study:
+        study = compare_chat(args, client)
+        request = study.request
+    elif args.dicomweb or args.study:
         study = chat_request(args, client.limits)
         request = study.request
     elif args.task:
@@ -199,6 +217,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
+    task = batch_task(args)
     client = connect(args)
     items: list[BatchItem]
     if args.dicomweb:
@@ -216,7 +235,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             run_items(
                 client,
                 items,
-                TASKS[args.task],
+                task,
                 args.out,
                 concurrency=args.concurrency,
                 max_size=args.max_size or None,
@@ -252,7 +271,9 @@ def explain(exc: BaseException) -> str | None:
         return f"the server answered {exc.status_code}: {server_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):
         return "the request timed out: raise --timeout or MEDGEMMA_TIMEOUT"
-    if isinstance(exc, (ImageError, SchemaError, PacsError, ValueError, KeyError, OSError)):
+    if isinstance(
+        exc, (ImageError, SchemaError, BoxError, PacsError, ValueError, KeyError, OSError)
+    ):
         return str(exc).strip("'\"")
     return None
 

@@ -22,11 +22,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import openai
 
+from clients.boxes import BoxError, parse_boxes
 from clients.chat import ChatResult, MedGemmaClient
+from clients.cxr import Localize, localize_request
 from clients.dicom import DICOM_SUFFIXES, is_dicom_file
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
+from clients.image_input import load_image
 from clients.limits import LimitError, Limits
 from clients.study_request import StudyOptions, fetch_request
 from clients.tasks import Task, TaskRequest
@@ -67,6 +71,10 @@ class BatchItem(Protocol):
         self, task: Task, *, max_size: int | None, frame: int | None, limits: Limits
     ) -> TaskRequest: ...
 
+    def image(self, frame: int | None) -> np.ndarray:
+        """The study's one image, 8-bit (for localization)."""
+        ...
+
 
 Item = TypeVar("Item", bound=BatchItem)
 
@@ -94,6 +102,9 @@ class Study:
             report = self.report_path.read_text(errors="replace")
         return task.build([self.path], report=report, max_size=max_size, frame=frame)
 
+    def image(self, frame: int | None) -> np.ndarray:
+        return np.asarray(load_image(self.path, frame=frame))
+
 
 @dataclass(frozen=True)
 class DicomwebStudy:
@@ -109,6 +120,11 @@ class DicomwebStudy:
     ) -> TaskRequest:
         options = replace(self.options, max_size=max_size)
         return fetch_request(self.url, self.id, task, options, limits=limits)[0]
+
+    def image(self, frame: int | None) -> np.ndarray:
+        from clients.cxr_client import study_radiograph
+
+        return study_radiograph(self.url, self.id, self.options.series_uid)[0].pixels
 
 
 @dataclass
@@ -181,7 +197,7 @@ def compact(out: Path) -> dict[str, Record]:
     return last
 
 
-def ok_record(study: BatchItem, task: Task, result: ChatResult) -> Record:
+def ok_record(study: BatchItem, task: Task | Localize, result: ChatResult) -> Record:
     rec: Record = {
         "id": study.id,
         "status": "ok",
@@ -196,14 +212,37 @@ def ok_record(study: BatchItem, task: Task, result: ChatResult) -> Record:
     return rec
 
 
-def error_record(study: BatchItem, task: Task, exc: BaseException) -> Record:
-    return {
+def error_record(study: BatchItem, task: Task | Localize, exc: BaseException) -> Record:
+    rec: Record = {
         "id": study.id,
         "status": "error",
         "task": task.name,
         "error_type": type(exc).__name__,
         "error": str(exc),
     }
+    if isinstance(exc, BoxError):
+        rec["text"] = exc.raw  # the answer without usable boxes, kept
+    return rec
+
+
+async def localized(
+    client: MedGemmaClient,
+    study: BatchItem,
+    task: Localize,
+    *,
+    max_size: int | None,
+    frame: int | None,
+    max_tokens: int | None,
+) -> Record:
+    """One localization (clients.cxr): its record carries the boxes in the image's pixels;
+    an answer without usable boxes raises BoxError."""
+    pixels = await asyncio.to_thread(study.image, frame)
+    request, pad = localize_request(
+        pixels, task.object_name, max_tokens=max_tokens, max_size=max_size
+    )
+    result = await client.asend(request)
+    boxes = parse_boxes(result.text, pad)
+    return {**ok_record(study, task, result), "boxes": [box.as_json() for box in boxes]}
 
 
 class JsonlWriter:
@@ -225,7 +264,7 @@ class JsonlWriter:
 async def process(
     client: MedGemmaClient,
     study: BatchItem,
-    task: Task,
+    task: Task | Localize,
     *,
     max_size: int | None,
     frame: int | None,
@@ -234,6 +273,10 @@ async def process(
 ) -> Record:
     """One study -> one record. Study-level failures become error records."""
     try:
+        if isinstance(task, Localize):
+            return await localized(
+                client, study, task, max_size=max_size, frame=frame, max_tokens=max_tokens
+            )
         request = await asyncio.to_thread(
             study.request, task, max_size=max_size, frame=frame, limits=limits
         )
@@ -260,7 +303,7 @@ async def run_batch(
 async def run_items(
     client: MedGemmaClient,
     studies: Sequence[BatchItem],
-    task: Task,
+    task: Task | Localize,
     out: Path,
     *,
     concurrency: int = 16,

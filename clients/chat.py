@@ -265,6 +265,53 @@ class MedGemmaClient:
         result.sent = sent
         return result
 
+    def compare_studies(
+        self,
+        dicomweb_url: str,
+        study_uid: str,
+        question: str,
+        *,
+        prior: str = "auto",
+        **params: Any,
+    ) -> ChatResult:
+        """Compare a chest X-ray study with its prior, as Google's longitudinal notebook
+        does (clients.cxr): one turn [prior image, current image, question]. prior: a
+        StudyInstanceUID, or "auto" for the patient's most recent earlier study of the same
+        modality (QIDO-RS). `.sent` is the current study's image. Raises StudyError
+        (no earlier study, another modality), PacsError, LimitError or the SDK's errors."""
+        from clients.cxr_client import compare_request
+
+        max_tokens = params.pop("max_tokens", None)
+        pair = compare_request(
+            dicomweb_url, study_uid, question, prior, limits=self.limits, max_tokens=max_tokens
+        )
+        result = self.send(pair.request, **params)
+        result.sent = pair.sent.current
+        return result
+
+    def localize(self, image: ImageSource, object_name: str, **params: Any) -> Any:
+        """Where `object_name` is on a chest X-ray (Google's localization notebook: the image
+        padded to a square, boxes normalized 0..1000): a clients.cxr_client.Localized with
+        `.boxes` in the image's own pixels. Raises BoxError (`.raw`: the answer) when the
+        answer has no usable boxes."""
+        import numpy as np
+
+        from clients.cxr_client import localize_pixels
+        from clients.image_input import load_image
+
+        return localize_pixels(self, np.asarray(load_image(image)), object_name, **params)
+
+    def localize_study(
+        self, dicomweb_url: str, study_uid: str, object_name: str, **params: Any
+    ) -> Any:
+        """localize() on a PACS study's chest radiograph (CR or DX, one image)."""
+        from clients.cxr_client import localize_pixels, study_radiograph
+
+        image, _ = study_radiograph(dicomweb_url, study_uid)
+        found = localize_pixels(self, image.pixels, object_name, **params)
+        found.result.sent = image.sent
+        return found
+
     def close(self) -> None:
         self.sdk.close()
 

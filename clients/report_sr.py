@@ -3,14 +3,17 @@
 `build_report_sr(source, text, model_name=..., model_version=...)` (pure) makes an Enhanced
 SR (highdicom) in the source's study (same StudyInstanceUID and patient, copied from the
 source as DICOM needs for the SR to belong to that study; never logged), in a new series
-(Modality SR) with one instance. Enhanced SR, not Comprehensive: a text report needs no
-spatial coordinates, and Enhanced is the SR class viewers and PACSs most widely show.
+(Modality SR) with one instance. Enhanced SR, not Comprehensive: it holds text and 2D spatial
+coordinates (SCOORD; only SCOORD3D needs more), and Enhanced is the SR class viewers and
+PACSs most widely show.
 
     CONTAINER "Diagnostic Imaging Report" (LOINC 18748-4)
       HAS OBS CONTEXT  Observer Type = Device (TID 1002), Device Observer UID (derived from
                        model name and version), Name (model and version), Model Name (model)
       HAS CONCEPT MOD  Algorithm Name, Algorithm Version (TID 4019: model, version)
       CONTAINS TEXT    "Finding" = the answer
+      CONTAINS TEXT    "Anatomical Structure" = a box's label, INFERRED FROM its SCOORD
+                       outline SELECTED FROM the image (one per box; clients.report_regions)
       CONTAINS TEXT    "Comment" = DISCLAIMER (machine-generated, not a diagnosis)
 
 The instances the model was shown are the evidence: the Current Requested Procedure
@@ -149,7 +152,10 @@ def unique_instances(source: Sequence[Dataset]) -> list[Dataset]:
 
 
 def content_tree(
-    text: str, model_name: str, model_version: str | None
+    text: str,
+    model_name: str,
+    model_version: str | None,
+    regions: Sequence[hd.sr.ContentItem] = (),
 ) -> hd.sr.ContainerContentItem:
     """The document's root container (see the module docstring)."""
     observer = hd.sr.ObserverContext(
@@ -166,6 +172,7 @@ def content_tree(
     tree.extend(hd.sr.ObservationContext(observer_device_context=observer))
     tree.extend(hd.sr.AlgorithmIdentification(model_name, model_version or "unspecified"))
     tree.append(hd.sr.TextContentItem(ANSWER, text, relationship_type=relationship))
+    tree.extend(regions)  # the boxes, when the answer drew some (clients.report_regions)
     tree.append(hd.sr.TextContentItem(COMMENT, note, relationship_type=relationship))
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE)
     root.ContentSequence = tree
@@ -179,9 +186,11 @@ def build_report_sr(
     model_name: str,
     model_version: str | None = None,
     series_number: int = DEFAULT_SERIES_NUMBER,
+    regions: Sequence[hd.sr.ContentItem] = (),
 ) -> hd.sr.EnhancedSR:
     """An Enhanced SR in the source's study holding `text`, referencing every source
-    instance (the ones the model was shown), with the model as the observer device.
+    instance (the ones the model was shown), with the model as the observer device;
+    `regions`: the boxes the model drew as SCOORD items (clients.report_regions).
 
     Raises ReportError: empty text or model name, no sources, sources from several studies
     or without the UIDs a reference needs.
@@ -197,7 +206,7 @@ def build_report_sr(
         with quiet():
             return hd.sr.EnhancedSR(
                 evidence=evidence,
-                content=content_tree(text.strip(), model_name, model_version),
+                content=content_tree(text.strip(), model_name, model_version, regions),
                 series_instance_uid=generate_uid(),
                 series_number=series_number,
                 sop_instance_uid=generate_uid(),

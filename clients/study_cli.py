@@ -90,7 +90,8 @@ def check_chat_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"{given} needs {needed}: a study is fetched from a PACS by its UID")
     if args.image:
         raise ValueError("--image and --dicomweb cannot be combined: send one or the other")
-    if args.task and TASKS[args.task].needs_report:
+    task = TASKS.get(args.task) if args.task else None  # localize is clients.cxr_cli's
+    if task is not None and task.needs_report:
         raise ValueError(f"task {args.task!r} needs a report, which a PACS study comes without")
 
 

@@ -1,6 +1,7 @@
 """The `pacs` fixture: one real Orthanc (with DICOMweb) for the session, on free local
 ports with throwaway storage, loaded by STOW-RS with pydicom's sample files, the CT
-phantom (60 slices), the CT volume (120 slices) and the MR head (40 slices). Registered
+phantom (60 slices), the CT volume (120 slices), the MR head (40 slices) and the chest
+X-ray pair (prior and current, DX). Registered
 for every test by tests/conftest.py (pytest_plugins).
 
 Tests may store more into it (an SR, say) but must not delete what was loaded, and must
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from clients.errors import PacsError
-from serve.pacs import head
+from serve.pacs import head, radiograph
 from serve.pacs.orthanc import DICOMWEB_PLUGIN, Orthanc, install_hint, search_path
 from serve.pacs.phantom import PhantomSpec, uid
 from serve.pacs.samples import CT_VOLUME, MR_VOLUME, PHANTOM, all_samples, load
@@ -53,6 +54,16 @@ class LivePacs:
     def ct_volume_study(self) -> str:
         """The 120-slice CT volume (serve.pacs.samples.CT_VOLUME)."""
         return str(uid(CT_VOLUME, "study"))
+
+    @property
+    def cxr_prior_study(self) -> str:
+        """The chest X-ray pair's prior (serve.pacs.radiograph.PRIOR)."""
+        return str(radiograph.uid(radiograph.PRIOR, "study"))
+
+    @property
+    def cxr_current_study(self) -> str:
+        """The chest X-ray pair's current study, with the effusion (radiograph.CURRENT)."""
+        return str(radiograph.uid(radiograph.CURRENT, "study"))
 
     @property
     def mr_volume_study(self) -> str:

@@ -5,8 +5,10 @@ JPEG 2000 compressed NM image, a 30-frame JPEG ultrasound cine) and three synthe
 one study each: the CT phantom of serve.pacs.phantom (PHANTOM, 60 slices, which the tests
 use), a CT volume (CT_VOLUME, 120 slices with fat, lungs, soft tissue, a lesion and bone,
 for the client's CT recipe: 85 of 120 slices in three windows) and an MR head
-(MR_VOLUME, serve.pacs.head, 40 sagittal slices, for the MR recipe). `load(url, datasets)`
-stores them with dicomweb-client and returns the StudyInstanceUIDs
+(MR_VOLUME, serve.pacs.head, 40 sagittal slices, for the MR recipe), and a chest
+radiograph pair of one patient (serve.pacs.radiograph: a prior without and a current with
+a left pleural effusion, DX, months apart, for the comparison and localization recipes).
+`load(url, datasets)` stores them with dicomweb-client and returns the StudyInstanceUIDs
 (clients.dicomweb.search_studies lists what a PACS holds). An unreachable or refusing PACS
 raises PacsError with one line.
 """
@@ -21,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from clients.dicomweb import connect, talking_to
 from clients.errors import PacsError
-from serve.pacs import head, phantom
+from serve.pacs import head, phantom, radiograph
 from serve.pacs.head import HeadSpec, head_series
 from serve.pacs.phantom import PhantomSpec, phantom_series
 
@@ -56,8 +58,9 @@ def sample_datasets(names: Sequence[str] = SAMPLE_FILES) -> list[Dataset]:
 
 
 def volume_datasets() -> list[Dataset]:
-    """The CT volume's slices, then the MR head's."""
-    return phantom_series(CT_VOLUME) + head_series(MR_VOLUME)
+    """The CT volume's slices, then the MR head's, then the chest radiograph pair's images
+    (prior, current)."""
+    return phantom_series(CT_VOLUME) + head_series(MR_VOLUME) + radiograph.chest_pair()
 
 
 def all_samples(phantom: PhantomSpec | None = PHANTOM, volumes: bool = True) -> list[Dataset]:
@@ -76,6 +79,12 @@ def synthetic_labels() -> dict[str, str]:
         str(phantom.uid(PHANTOM, "study")): f"CT phantom, {PHANTOM.slices} axial slices",
         str(phantom.uid(CT_VOLUME, "study")): f"CT volume, {CT_VOLUME.slices} axial slices",
         str(head.uid(MR_VOLUME, "study")): f"MR head, {MR_VOLUME.slices} sagittal slices",
+        str(
+            radiograph.uid(radiograph.PRIOR, "study")
+        ): "DX chest X-ray prior, 1 image, no effusion",
+        str(
+            radiograph.uid(radiograph.CURRENT, "study")
+        ): "DX chest X-ray current, 1 image, left effusion",
     }
 
 
