@@ -75,9 +75,11 @@ monitor: install
 dry-run: install
 	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)
 
-# In parallel (pytest-xdist): the tests of each server on one worker (tests/workers.py).
-# Serially: make test XDIST="-n 0"
-XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
+# Serially by default. In parallel (pytest-xdist, the tests of each server on one worker,
+# tests/workers.py): make test XDIST="-n 2 --dist loadgroup --no-loadscope-reorder".
+# Not the default yet: on 2026-12-07 a parallel clean-clone run lost a worker to a crash
+# inside vLLM's CPU attention kernel (tests/unit/serve/attention, bf16) and then hung.
+XDIST ?= -n 0
 
 test: install
 	$(PY) -m pytest $(XDIST) $(ARGS)

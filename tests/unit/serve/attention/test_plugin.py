@@ -37,14 +37,18 @@ def said(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The plugin's log lines; vLLM's registry and the one-line marker restored after."""
     monkeypatch.setenv(SAID, "0")  # as in a fresh API server process
     logger = logging.getLogger("vllm.plugins.medgemma_image_mask")
-    handler, level = Lines(), logger.level
+    handler, level, disabled = Lines(), logger.level, logger.disabled
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    # An earlier test's logging.config (vLLM's own, disable_existing_loggers) may have
+    # disabled the logger in this process; a fresh vLLM process has it enabled.
+    logger.disabled = False
     try:
         yield handler.lines
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.disabled = disabled
         AttentionBackendEnum.CPU_ATTN.clear_override()
 
 
