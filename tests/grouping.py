@@ -12,8 +12,8 @@ A session fixture that starts a server hands its ExitStack to `SESSION.stop_afte
 do not share 2 cores and the memory with an idle server. The fixture's own end of session
 closes the stack again, which then does nothing.
 
-In parallel (pytest-xdist, `make test`), tests/workers.py keeps each server's tests on one
-worker, which runs them in this order.
+In parallel (pytest-xdist, `make test XDIST=...`: see the Makefile), tests/workers.py
+keeps each server's tests on one worker, which runs them in this order.
 """
 
 from __future__ import annotations
