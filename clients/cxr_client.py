@@ -17,7 +17,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from clients.boxes import Box, Padding, parse_boxes
-from clients.cxr import PairSent, Radiograph, localize_request, pair_request, radiograph
+from clients.cxr import (
+    CHEST_RADIOGRAPH,
+    PairSent,
+    Radiograph,
+    localize_request,
+    pair_request,
+    radiograph,
+)
 from clients.images import DEFAULT_MAX_SIZE
 from clients.limits import Limits
 from clients.prior import find_prior
@@ -51,7 +58,10 @@ def compare_request(
     """Fetch the current study and its prior (`prior`: a StudyInstanceUID, or AUTO to find
     it by QIDO-RS) and build the comparison. Raises StudyError, PacsError, LimitError."""
     current = fetch(url, study_uid, None)
-    prior_uid = find_prior(url, current[0]) if prior == AUTO else prior
+    # The radiograph, not whatever instance comes first: a report stored into the study
+    # (--store-sr) is an SR instance, and the prior's modality is the image's.
+    radiograph_ds = next((d for d in current if d.get("Modality") in CHEST_RADIOGRAPH), current[0])
+    prior_uid = find_prior(url, radiograph_ds) if prior == AUTO else prior
     earlier = fetch(url, prior_uid, None)
     request, sent, image = pair_request(
         earlier, current, question, limits=limits, max_tokens=max_tokens, max_size=max_size

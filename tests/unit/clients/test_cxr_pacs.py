@@ -26,7 +26,8 @@ def instance_count(pacs: LivePacs) -> int:
 
 
 def test_prior_auto_finds_the_earlier_study_of_the_patient(pacs: LivePacs) -> None:
-    (current,) = fetch(pacs.url, pacs.cxr_current_study, None)
+    # the DX image (another test may have stored a report, an SR, into the study)
+    (current,) = [d for d in fetch(pacs.url, pacs.cxr_current_study, None) if d.Modality == "DX"]
     assert find_prior(pacs.url, current) == pacs.cxr_prior_study
 
 
@@ -75,3 +76,20 @@ def test_bad_input_is_one_line_and_leaves_the_pacs_untouched(
     assert code == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line.format(url=pacs.url)), err
+
+
+def test_prior_auto_after_a_report_was_stored_into_the_current_study(pacs: LivePacs) -> None:
+    """A stored report is an SR instance in the current study; the prior is still found by
+    the radiograph's modality (the SR came first in the study once, and auto searched for
+    an earlier SR study: none)."""
+    from clients.cxr_client import AUTO, compare_request
+    from clients.report_sr import build_report_sr, store_sr
+
+    images = [d for d in fetch(pacs.url, pacs.cxr_current_study, None) if d.Modality == "DX"]
+    store_sr(pacs.url, build_report_sr(images, "No change.", model_name="test"))
+    current = fetch(pacs.url, pacs.cxr_current_study, None)
+    assert {d.Modality for d in current} == {"DX", "SR"}
+    current.sort(key=lambda d: d.Modality != "SR")  # the SR first, as a PACS may list it
+    assert find_prior(pacs.url, current[-1]) == pacs.cxr_prior_study
+    comparison = compare_request(pacs.url, pacs.cxr_current_study, "Any change?", AUTO)
+    assert comparison.sent.prior_study == pacs.cxr_prior_study, comparison.sent
