@@ -25,7 +25,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DigitalXRayImageStorageForPresentation
 
-from serve.pacs.series import Series, part10, stored_bytes
+from serve.pacs.series import Series, instance_dataset, part10, stored_bytes
 
 PATIENT_NAME = "PHANTOM^CXR"
 PATIENT_ID = "PHANTOM-0003"
@@ -110,38 +110,12 @@ def stored_pixels(spec: ChestSpec) -> np.ndarray:
 
 def chest_study(spec: ChestSpec) -> Dataset:
     """The study's one image, with its file meta and preamble."""
-    s = series(spec)
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SOPClassUID = s.sop_class
-    ds.SOPInstanceUID = s.uid("slice-0")
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = s.date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = s.time
-    ds.AccessionNumber = ""
-    ds.Modality = s.modality
+    ds = instance_dataset(series(spec), 0, ["ORIGINAL", "PRIMARY"])
     ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Manufacturer = "medgemma-serve synthetic phantom"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = s.study_description
-    ds.SeriesDescription = s.series_description
-    ds.PatientName = s.patient_name
-    ds.PatientID = s.patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.BodyPartExamined = s.body_part
     ds.ViewPosition = "PA"
     ds.PatientOrientation = ["L", "F"]
     ds.ImagerPixelSpacing = [PIXEL_MM, PIXEL_MM]
-    ds.StudyInstanceUID = s.uid("study")
-    ds.SeriesInstanceUID = s.uid("series")
-    ds.StudyID = "1"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = ROWS, COLUMNS
-    ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0

@@ -47,14 +47,14 @@ class Plane:
     slice_mm: float  # SliceThickness = SpacingBetweenSlices
 
 
-def slice_dataset(series: Series, plane: Plane, image_type: list[str]) -> Dataset:
-    """The attributes every slice of `series` has, for the slice at `plane`: the caller adds
-    its modality's acquisition, pixel encoding and PixelData, then calls `part10`."""
+def instance_dataset(series: Series, index: int, image_type: list[str]) -> Dataset:
+    """The patient, study, series and SOP attributes of instance `index` (0-based) of
+    `series`: what every synthetic image has, with an image plane or without (a radiograph)."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = image_type
     ds.SOPClassUID = series.sop_class
-    ds.SOPInstanceUID = series.uid(f"slice-{plane.index}")
+    ds.SOPInstanceUID = series.uid(f"slice-{index}")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = series.date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = series.time
     ds.AccessionNumber = ""
@@ -68,23 +68,30 @@ def slice_dataset(series: Series, plane: Plane, image_type: list[str]) -> Datase
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.BodyPartExamined = series.body_part
-    ds.SliceThickness = plane.slice_mm
-    ds.SpacingBetweenSlices = plane.slice_mm
     ds.StudyInstanceUID = series.uid("study")
     ds.SeriesInstanceUID = series.uid("series")
     ds.StudyID = "1"
     ds.SeriesNumber = 1
-    ds.InstanceNumber = plane.index + 1
+    ds.InstanceNumber = index + 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    return ds
+
+
+def slice_dataset(series: Series, plane: Plane, image_type: list[str]) -> Dataset:
+    """The attributes every slice of `series` has, for the slice at `plane`: the caller adds
+    its modality's acquisition, pixel encoding and PixelData, then calls `part10`."""
+    ds = instance_dataset(series, plane.index, image_type)
+    ds.SliceThickness = plane.slice_mm
+    ds.SpacingBetweenSlices = plane.slice_mm
     ds.ImagePositionPatient = [round(float(v), 4) + 0.0 for v in plane.position]
     ds.ImageOrientationPatient = list(plane.orientation)
     ds.FrameOfReferenceUID = series.uid("frame")
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = round(plane.along_normal_mm, 4)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = ds.Columns = plane.size
     ds.PixelSpacing = [round(plane.pixel_mm, 6), round(plane.pixel_mm, 6)]
-    ds.BitsAllocated = 16
     return ds
 
 
