@@ -14,7 +14,10 @@ pytest.importorskip("vllm.v1.attention.backends.cpu_attn")
 import vllm  # noqa: E402
 from vllm.platforms import current_platform  # noqa: E402
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend  # noqa: E402
-from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
+from vllm.v1.attention.backends.registry import (  # noqa: E402
+    AttentionBackendEnum,
+    register_backend,
+)
 
 from serve.attention.plugin import SAID, register  # noqa: E402
 from serve.attention.support import WRITTEN_FOR  # noqa: E402
@@ -36,6 +39,12 @@ class Lines(logging.Handler):
 def said(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The plugin's log lines; vLLM's registry and the one-line marker restored after."""
     monkeypatch.setenv(SAID, "0")  # as in a fresh API server process
+    # An earlier test may have loaded vLLM's general plugins in this process (this one
+    # among them); start from vLLM's own registry, as a fresh process does, and put the
+    # earlier state back after.
+    cpu_attn = AttentionBackendEnum.CPU_ATTN
+    earlier = cpu_attn.get_path() if cpu_attn.is_overridden() else None
+    cpu_attn.clear_override()
     logger = logging.getLogger("vllm.plugins.medgemma_image_mask")
     handler, level, disabled = Lines(), logger.level, logger.disabled
     logger.addHandler(handler)
@@ -49,7 +58,9 @@ def said(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.disabled = disabled
-        AttentionBackendEnum.CPU_ATTN.clear_override()
+        cpu_attn.clear_override()
+        if earlier is not None:
+            register_backend(cpu_attn, earlier)
 
 
 def test_cpu_attn_becomes_the_image_mask_backend(said: list[str]) -> None:
