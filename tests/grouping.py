@@ -4,7 +4,7 @@ pytest-randomly shuffles the items (modules, then the tests inside each); `order
 sorts them, stably, by `group`: the tests that need no vLLM server first (unit tests, then
 end-to-end ones), then those of each session server in turn (SERVERS), then those that
 start servers of their own. Inside a group the shuffled order stays, so any order is still
-exercised there; the tests that disturb the shared launcher (marker `destructive`) run last
+exercised there; the tests that disturb a shared server (marker `destructive`) run last
 in its group, in the order of DISTURBANCES.
 
 A session fixture that starts a server hands its ExitStack to `SESSION.stop_after_last_user`;
@@ -22,10 +22,12 @@ from contextlib import ExitStack
 
 import pytest
 
-# The session fixtures that start a vLLM server, in the order their groups run.
-SERVERS = ("server", "verify_server", "launcher_run")
-# What a `destructive` test does to the shared launcher, in the order such tests run.
-DISTURBANCES = ("overloads", "restarts", "stops")
+# The fixtures that start a vLLM server their tests share, in the order their groups run:
+# the session's, and test_image_cache's (a module's; pytest stops it after the module).
+SERVERS = ("server", "verify_server", "launcher_run", "image_cache_server")
+# What a `destructive` test does to the server it shares, in the order such tests run:
+# fills test_image_cache's image cache for good; overloads, restarts or stops the launcher.
+DISTURBANCES = ("fills", "overloads", "restarts", "stops")
 
 
 def disturbance(item: pytest.Item) -> int:

@@ -7,7 +7,12 @@ miss ... P0/P1 cache drift"). A rejected request leaves its image pinned in the 
 memory (the engine never reads it); once the buffer is full, new images are sent without
 the cache, and must still be served.
 
-Each module-scoped server is cpu-tiny.yaml with the cache on, so these are `slow`.
+One module-scoped server, cpu-tiny.yaml with a cache of ~10 images (float32) to ~20
+(bf16), so these are `slow`: the cache-hit tests write 8 images at most (the readiness
+probe's, and one per test), so every one stays cached; the full-cache test then pins one
+and sends 24 new ones, more than the ring holds, and checks that it is full. That fills
+it for good (the pinned image is never freed), so it runs after the others
+(`destructive("fills")`, tests/grouping.py).
 """
 
 from __future__ import annotations
@@ -31,31 +36,22 @@ from tests.e2e.rejected_images import (
 
 pytestmark = pytest.mark.slow
 
-ROOMY_GB = 1.0  # ~100 processed 896 px images: every image of these tests stays cached
-FULL_GB = 0.03  # ~3: full after a few requests
+# ~20 processed 896 px images in bf16 (~4.8 MB each: 0.12 GiB held 26), ~10 in float32
+CACHE_GB = 0.09
 
 
-def cache_on(model_dir: str, gib: float, name: str) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module")
+def image_cache_server(tiny_model_dir: Any) -> Iterator[LiveServer]:
     cfg = load_config(
         CONFIGS / "cpu-tiny.yaml",
-        {"model": model_dir, "port": free_port(), "mm_processor_cache_gb": gib},
+        {"model": str(tiny_model_dir), "port": free_port(), "mm_processor_cache_gb": CACHE_GB},
     )
     environ = {**os.environ, cfg.api_key_env: API_KEY}
     try:
-        with serving(cfg, LOG_DIR / f"pytest-{name}-{cfg.port}.log", environ) as live:
+        with serving(cfg, LOG_DIR / f"pytest-image-cache-{cfg.port}.log", environ) as live:
             yield live
     except LaunchError as exc:
         pytest.fail(f"the server with the image cache on did not start: {exc}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def cached(tiny_model_dir: Any) -> Iterator[LiveServer]:
-    yield from cache_on(str(tiny_model_dir), ROOMY_GB, "image-cache")
-
-
-@pytest.fixture(scope="module")
-def cached_full(tiny_model_dir: Any) -> Iterator[LiveServer]:
-    yield from cache_on(str(tiny_model_dir), FULL_GB, "image-cache-full")
 
 
 def metric(http: httpx.Client, name: str) -> float:
@@ -82,11 +78,11 @@ def no_drift(server: LiveServer) -> None:
     "name,changes,says", REJECTED_WITH_IMAGE, ids=[c[0] for c in REJECTED_WITH_IMAGE]
 )
 def test_rejected_image_request_then_the_same_image_from_the_cache(
-    name: str, changes: dict[str, Any], says: str, cached: LiveServer
+    name: str, changes: dict[str, Any], says: str, image_cache_server: LiveServer
 ) -> None:
-    with cached.get_http_client() as http:
+    with image_cache_server.get_http_client() as http:
         hits = metric(http, "vllm:mm_cache_hits_total")
-        reject_then_resend(http, cached.model, name, changes, says)
+        reject_then_resend(http, image_cache_server.model, name, changes, says)
         # the resends' image came from the cache the rejected request filled (both resends),
         # or, if vLLM answered before processing it, from the first resend (the second)
         want = hits + (1 if name in ANSWERED_BEFORE_PROCESSING else 2)
@@ -96,25 +92,38 @@ def test_rejected_image_request_then_the_same_image_from_the_cache(
             lambda: f"{name}: cache hits {metric(http, 'vllm:mm_cache_hits_total')}, want {want}",
         )
         assert got == want, (name, hits, got, want)
-    no_drift(cached)
+    no_drift(image_cache_server)
 
 
+@pytest.mark.destructive("fills")
 def test_a_full_cache_with_a_pinned_image_still_serves_every_request(
-    cached_full: LiveServer,
+    image_cache_server: LiveServer,
 ) -> None:
-    with cached_full.get_http_client() as http:
-        bad = fresh_image_body(cached_full.model, max_tokens=-5)
+    with image_cache_server.get_http_client() as http:
+        bad = fresh_image_body(image_cache_server.model, max_tokens=-5)
         r = http.post("/v1/chat/completions", json=bad)
         assert r.status_code == 400, (r.status_code, r.text[:300])
-        for i in range(8):  # 16 new images: far more than the buffer holds
-            body = fresh_image_body(cached_full.model)
+        for i in range(12):  # 24 new images: more than the buffer holds in bf16 or float32
+            body = fresh_image_body(image_cache_server.model)
             body["messages"][0]["content"].append(fresh_image_body("")["messages"][0]["content"][1])
             r = http.post("/v1/chat/completions", json=body)
             assert r.status_code == 200, (i, r.status_code, r.text[:300])
+        # the ring is full: a new image, sent twice, is processed twice (no cache hit)
+        hits, queries = (metric(http, f"vllm:mm_cache_{m}_total") for m in ("hits", "queries"))
+        again = fresh_image_body(image_cache_server.model)
+        for attempt in range(2):
+            r = http.post("/v1/chat/completions", json=again)
+            assert r.status_code == 200, (attempt, r.status_code, r.text[:300])
+        wait_until(
+            lambda: metric(http, "vllm:mm_cache_queries_total") >= queries + 2,
+            30,
+            "the two requests' cache queries were not counted",
+        )
+        assert metric(http, "vllm:mm_cache_hits_total") == hits, "the cache was not full"
         bad["max_tokens"] = 2  # the rejected request's image, corrected
         for attempt in range(2):
             r = http.post("/v1/chat/completions", json=bad)
             assert r.status_code == 200, (attempt, r.status_code, r.text[:300])
         queries = metric(http, "vllm:mm_cache_queries_total")
         assert queries >= 19, queries
-    no_drift(cached_full)
+    no_drift(image_cache_server)

@@ -64,6 +64,21 @@ def test_destructive_tests_run_last_in_their_group_stops_after_restarts() -> Non
     assert ids(items) == ["tls", "sighup", "overload", "kill", "drain"]
 
 
+def test_the_test_that_fills_the_image_cache_runs_after_the_others_that_share_it() -> None:
+    cache = ("image_cache_server", "tiny_model_dir")
+    items: list[Any] = [
+        Item("tests/e2e/test_image_cache.py::full", cache, {"slow": (), "destructive": ("fills",)}),
+        Item("tests/e2e/test_tp.py::tp", ("tiny_model_dir",), {"slow": ()}),
+        Item("tests/e2e/test_image_cache.py::hit", cache, {"slow": ()}),
+    ]
+    grouping.Lifetimes().order(items)
+    assert ids(items) == [
+        "tests/e2e/test_image_cache.py::hit",
+        "tests/e2e/test_image_cache.py::full",
+        "tests/e2e/test_tp.py::tp",
+    ]
+
+
 def test_a_server_stops_after_its_last_user_and_not_before() -> None:
     items: list[Any] = [Item("e2e/a", ("server",)), Item("e2e/b", ("server",)), Item("e2e/c")]
     lifetimes = grouping.Lifetimes()
