@@ -9,6 +9,10 @@ rows). The second pass overwrites the image rows' output. Steps without image ro
 decode step, text-only prompts) run exactly vLLM's backend. The keys come from the paged KV
 cache, so a prefix-cache hit or an earlier prefill chunk before the image is seen as is.
 
+On a CPU with AMX, vLLM runs its `amx` kernel for bfloat16 without asking Linux for the AMX
+tile state; the builder asks (`require_isa`), so no process dies of SIGILL on its first
+attention step.
+
 Not exact, and so refused or reported:
 - an image split across two steps: its first rows cannot see keys not computed yet. vLLM
   never splits an image when `disable_chunked_mm_input` is on (CUDA forces it for these
