@@ -9,6 +9,10 @@ rows). The second pass overwrites the image rows' output. Steps without image ro
 decode step, text-only prompts) run exactly vLLM's backend. The keys come from the paged KV
 cache, so a prefix-cache hit or an earlier prefill chunk before the image is seen as is.
 
+On a CPU with AMX, vLLM runs its `amx` kernel for bfloat16 without asking Linux for the AMX
+tile state; the builder asks (`require_isa`), so no process dies of SIGILL on its first
+attention step.
+
 Not exact, and so refused or reported:
 - an image split across two steps: its first rows cannot see keys not computed yet. vLLM
   never splits an image when `disable_chunked_mm_input` is on (CUDA forces it for these
@@ -48,6 +52,12 @@ CHUNKED_IMAGES_REFUSED = (
     "--disable-chunked-mm-input (scheduler_config.disable_chunked_mm_input; vLLM forces it "
     "on CUDA for these models, and python -m serve passes it on the CPU)"
 )
+AMX_REFUSED = (
+    "medgemma-serve image mask: vLLM's CPU attention chose its AMX kernel (a CPU with AMX, "
+    "bfloat16), but Linux refused this process the AMX tile state "
+    "(arch_prctl ARCH_REQ_XCOMP_PERM), so its first tile instruction would kill the process; "
+    "serve in float32 (dtype) or on a host whose kernel grants AMX"
+)
 SPLIT_IMAGE_WARNING = (
     "medgemma-serve image mask: an image resumed from the prefix cache was split across "
     "steps by the token budget; its rows in this step do not see the image's later tokens "
@@ -71,6 +81,20 @@ class ImageMaskMetadata(CPUAttentionMetadata):
     """vLLM's CPU metadata plus the step's image rows (None: no image row in this step)."""
 
     image_rows: ImageRows | None = None
+
+
+def require_isa(isa: str) -> None:
+    """Make vLLM's CPU attention kernel for `isa` safe to run in this process.
+
+    The "amx" kernel executes AMX tile instructions, which Linux lets a process run only
+    after it asked for the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, once per process);
+    before that the first tile instruction kills the process with SIGILL. vLLM 0.32 picks
+    "amx" from the CPU's flags alone (`_get_attn_isa`) and never asks: it works only because
+    oneDNN asks the first time one of its kernels looks for AMX (a bfloat16 matmul, torch's
+    SDPA), which in a server happens before the first attention. A process whose first AMX
+    user is this kernel (a unit test) dies. So ask here; if Linux says no, refuse at start."""
+    if isa == "amx" and not torch.cpu._init_amx():
+        raise RuntimeError(AMX_REFUSED)
 
 
 def image_rows_of(
@@ -170,6 +194,7 @@ class ImageMaskMetadataBuilder(CPUAttentionMetadataBuilder):
 
     def __init__(self, kv_cache_spec: Any, layer_names: list[str], vllm_config: Any, device: Any):
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+        require_isa(self.isa)  # every layer of the group runs the kernel for self.isa
         model_config = vllm_config.model_config
         self.image_mask = bool(
             model_config is not None
