@@ -29,6 +29,8 @@ from serve.plan.inputs import Gpu, min_gpu_memory_mib
 
 GFD_MEMORY = "nvidia.com/gpu.memory"
 GFD_PRODUCT = "nvidia.com/gpu.product"
+
+
 def products(cfg: DeploymentConfig, gpu: Gpu) -> list[str]:
     """The product strings to prefer or require: the config's own, else the catalogue's."""
     return list(cfg.kubernetes.gpu_products or gpu.gfd_products)
