@@ -7,19 +7,25 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 # cuda if an NVIDIA GPU answers, else cpu. Override: make serve DEVICE=cpu
 DEVICE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 EXTRA := $(if $(filter cuda,$(DEVICE)),gpu,cpu)
-CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/deployments/medgemma-4b-it.yaml,configs/deployments/cpu-tiny.yaml)
 PY := .venv/bin/python
+# cuda: the config sized for the GPU nvidia-smi reports (H200, H100, else the L4 sizing), which
+# `python -m serve pick-config` prints at recipe time, once .venv/ exists, with its reason.
+CONFIG ?= $(if $(filter cuda,$(DEVICE)),$$($(PY) -m serve pick-config),configs/deployments/cpu-tiny.yaml)
+SHOWN_CONFIG = $(if $(findstring pick-config,$(CONFIG)),the config that fits this GPU (python -m serve pick-config),$(CONFIG))
+# yes: `make install` also installs Debian's prometheus and orthanc with apt-get when root.
+# Skip: make install APT=no
+APT ?= yes
 ARGS ?=
 
 .PHONY: help install prometheus orthanc pacs serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
-	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
+	@echo "make serve     serve $(SHOWN_CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
 	@echo "make monitor   make serve, plus Prometheus on http://127.0.0.1:9090 scraping it (alerts loaded)"
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
 	@echo "make test-fast the same without the slow tests (extra servers: verify, launcher, TP=2, replicas, Ray)"
 	@echo "make pacs      a local PACS (Orthanc + DICOMweb) on http://127.0.0.1:8042/dicom-web with sample studies"
-	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus and orthanc when root (idempotent)"
+	@echo "make install   set up .venv/ with the $(EXTRA) extra, and apt-get prometheus and orthanc when root (APT=no skips them; idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
 	@echo "make baseline  deployment vs transformers generate, 3 alternating rounds (~25 min on 2 cores)"
@@ -29,8 +35,10 @@ help:
 # The sync runs only when pyproject.toml or uv.lock changed since the last one, or .venv/
 # is missing (the stamp .venv/.synced); `make test` then `make lint` sync once, not twice.
 install: .venv/.synced
+ifneq ($(APT),no)
 	@$(MAKE) --no-print-directory prometheus
 	@$(MAKE) --no-print-directory orthanc
+endif
 
 # --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
 # each of the three processes of a vLLM server compiled vLLM and torch from source at

@@ -1,6 +1,6 @@
 """`python -m serve COMMAND`: serve a deployment, probe its readiness, plan its capacity,
-render it for a cluster (or its dashboard and alerts), draw its panels, manage its
-per-service keys, or build the stand-in model.
+pick the config that fits this host's GPU, render it for a cluster (or its dashboard and
+alerts), draw its panels, manage its per-service keys, or build the stand-in model.
 Without a command it serves: `python -m serve --config configs/deployments/cpu-tiny.yaml`
 is `python -m serve serve ...`.
 """
@@ -19,6 +19,10 @@ COMMANDS = {
         "readiness: one image + text request to a running server (exit 0 ready, 1 not)",
     ),
     "plan": ("serve.plan.cli", "capacity plan: memory, KV cache, concurrency, ceilings"),
+    "pick-config": (
+        "serve.plan.pick",
+        "the deployment config that fits this host's GPU (make serve's default), and why",
+    ),
     "render": (
         "serve.render.cli",
         "render a deployment: ray or k8s, its Grafana dashboard or its alerting rules",

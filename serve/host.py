@@ -2,8 +2,10 @@
 
 Measured on these machines (2026-11-29): on a CPU without native bfloat16 arithmetic
 (no `avx512_bf16` and no `amx_bf16` flag, e.g. an AVX2-only EPYC) a bf16 matrix product
-ran ~100x slower than the same product in float32 (0.5 vs 54 GFLOP/s, one thread), so a
-bf16 server there is slow for no gain. `resolved_dtype` turns `dtype: auto` on
+ran far slower than the same product in float32 (one thread; the command that measured it
+was not kept, so its figures are not repeated here: benchmarks.md's `ab` of dtype=bfloat16
+against dtype=float32 measures the served difference), so a bf16 server there is slow for
+no gain. `resolved_dtype` turns `dtype: auto` on
 `device: cpu` into bfloat16 where the CPU has it and float32 where it does not.
 """
 

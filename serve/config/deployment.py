@@ -66,7 +66,8 @@ class DeploymentConfig(BaseModel):
         "bfloat16",
         description="Weight and activation dtype (MedGemma is trained in bf16). `auto` on "
         "device: cpu is bfloat16 where the CPU has native bf16 (avx512_bf16 or amx_bf16) and "
-        "float32 elsewhere, where bf16 matrix products are ~100x slower; on cuda, vLLM's auto. "
+        "float32 elsewhere, where bf16 matrix products are far slower (serve/host.py); on cuda, "
+        "vLLM's auto. "
         "float16 is refused for Gemma 3 models: their activations overflow its range.",
     )
     max_model_len: int | None = Field(

@@ -5,6 +5,7 @@ FLOP/s; the node labels `render k8s` places pods by), refusing an entry that lac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from serve.config.deployment import DeploymentConfig, is_local_path
 from serve.model.shapes import SHAPES_DIR, ModelShape, ShapeError, known_models, read_shape_file
 
 GPUS_FILE = Path(__file__).resolve().parent / "gpus.yaml"
+# A GPU fits a config sized for a catalogue GPU when it reports at least 95% of that GPU's
+# memory (NVML's figure, which nvidia-smi and GFD's nvidia.com/gpu.memory label print): GFD's
+# README shows 39538 MiB on an A100-SXM4-40GB, 3.5% under the catalogue's 40960, and the
+# next smaller class is always far below (80 GB -> 48 GB -> 24 GB). Used by `render k8s`'s
+# node affinity and `python -m serve pick-config`.
+MEMORY_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,11 @@ class Gpu:
     @property
     def peak_flops(self) -> float:
         return self.bf16_dense_tflops * 1e12
+
+
+def min_gpu_memory_mib(gpu: Gpu) -> int:
+    """The least memory (MiB) a GPU may report to run a config sized for `gpu`."""
+    return math.floor(gpu.memory_mib * (1 - MEMORY_SLACK))
 
 
 def shape_for_config(cfg: DeploymentConfig, build_stand_in: bool = True) -> ModelShape:

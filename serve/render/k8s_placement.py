@@ -22,20 +22,13 @@ kubernetes.node_selector applies as well, as a nodeSelector (a node must satisfy
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 from serve.config.deployment import DeploymentConfig
-from serve.plan.inputs import Gpu
+from serve.plan.inputs import Gpu, min_gpu_memory_mib
 
 GFD_MEMORY = "nvidia.com/gpu.memory"
 GFD_PRODUCT = "nvidia.com/gpu.product"
-MEMORY_SLACK = 0.05  # GFD's README: 39538 MiB on an A100-SXM4-40GB, 3.5% under 40960
-
-
-def min_gpu_memory_mib(gpu: Gpu) -> int:
-    """The least nvidia.com/gpu.memory a node's GPUs may report for a config sized for `gpu`."""
-    return math.floor(gpu.memory_mib * (1 - MEMORY_SLACK))
 
 
 def products(cfg: DeploymentConfig, gpu: Gpu) -> list[str]:

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="local folder of the weights for transformers (default: the folder the config "
-        "loads; a hub id is looked up in the local Hugging Face cache only)",
+        "loads; a hub id is looked up in the local Hugging Face cache only, at the config's "
+        "`revision` when it pins one)",
     )
     p.add_argument(
         "--top-k",
@@ -103,17 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def hub_folder(model_id: str) -> Path:
-    """The local Hugging Face cache's copy of a hub model (nothing is downloaded)."""
+def hub_folder(model_id: str, revision: str | None = None) -> Path:
+    """The local Hugging Face cache's copy of a hub model (nothing is downloaded): the
+    config's pinned `revision` (the commit the server loads), else what `main` points to."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(model_id, local_files_only=True))
+        return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
+        at = f" at revision {revision}" if revision else ""
         raise VerifyError(
-            f"{model_id} is not in the local Hugging Face cache; pass --reference-model DIR "
-            "with a local copy of the weights"
+            f"{model_id}{at} is not in the local Hugging Face cache; pass --reference-model "
+            "DIR with a local copy of the weights"
         ) from None
 
 
@@ -128,7 +131,7 @@ def reference_folder(cfg: DeploymentConfig, given: Path | None) -> Path:
     elif cfg.model is not None and is_local_path(cfg.model):
         folder = Path(cfg.model).expanduser()
     elif cfg.model is not None:
-        folder = hub_folder(cfg.model)
+        folder = hub_folder(cfg.model, cfg.revision)
     else:
         raise VerifyError("the config names no model and no stand_in")
     if not folder.is_dir():

@@ -168,7 +168,7 @@ def test_vllm_parser_names_an_unknown_passthrough_flag(vllm_parser_check) -> Non
 @pytest.mark.parametrize(
     ("flags", "device", "dtype", "expected"),
     [
-        ({"avx2"}, "cpu", "auto", "float32"),  # bf16 products are ~100x slower without it
+        ({"avx2"}, "cpu", "auto", "float32"),  # bf16 products are far slower without it
         ({"avx2", "avx512_bf16"}, "cpu", "auto", "bfloat16"),
         ({"amx_bf16"}, "cpu", "auto", "bfloat16"),
         ({"avx2"}, "cpu", "bfloat16", "bfloat16"),  # an explicit dtype is kept

@@ -160,6 +160,33 @@ def test_hub_model_not_in_the_cache_is_one_line(tmp_path, capsys, monkeypatch) -
     )
 
 
+def test_the_reference_is_the_cached_snapshot_of_the_pinned_revision(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """A hub config's `revision:` picks the same files for the reference as for the server
+    (vLLM's --revision), not whatever the cache's `main` points to; an uncached revision is
+    one line naming it."""
+    import huggingface_hub.constants
+
+    pinned, newer, missing = "a" * 40, "b" * 40, "c" * 40
+    repo = tmp_path / "hub" / "models--google--medgemma-1.5-4b-it"
+    (repo / "snapshots").mkdir(parents=True)
+    for sha in (pinned, newer):
+        fake_model(repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(newer)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = CONFIGS / "medgemma-1.5-4b-it.yaml"
+    cfg = cli.load_config(config, [f"revision={pinned}"])
+    assert cli.reference_folder(cfg, None) == repo / "snapshots" / pinned
+    assert cli.reference_folder(cli.load_config(config), None) == repo / "snapshots" / newer
+    assert cli.main(["--config", str(config), "--set", f"revision={missing}"]) == 2
+    assert error_line(capsys) == (
+        f"error: google/medgemma-1.5-4b-it at revision {missing} is not in the local Hugging "
+        "Face cache; pass --reference-model DIR with a local copy of the weights"
+    )
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "words"),
     [("--top-k", "0", "--top-k must be at least 1"), ("--tolerance", "-1", "must not be negative")],
