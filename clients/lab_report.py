@@ -7,9 +7,10 @@ notebook recipe for it in Google-Health/medgemma (searched for "lab" there): the
 (LabReport) and the instruction (PROMPT) are ours.
 
 - **The request**: one user turn, the page images in page order, then the instruction with
-  the schema; no system prompt (as the 1.5 notebooks send theirs), greedy, 2048 new tokens
-  (room for about 30 results). Each page is at most 896 px, grey PNG (clients.pages renders
-  a PDF).
+  the schema's shape (keys and value types: the JSON Schema itself cost the stand-in's
+  tokenizer about 2,000 tokens, more than the pages); no system prompt (as the 1.5
+  notebooks send theirs), greedy, 2048 new tokens (room for about 30 results). Each page
+  is at most 896 px, grey PNG (clients.pages renders a PDF).
 - **Several pages go in one prompt**, not one request each: a report prints its specimen
   and collection time once, on page 1, and a results table runs over onto page 2; only a
   prompt holding both can attribute them, and one answer is one schema check. The pages
@@ -29,10 +30,9 @@ An answer that is not a LabReport raises LabReportError, holding the whole raw a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -101,14 +101,32 @@ PROMPT = (  # ours: no recipe was found (module doc)
     "laboratory's name and the specimen, collection time and report time printed for the "
     "whole report. Copy every value exactly as printed; use null for anything the report "
     "does not show. Leave out the patient's name and identifiers."
-    "\n\nAnswer with JSON only, matching this schema: {schema}"
+    "\n\nAnswer with JSON only, in this shape: {shape}"
 )
+
+
+def shape(model: type[BaseModel]) -> str:
+    """The model's JSON as keys and value types, e.g. {"unit": string or null, ...}: the
+    schema in a tenth of its JSON Schema's tokens (the instruction says what each means;
+    structured output enforces the rest)."""
+    fields = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if get_origin(kind) is list:
+            (item,) = get_args(kind)
+            text = f"[{shape(item)}, ...]"
+        else:
+            types = [t for t in get_args(kind) if t is not type(None)] or [kind]
+            text = "string" if types == [str] else str(types)
+            text += " or null" if type(None) in get_args(kind) else ""
+        fields.append(f'"{name}": {text}')
+    return "{" + ", ".join(fields) + "}"
 
 
 def lab_prompt(pages: int) -> str:
     """The instruction for a report of `pages` page images."""
     what = "This image is" if pages == 1 else f"These {pages} images are the pages, in order, of"
-    return PROMPT.format(what=what, schema=json.dumps(LabReport.model_json_schema()))
+    return PROMPT.format(what=what, shape=shape(LabReport))
 
 
 @dataclass(frozen=True)

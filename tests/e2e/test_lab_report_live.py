@@ -88,8 +88,9 @@ def test_two_pages_are_two_images_in_one_prompt(server: LiveServer) -> None:
         two = c.send(lab_report_request(pdf, limits=c.limits).request, max_tokens=1)
     extra = two.usage["prompt_tokens"] - one.usage["prompt_tokens"]
     print(f"\nprompt tokens: page 1 alone {one.usage}, pages 1 and 2 {two.usage}")
-    # one more image: its 256 tokens and the few that mark it (the text differs by a word)
-    assert IMAGE_TOKENS <= extra <= IMAGE_TOKENS + 12, (one.usage, two.usage)
+    # one more image: its 256 tokens, the few that mark it, and "These 2 images are the
+    # pages, in order, of" for "This image is" (20 more of the stand-in's tokens, measured)
+    assert IMAGE_TOKENS <= extra <= IMAGE_TOKENS + 32, (one.usage, two.usage)
 
 
 def test_bad_input_is_one_line_each(server: LiveServer, tmp_path: Path) -> None:
