@@ -50,7 +50,9 @@ def run(argv: list[str], cwd: Path, server: LiveServer, timeout: int = 300) -> s
         errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         assert len(errors) == 1, r.stderr[-3000:]
         assert errors[0].startswith(f"error: {NOT_A_REPORT}: "), errors
-        assert errors[0].endswith(" (the raw answer is above)"), errors
+        assert errors[0].endswith(
+            "; the answer was cut off at max_tokens) (the raw answer is above)"
+        ), errors
         assert r.stdout.startswith('{"laboratory":'), "the raw answer is kept on stdout"
         return r.stdout
     assert r.returncode == 0, f"{argv[:3]}... exit {r.returncode}: {r.stderr[-3000:]}"
@@ -95,7 +97,7 @@ CLI_LINES = [
 DOC_PACS_URL = ("http://127.0.0.1:8042/dicom-web", "$URL")  # what `make pacs` serves, in the docs
 
 
-@pytest.mark.parametrize("argv", CLI_LINES, ids=[" ".join(a[3:5]) for a in CLI_LINES])
+@pytest.mark.parametrize("argv", CLI_LINES, ids=[" ".join(a[3:6]) for a in CLI_LINES])
 def test_clients_command_line(
     argv: list[str], server: LiveServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -135,6 +137,10 @@ def test_clients_command_line(
         else:
             assert out.strip(), argv
         return
+    if "lab-report" in args:
+        # The stand-in fails the same way at the default 2048 tokens (measured: about a
+        # minute per answer on 2 shared cores) as at 16: run the line with 16.
+        args = [*args, "--max-tokens", "16"]
     out = run([sys.executable, "-m", "clients", *args], tmp_path, server)
     if "lab-report" in argv and "batch" in argv:
         out_file = tmp_path / args[args.index("--out") + 1]
