@@ -2,9 +2,10 @@
 
 MedGemma 1.5's model card lists "medical document understanding: extraction of structured
 data, such as values and units, from unstructured medical lab reports" (a page image or a
-PDF in, JSON out). Google publishes no schema and, unlike the other 1.5 workloads, no
-notebook recipe for it in Google-Health/medgemma (searched for "lab" there): the schema
-(LabReport) and the instruction (PROMPT) are ours.
+PDF in, JSON out). No schema and no notebook recipe for it were found in
+Google-Health/medgemma (searched for "lab" in the copy readable here, which predates the
+1.5 notebooks; the issue names notebooks for the other 1.5 workloads and none for this):
+the schema (LabReport) and the instruction (PROMPT) are ours.
 
 - **The request**: one user turn, the page images in page order, then the instruction with
   the schema's shape (keys and value types: the JSON Schema itself cost the stand-in's
