@@ -169,6 +169,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return cmd_localize(args, client)
     if args.task == LAB_REPORT:
         return cmd_lab_report(args, client)
+    if args.pdf or args.page:
+        raise ValueError("--pdf and --page are for --task lab-report")
     if getattr(args, "store_sr", False) and not args.dicomweb:
         raise ValueError("--store-sr needs --dicomweb and --study: the answer goes into that study")
     if args.prior_study:

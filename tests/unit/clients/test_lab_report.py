@@ -218,8 +218,10 @@ def test_chat_shows_the_raw_answer_then_one_error(
         (["--pdf", "{pdf}", "--image", "{png}"], "error: --task lab-report takes --pdf PATH or "
          "--image PATH, not both"),
         ([], "error: --task lab-report needs the report: --pdf PATH or --image PATH"),
+        (["--task", "findings", "--pdf", "{pdf}"], "error: --pdf and --page are for --task "
+         "lab-report"),
     ],
-    ids=["png-as-pdf", "missing", "no-such-page", "both", "neither"],
+    ids=["png-as-pdf", "missing", "no-such-page", "both", "neither", "another-task"],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_1_before_any_server_is_asked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], line: str
@@ -232,6 +234,7 @@ def test_bad_input_is_one_line_and_exit_1_before_any_server_is_asked(
     }
     Image.new("L", (10, 10)).save(names["png"], "PNG")
     argv = [a.format(**names) for a in argv]
-    code = main(["chat", "--task", "lab-report", "--base-url", "http://127.0.0.1:9/v1", *argv])
+    task = [] if "--task" in argv else ["--task", "lab-report"]
+    code = main(["chat", *task, "--base-url", "http://127.0.0.1:9/v1", *argv])
     err = capsys.readouterr().err
     assert code == 1 and err == line.format(**names) + "\n", err
