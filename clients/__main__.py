@@ -23,6 +23,8 @@ from clients.chat import ClientSettings, MedGemmaClient, env_name
 from clients.cxr_cli import LOCALIZE, add_cxr_options, batch_task, cmd_localize, compare_chat
 from clients.error_body import error_message
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
+from clients.lab_report import LAB_REPORT, LabReportTask
+from clients.lab_report_cli import add_lab_report_options, cmd_lab_report
 from clients.messages import RADIOLOGIST, build_messages
 from clients.study_cli import (
     add_study_options,
@@ -85,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--task",
-        choices=sorted([*TASKS, LOCALIZE]),
-        help="use a task preset instead of plain chat (localize: boxes, with --object)",
+        choices=sorted([*TASKS, LOCALIZE, LAB_REPORT]),
+        help="use a task preset instead of plain chat (localize: boxes, with --object; "
+        "lab-report: JSON, with --pdf or --image)",
     )
     p.add_argument("--report", help="report text, or @FILE to read it (summary, consistency)")
     p.add_argument("--history", help="patient history text, or @FILE (interpret)")
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_options(p)
     add_study_options(p, chat=True)
     add_cxr_options(p)
+    add_lab_report_options(p)
     add_connection(p)
 
     p = sub.add_parser(
@@ -110,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, nargs="?", help="folder of studies (searched recursively)")
     p.add_argument(
         "--task",
-        choices=sorted([*TASKS, LOCALIZE]),
+        choices=sorted([*TASKS, LOCALIZE, LAB_REPORT]),
         default="findings",
-        help="task preset (localize: boxes, with --object)",
+        help="task preset (localize: boxes, with --object; lab-report: each PDF or page "
+        "image is one report)",
     )
     p.add_argument("--object", help="--task localize: what to find, e.g. 'right clavicle'")
     p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
@@ -162,6 +167,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     study = None
     if args.task == LOCALIZE:
         return cmd_localize(args, client)
+    if args.task == LAB_REPORT:
+        return cmd_lab_report(args, client)
+    if args.pdf or args.page:
+        raise ValueError("--pdf and --page are for --task lab-report")
     if getattr(args, "store_sr", False) and not args.dicomweb:
         raise ValueError("--store-sr needs --dicomweb and --study: the answer goes into that study")
     if args.prior_study:
@@ -217,9 +226,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
-    task = batch_task(args)
+    lab = args.task == LAB_REPORT
+    if lab and args.object:
+        raise ValueError("--object is for --task localize")
+    task = LabReportTask() if lab else batch_task(args)
     client = connect(args)
     items: list[BatchItem]
+    if args.dicomweb and lab:
+        raise ValueError("--task lab-report reads PDFs and page images from a folder, not a PACS")
     if args.dicomweb:
         items = list(batch_items(args))
     elif args.folder is None:
@@ -227,7 +241,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     elif not args.folder.is_dir():
         raise ValueError(f"{args.folder}: not a folder of studies")
     else:
-        items = list(discover(args.folder))
+        items = list(discover(args.folder, documents=lab))
     if args.dicomweb and items:
         say_limits(client.limits())
     with BatchProgress(enabled=not args.no_progress) as progress:

@@ -1,14 +1,14 @@
 """Resumable batch runs: one task over every study in a folder or a PACS, one JSON line each.
 
 A study is one image file (DICOM or a format Pillow reads) found under the folder, its id
-its path relative to the folder; or a study a DICOMweb search found in a PACS
-(DicomwebStudy), its id its StudyInstanceUID, fetched when its turn comes. Tasks that
-need a report read it from a sidecar text file with the same stem (`case1.dcm` ->
-`case1.txt`). Each result is appended to the JSONL output as soon as it completes,
-flushed and fsynced, so a killed run loses at most the requests in flight. A rerun skips
-studies whose last record succeeded, retries the failed ones, and tolerates a torn last
-line. The file is compacted to one record per study (the last) at the start and end of a
-run, through an atomic rename.
+its path relative to the folder (for `lab-report`, a PDF or a page image: one report); or a
+study a DICOMweb search found in a PACS (DicomwebStudy), its id its StudyInstanceUID,
+fetched when its turn comes. Tasks that need a report read it from a sidecar text file with
+the same stem (`case1.dcm` -> `case1.txt`). Each result is appended to the JSONL output as
+soon as it completes, flushed and fsynced, so a killed run loses at most the requests in
+flight. A rerun skips studies whose last record succeeded, retries the failed ones, and
+tolerates a torn last line. The file is compacted to one record per study (the last) at the
+start and end of a run, through an atomic rename.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from clients.cxr import Localize, localize_request
 from clients.dicom import DICOM_SUFFIXES, is_dicom_file
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.image_input import load_image
+from clients.lab_report import LabReportTask
 from clients.limits import LimitError, Limits
 from clients.study_request import StudyOptions, fetch_request
 from clients.tasks import Task, TaskRequest
@@ -46,6 +47,7 @@ IMAGE_SUFFIXES = {
     ".webp",
     ".gif",
 }
+DOCUMENT_SUFFIXES = {*IMAGE_SUFFIXES, ".pdf"}  # lab reports: PDFs and page images
 # Failures that concern one study: recorded, retried on the next run.
 STUDY_ERRORS = (ImageError, SchemaError, ValueError, openai.BadRequestError, openai.APITimeoutError)
 # Failures that concern the whole run (server down, wrong key or model): stop, record nothing.
@@ -59,6 +61,7 @@ FATAL_ERRORS = (
 )
 
 Record = dict[str, Any]
+AnyTask = Task | Localize | LabReportTask
 
 
 class BatchItem(Protocol):
@@ -136,8 +139,9 @@ class BatchSummary:
     elapsed_s: float = 0.0
 
 
-def discover(root: Path) -> list[Study]:
-    """Every study under root (recursively, sorted, hidden files skipped)."""
+def discover(root: Path, *, documents: bool = False) -> list[Study]:
+    """Every study under root (recursively, sorted, hidden files skipped); with
+    `documents`, PDFs too (lab reports)."""
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder of studies")
     studies = []
@@ -146,7 +150,8 @@ def discover(root: Path) -> list[Study]:
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
         suffix = path.suffix.lower()
-        if suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom_file(path)):
+        known = DOCUMENT_SUFFIXES if documents else IMAGE_SUFFIXES
+        if suffix in known or (suffix == "" and is_dicom_file(path)):
             studies.append(Study(rel.as_posix(), path))
     return studies
 
@@ -197,7 +202,7 @@ def compact(out: Path) -> dict[str, Record]:
     return last
 
 
-def ok_record(study: BatchItem, task: Task | Localize, result: ChatResult) -> Record:
+def ok_record(study: BatchItem, task: AnyTask, result: ChatResult) -> Record:
     rec: Record = {
         "id": study.id,
         "status": "ok",
@@ -212,7 +217,7 @@ def ok_record(study: BatchItem, task: Task | Localize, result: ChatResult) -> Re
     return rec
 
 
-def error_record(study: BatchItem, task: Task | Localize, exc: BaseException) -> Record:
+def error_record(study: BatchItem, task: AnyTask, exc: BaseException) -> Record:
     rec: Record = {
         "id": study.id,
         "status": "error",
@@ -220,8 +225,8 @@ def error_record(study: BatchItem, task: Task | Localize, exc: BaseException) ->
         "error_type": type(exc).__name__,
         "error": str(exc),
     }
-    if isinstance(exc, BoxError):
-        rec["text"] = exc.raw  # the answer without usable boxes, kept
+    if isinstance(exc, (BoxError, SchemaError)):
+        rec["text"] = exc.raw  # the answer without usable boxes, or not the schema: kept
     return rec
 
 
@@ -245,6 +250,22 @@ async def localized(
     return {**ok_record(study, task, result), "boxes": [box.as_json() for box in boxes]}
 
 
+async def lab_reported(
+    client: MedGemmaClient,
+    study: BatchItem,
+    *,
+    max_size: int | None,
+    max_tokens: int | None,
+) -> Record:
+    """One lab report (clients.lab_report): a PDF's every page, or one page image; its
+    record carries the LabReport in `parsed`. An answer that is not one raises
+    LabReportError."""
+    if not isinstance(study, Study):
+        raise ValueError("--task lab-report reads PDFs and page images from a folder")
+    result = await client.aread_lab_report(study.path, max_size=max_size, max_tokens=max_tokens)
+    return ok_record(study, LabReportTask(), result)
+
+
 class JsonlWriter:
     """Appends one record per line, flushed and fsynced before the next."""
 
@@ -264,7 +285,7 @@ class JsonlWriter:
 async def process(
     client: MedGemmaClient,
     study: BatchItem,
-    task: Task | Localize,
+    task: AnyTask,
     *,
     max_size: int | None,
     frame: int | None,
@@ -277,6 +298,8 @@ async def process(
             return await localized(
                 client, study, task, max_size=max_size, frame=frame, max_tokens=max_tokens
             )
+        if isinstance(task, LabReportTask):
+            return await lab_reported(client, study, max_size=max_size, max_tokens=max_tokens)
         request = await asyncio.to_thread(
             study.request, task, max_size=max_size, frame=frame, limits=limits
         )
@@ -303,7 +326,7 @@ async def run_batch(
 async def run_items(
     client: MedGemmaClient,
     studies: Sequence[BatchItem],
-    task: Task | Localize,
+    task: AnyTask,
     out: Path,
     *,
     concurrency: int = 16,

@@ -32,6 +32,7 @@ from clients.tasks import Task, TaskRequest, get_task
 __all__ = ["START_HINT", "ChatResult", "ClientSettings", "MedGemmaClient", "reachable"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+LAB_BUILD_OPTIONS = ("max_size", "constrained", "max_tokens")  # read_lab_report: not sampling
 ENV_PREFIX = "MEDGEMMA_"
 
 
@@ -311,6 +312,35 @@ class MedGemmaClient:
         found = localize_pixels(self, image.pixels, object_name, **params)
         found.result.sent = image.sent
         return found
+
+    def read_lab_report(
+        self, document: Any, *, pages: Sequence[int] | None = None, **options: Any
+    ) -> ChatResult:
+        """A lab report's results as JSON (clients.lab_report): `document` a PDF (path or
+        bytes) or page images (one, or a list in page order); `pages` the page numbers to
+        send (from 1; default all, which must fit the server's limits). options: max_size,
+        constrained (False: no response_format), max_tokens, temperature, ...
+        `.parsed` is the LabReport. Raises DocumentError (not a PDF, a blank page, too many
+        pages), LabReportError (`.raw`: the answer) or the SDK's errors."""
+        from clients.lab_report import lab_report_request, read_answer
+
+        build = {k: options.pop(k) for k in LAB_BUILD_OPTIONS if k in options}
+        lab = lab_report_request(document, pages=pages, limits=self.limits, **build)
+        return read_answer(self.send(lab.request, **options))
+
+    async def aread_lab_report(
+        self, document: Any, *, pages: Sequence[int] | None = None, **options: Any
+    ) -> ChatResult:
+        import asyncio
+
+        from clients.lab_report import lab_report_request, read_answer
+
+        build = {k: options.pop(k) for k in LAB_BUILD_OPTIONS if k in options}
+        limits = await self.alimits()
+        lab = await asyncio.to_thread(
+            lab_report_request, document, pages=pages, limits=limits, **build
+        )
+        return read_answer(await self.asend(lab.request, **options))
 
     def close(self) -> None:
         self.sdk.close()

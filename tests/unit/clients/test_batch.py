@@ -41,6 +41,13 @@ def test_discover_finds_images_and_dicom_with_stable_relative_ids(tmp_path):
     assert Study("a/cxr.png", tmp_path / "a" / "cxr.png").report_path == tmp_path / "a" / "cxr.txt"
 
 
+def test_discover_finds_pdfs_only_for_documents(tmp_path):
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")  # a study; reading it fails later
+    (tmp_path / "page.png").write_bytes(chest_like_png(32))
+    assert [s.id for s in discover(tmp_path)] == ["page.png"]
+    assert [s.id for s in discover(tmp_path, documents=True)] == ["page.png", "report.pdf"]
+
+
 def test_discover_needs_a_folder(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         discover(tmp_path / "missing")
