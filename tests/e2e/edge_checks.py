@@ -170,8 +170,8 @@ def check_the_edge(
     assert r.status_code == 200, "the internal key is not the replicas' key"
 
     # The audit trail: a line per request with its service; no prompt, no key.
-    def canary_line() -> dict[str, Any] | None:
-        return next((json.loads(x) for x in audit.read_text().splitlines() if rid in x), None)
+    def canary_line() -> dict[str, Any]:
+        return next((json.loads(x) for x in audit.read_text().splitlines() if rid in x), {})
 
     line: dict[str, Any] = wait_until(
         canary_line,
