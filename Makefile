@@ -11,7 +11,7 @@ CONFIG ?= $(if $(filter cuda,$(DEVICE)),configs/deployments/medgemma-4b-it.yaml,
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: help install prometheus orthanc pacs serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
+.PHONY: help install prometheus orthanc nginx pacs serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
@@ -19,7 +19,7 @@ help:
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
 	@echo "make test-fast the same without the slow tests (extra servers: verify, launcher, TP=2, replicas, Ray)"
 	@echo "make pacs      a local PACS (Orthanc + DICOMweb) on http://127.0.0.1:8042/dicom-web with sample studies"
-	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus and orthanc when root (idempotent)"
+	@echo "make install   set up .venv/ with the $(EXTRA) extra, and prometheus, orthanc and nginx when root (idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
 	@echo "make baseline  deployment vs transformers generate, 3 alternating rounds (~25 min on 2 cores)"
@@ -31,6 +31,7 @@ help:
 install: .venv/.synced
 	@$(MAKE) --no-print-directory prometheus
 	@$(MAKE) --no-print-directory orthanc
+	@$(MAKE) --no-print-directory nginx
 
 # --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
 # each of the three processes of a vLLM server compiled vLLM and torch from source at
@@ -61,6 +62,18 @@ orthanc:
 	      || echo "note: apt-get install orthanc orthanc-dicomweb failed; make pacs needs them"; \
 	  else \
 	    echo "note: orthanc is not installed and you are not root; for make pacs run: sudo apt-get install orthanc orthanc-dicomweb"; \
+	  fi; }
+
+# Debian's nginx-light (the edge in front of a `replicas:` deployment: serve/edge; it has
+# the auth_request module): installed when missing and root; otherwise a note with the
+# command. Never fails the install.
+nginx:
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) \
+	      || echo "note: apt-get install nginx-light failed; a config with replicas: needs it"; \
+	  else \
+	    echo "note: nginx is not installed and you are not root; for a config with replicas: run: sudo apt-get install nginx-light"; \
 	  fi; }
 
 pacs: install

@@ -88,7 +88,9 @@ class Check:
 
     ring: KeyRing | None
     single_key_hash: bytes | None
+    report: Callable[[str], None] = lambda _line: None
     limiter: Limiter = field(default_factory=Limiter)
+    told: set[str] = field(default_factory=set)  # services told about their token limit
 
     def table(self, now: float) -> KeysTable:
         return self.ring.table(now) if self.ring is not None else EMPTY
@@ -101,6 +103,12 @@ class Check:
         service = verdict.service or ""
         entry = table.active(service)
         rpm = entry.requests_per_minute if entry else None
+        if entry is not None and entry.tokens_per_minute is not None and service not in self.told:
+            self.told.add(service)
+            self.report(
+                f"service {service!r}: tokens_per_minute is not enforced at the edge of a "
+                "replicas deployment (requests_per_minute is); see docs/security.md"
+            )
         wait = self.limiter.admit(service, now, rpm, None)
         if wait > 0:
             return denied(429, over_limit_message(service, rpm, wait), wait, service)
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeysFileError as exc:
         log_line(f"error: {exc}")
         return 2
-    check = Check(ring, hashlib.sha256(single.encode()).digest() if single else None)
+    check = Check(ring, hashlib.sha256(single.encode()).digest() if single else None, log_line)
     import uvicorn
 
     uvicorn.run(App(check), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

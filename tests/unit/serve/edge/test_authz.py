@@ -60,6 +60,16 @@ def test_a_limited_service_beside_an_unlimited_one(tmp_path: Path) -> None:
     assert check(b"Bearer mgs-slow", 31.0).status == 204  # refilled: one per 30 s
 
 
+def test_a_token_limit_is_said_once_not_enforced(tmp_path: Path) -> None:
+    table = add_service(KeysTable(), "batch", "mgs-batch", NOW, tokens_per_minute=10)
+    write_keys_file(tmp_path / "keys.json", table)
+    said: list[str] = []
+    check = Check(KeyRing(tmp_path / "keys.json", lambda _line: None), None, said.append)
+    assert all(check(b"Bearer mgs-batch", 0.0).status == 204 for _ in range(3))
+    assert len(said) == 1 and "tokens_per_minute is not enforced at the edge" in said[0]
+    assert "mgs-" not in said[0]
+
+
 def test_no_keys_file_takes_the_single_key_only() -> None:
     check = Check(None, hashlib.sha256(b"single").digest())
     assert check(b"Bearer single", 0.0).status == 204
