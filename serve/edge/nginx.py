@@ -211,6 +211,7 @@ http {{
         proxy_set_header Host $host;
         proxy_set_header X-Request-Id $medgemma_rid;
         proxy_set_header Authorization "Bearer {site.internal_key}";
+        proxy_hide_header X-Request-Id;  # the router's and the replica's copy: one goes out
         add_header X-Request-Id $medgemma_rid always;
 
         error_page 413 = @medgemma_too_large;

@@ -56,6 +56,7 @@ def test_the_internal_key_goes_to_the_router_only_and_the_check_sees_the_callers
     assert text.count(KEY) == 1
     server_level = text.split("location", 1)[0]
     assert f'proxy_set_header Authorization "Bearer {KEY}";' in server_level
+    assert "proxy_hide_header X-Request-Id;" in server_level  # one X-Request-Id goes out
     check = text.split("location = /_medgemma_authz {", 1)[1].split("}", 1)[0]
     assert "internal;" in check and "proxy_set_header Authorization $http_authorization;" in check
     assert "proxy_pass_request_body off;" in check
