@@ -95,13 +95,25 @@ def api_location(site: Site) -> str:
         }}"""
 
 
+def authz_upstream(site: Site) -> str:
+    """The key check, over kept-alive connections (one per request would cost a connect)."""
+    if site.authz_port is None:
+        return ""
+    return f"""
+    upstream medgemma_authz {{
+        server 127.0.0.1:{site.authz_port};
+        keepalive 8;
+    }}
+"""
+
+
 def authz_locations(site: Site) -> str:
     if site.authz_port is None:
         return ""
     return f"""
         location = /_medgemma_authz {{
             internal;
-            proxy_pass http://127.0.0.1:{site.authz_port}/check;
+            proxy_pass http://medgemma_authz/check;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header Authorization $http_authorization;
@@ -191,7 +203,7 @@ http {{
         server 127.0.0.1:{site.router_port};
         keepalive 32;
     }}
-
+{authz_upstream(site)}
     server {{
         listen {listen};{tls}
         access_log {quoted(str(site.audit_path))} medgemma_audit;
