@@ -38,9 +38,13 @@ REPLICA_HOST = "127.0.0.1"
 # How long vllm-router waits for a replica's /health, at start and on POST /add_worker.
 WORKER_STARTUP_TIMEOUT_S = 60
 # Fields a rolling restart keeps as the launcher started them: the router's command line
-# (host, port, router), the replicas' ports (replicas.first_port, replicas.count) and each
-# replica's cores or GPUs (device, replicas.cpus/gpus, the ranks per replica).
+# (host, port, router), the replicas' ports (replicas.first_port, replicas.count), each
+# replica's cores or GPUs (device, replicas.cpus/gpus, the ranks per replica), and the
+# edge's keys, limits and audit (auth, api_key_env: the edge and the replicas' internal
+# key are set up once per launch).
 FIXED_IN_ROLLOUT = (
+    "api_key_env",
+    "auth",
     "device",
     "host",
     "port",
