@@ -12,12 +12,13 @@ PY := .venv/bin/python
 # `python -m serve pick-config` prints at recipe time, once .venv/ exists, with its reason.
 CONFIG ?= $(if $(filter cuda,$(DEVICE)),$$($(PY) -m serve pick-config),configs/deployments/cpu-tiny.yaml)
 SHOWN_CONFIG = $(if $(findstring pick-config,$(CONFIG)),the config that fits this GPU (python -m serve pick-config),$(CONFIG))
-# yes: `make install` also installs Debian's prometheus and orthanc with apt-get when root.
+# yes: `make install` also installs Debian's prometheus, orthanc and nginx-light with apt-get
+# when root.
 # Skip: make install APT=no
 APT ?= yes
 ARGS ?=
 
-.PHONY: help install prometheus orthanc pacs serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
+.PHONY: help install prometheus orthanc nginx pacs serve monitor dry-run test test-fast test-unit lint bench baseline profile tiny-model clean
 
 help:
 	@echo "make serve     serve $(SHOWN_CONFIG) (device: $(DEVICE)) on http://127.0.0.1:8000/v1"
@@ -25,7 +26,7 @@ help:
 	@echo "make test      install what is missing, run the whole test suite (what CI runs)"
 	@echo "make test-fast the same without the slow tests (extra servers: verify, launcher, TP=2, replicas, Ray)"
 	@echo "make pacs      a local PACS (Orthanc + DICOMweb) on http://127.0.0.1:8042/dicom-web with sample studies"
-	@echo "make install   set up .venv/ with the $(EXTRA) extra, and apt-get prometheus and orthanc when root (APT=no skips them; idempotent)"
+	@echo "make install   set up .venv/ with the $(EXTRA) extra, and apt-get prometheus, orthanc and nginx when root (APT=no skips them; idempotent)"
 	@echo "make dry-run   print the vLLM command and environment for CONFIG"
 	@echo "make bench     run the default CPU benchmark scenario"
 	@echo "make baseline  deployment vs transformers generate, 3 alternating rounds (~25 min on 2 cores)"
@@ -38,6 +39,7 @@ install: .venv/.synced
 ifneq ($(APT),no)
 	@$(MAKE) --no-print-directory prometheus
 	@$(MAKE) --no-print-directory orthanc
+	@$(MAKE) --no-print-directory nginx
 endif
 
 # --compile-bytecode: without .pyc files (this environment sets PYTHONDONTWRITEBYTECODE=1)
@@ -69,6 +71,18 @@ orthanc:
 	      || echo "note: apt-get install orthanc orthanc-dicomweb failed; make pacs needs them"; \
 	  else \
 	    echo "note: orthanc is not installed and you are not root; for make pacs run: sudo apt-get install orthanc orthanc-dicomweb"; \
+	  fi; }
+
+# Debian's nginx-light (the edge in front of a `replicas:` deployment: serve/edge; it has
+# the auth_request module): installed when missing and root; otherwise a note with the
+# command. Never fails the install.
+nginx:
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) \
+	      || echo "note: apt-get install nginx-light failed; a config with replicas: needs it"; \
+	  else \
+	    echo "note: nginx is not installed and you are not root; for a config with replicas: run: sudo apt-get install nginx-light"; \
 	  fi; }
 
 pacs: install

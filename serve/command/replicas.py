@@ -2,15 +2,20 @@
 
 Replica i is the deployment config on 127.0.0.1, port `replicas.first_port + i`, bound to
 its own cores (VLLM_CPU_OMP_THREADS_BIND) or GPUs (CUDA_VISIBLE_DEVICES). The router
-listens on the config's host and port and sends each request to one replica.
+listens on 127.0.0.1 and sends each request to one replica; the edge (nginx, serve.edge)
+is the only listener on the config's host and port: it checks the callers' keys and
+forwards the API and the probes to the router, never the router's management routes.
 
-API key: vllm-router 0.1.17 does not check clients' keys itself; it forwards the client's
-`Authorization` header unchanged to the replica it picks, whose key check (vLLM's on /v1,
-serve.guard's elsewhere) answers 401, which the router relays (tests/e2e/test_replicas.py).
-Seen with 0.1.17 against stub workers (2026-11-30): a 401 is not retried and does not
-count against the replica's circuit breaker.
-Its health checks GET /health, which needs no key. Its `--api-key` flag, which sends one key
-to the workers, is not used: it would put the key on the router's command line.
+Keys: vllm-router 0.1.17 does not check clients' keys itself; it forwards the
+`Authorization` header unchanged to the replica it picks. The edge replaces every caller's
+header with an internal key made for each launch, the only key the replicas accept
+(their `api_key_env`); a request that reaches a replica or the router any other way gets
+the replica's 401, which the router relays (tests/e2e/test_replicas.py). Seen with 0.1.17
+against stub workers (2026-11-30): a 401 is not retried and does not count against the
+replica's circuit breaker. Its health checks GET /health, which needs no key. Its
+`--api-key` flag, which sends one key to the workers, is not used: it would put the key on
+the router's command line. Service keys, limits and the audit trail (`auth:`) are the
+edge's: a replica's config has none.
 
 A rolling restart (SIGHUP to the launcher) restarts the replicas with a re-read config;
 `rollout_blockers` names the changes it cannot apply, the ones that shape the router's
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve.command.argv import flag
+from serve.config.auth import AuthSettings
 from serve.config.deployment import DeploymentConfig
 from serve.config.replicas import ReplicaSettings, core_ids
 
@@ -32,9 +38,13 @@ REPLICA_HOST = "127.0.0.1"
 # How long vllm-router waits for a replica's /health, at start and on POST /add_worker.
 WORKER_STARTUP_TIMEOUT_S = 60
 # Fields a rolling restart keeps as the launcher started them: the router's command line
-# (host, port, router), the replicas' ports (replicas.first_port, replicas.count) and each
-# replica's cores or GPUs (device, replicas.cpus/gpus, the ranks per replica).
+# (host, port, router), the replicas' ports (replicas.first_port, replicas.count), each
+# replica's cores or GPUs (device, replicas.cpus/gpus, the ranks per replica), and the
+# edge's keys, limits and audit (auth, api_key_env: the edge and the replicas' internal
+# key are set up once per launch).
 FIXED_IN_ROLLOUT = (
+    "api_key_env",
+    "auth",
     "device",
     "host",
     "port",
@@ -51,11 +61,14 @@ class PlacementError(ValueError):
 
 @dataclass(frozen=True)
 class Ports:
-    """Every port a replicas deployment listens on."""
+    """Every port a replicas deployment listens on: the edge (nginx) on the config's host,
+    the rest on 127.0.0.1 but the router's metrics (the config's host)."""
 
-    router: int
+    edge: int
     replicas: list[int]
     metrics: int
+    router: int  # vllm-router's API, on loopback: only the edge and the launcher reach it
+    authz: int  # the edge's key check (serve.edge.authz), on loopback
 
 
 def settings(cfg: DeploymentConfig) -> ReplicaSettings:
@@ -65,12 +78,13 @@ def settings(cfg: DeploymentConfig) -> ReplicaSettings:
 
 
 def ports(cfg: DeploymentConfig) -> Ports:
-    """The router on `port`, replica i on first_port + i, the router's metrics after them."""
+    """The edge on `port`, replica i on first_port + i, the router's metrics after them,
+    then the router's own API port and the key check's (metrics + 1, metrics + 2)."""
     r = settings(cfg)
     first = r.first_port or cfg.port + 1
     replica_ports = [first + i for i in range(r.count)]
     metrics = cfg.router.metrics_port or replica_ports[-1] + 1
-    return Ports(cfg.port, replica_ports, metrics)
+    return Ports(cfg.port, replica_ports, metrics, metrics + 1, metrics + 2)
 
 
 def cpu_placement(cfg: DeploymentConfig, cores: Collection[int]) -> list[str]:
@@ -135,6 +149,7 @@ def replica_configs(cfg: DeploymentConfig, placement: Sequence[str]) -> list[Dep
             "host": REPLICA_HOST,
             "port": port,
             "replicas": None,
+            "auth": AuthSettings(),  # keys, limits and audit are the edge's (serve.edge)
             "extra_args": {**cfg.extra_args, "enable_server_load_tracking": True},
         }
         if cfg.device == "cpu":
@@ -186,7 +201,7 @@ def policy_flags(cfg: DeploymentConfig) -> list[str]:
 def router_argv(cfg: DeploymentConfig, worker_urls: Sequence[str]) -> list[str]:
     """vllm-router's arguments for a fixed list of replicas on this machine."""
     p = ports(cfg)
-    argv = flag("host", cfg.host) + flag("port", p.router)
+    argv = flag("host", REPLICA_HOST) + flag("port", p.router)  # behind the edge only
     argv += ["--worker-urls", *worker_urls]
     argv += policy_flags(cfg)
     argv += flag("prometheus_host", cfg.host) + flag("prometheus_port", p.metrics)

@@ -323,8 +323,6 @@ class DeploymentConfig(BaseModel):
             return self
         if self.nodes > 1:
             raise ValueError("replicas: cannot be combined with nodes > 1")
-        if self.auth.keys_file is not None:  # the edge in front of the router: issue 23
-            raise ValueError("auth.keys_file: with `replicas:` only api_key_env is checked yet")
         if self.data_parallel_size > 1:
             raise ValueError(
                 "data_parallel_size: replicas are the data parallelism here; set "

@@ -41,7 +41,12 @@ def ready_banner(
         p = ports(cfg)
         lines.append(f"replicas: {len(p.replicas)} on ports {', '.join(map(str, p.replicas))}")
         lines.append(
-            f"router:   vllm-router, policy {cfg.router.policy}, metrics on port {p.metrics}"
+            f"router:   vllm-router on 127.0.0.1:{p.router}, policy {cfg.router.policy}, "
+            f"metrics on port {p.metrics}"
+        )
+        lines.append(
+            f"edge:     nginx on port {p.edge}: the API and probes only (the router's "
+            "management routes answer 404); the replicas take only its internal key"
         )
     if cfg.stand_in is not None:
         lines.append(f"note:     {RANDOM_WEIGHTS_NOTICE}")

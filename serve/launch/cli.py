@@ -66,14 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def deployment_ports(cfg: DeploymentConfig) -> set[int]:
-    """Every port the deployment listens on: the server's, or the router's, its metrics
-    port and the replicas'."""
+    """Every port the deployment listens on: the server's, or the edge's, the replicas',
+    the router's, its metrics port and the key check's."""
     if cfg.replicas is None:
         return {cfg.port}
     from serve.command.replicas import ports
 
     p = ports(cfg)
-    return {p.router, p.metrics, *p.replicas}
+    return {p.edge, p.router, p.authz, p.metrics, *p.replicas}
 
 
 @contextlib.contextmanager

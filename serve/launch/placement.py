@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 from serve.command.argv import local_server_env, render_shell, server_command
 from serve.command.replicas import (
@@ -45,11 +46,15 @@ def placement(cfg: DeploymentConfig) -> list[str]:
 def named_ports(cfg: DeploymentConfig) -> list[tuple[str, str, str, int]]:
     """Every port of a replicas deployment: (config field, whose, host, port) (pure)."""
     p = ports(cfg)
-    named = [("port", "the router", cfg.host, p.router)]
+    named = [("port", "the edge (nginx)", cfg.host, p.edge)]
     named += [
         ("replicas.first_port", f"replica {i}", "127.0.0.1", n) for i, n in enumerate(p.replicas)
     ]
     named.append(("router.metrics_port", "the router's metrics", cfg.host, p.metrics))
+    named.append(("router.metrics_port", "the router (metrics port + 1)", "127.0.0.1", p.router))
+    named.append(
+        ("router.metrics_port", "the edge's key check (metrics port + 2)", "127.0.0.1", p.authz)
+    )
     return named
 
 
@@ -80,4 +85,13 @@ def dry_run(cfg: DeploymentConfig, model_path: str) -> str:
     lines.append("# router")
     argv = router_argv(cfg, [replica_url(r) for r in replicas])
     lines.append(render_shell(router_command(argv), {}))
+    p = ports(cfg)
+    lines.append(
+        f"# edge: nginx on {cfg.host}:{p.edge} with the configuration serve.edge.nginx renders "
+        "at launch (it holds the replicas' internal key, made per launch); its key check:"
+    )
+    authz = [sys.executable, "-m", "serve.edge.authz", "--port", str(p.authz)]
+    if cfg.auth.keys_file is not None:
+        authz += ["--keys-file", str(cfg.auth.keys_file)]
+    lines.append(render_shell(authz, {}))
     return "\n".join(lines)

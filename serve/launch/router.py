@@ -1,9 +1,12 @@
 """vllm-router as a managed child process, and the admin routes a rolling restart uses.
 
 `Router(cfg, urls, log_path, api_key)` runs vllm-router with the config's router command
-line (serve.command.replicas.router_argv) in front of the replicas at `urls`; it is ready
-once /health and /v1/models answer (the latter forwarded to a replica, with the key). The
-life cycle is serve.process.ManagedProcess's.
+line (serve.command.replicas.router_argv) in front of the replicas at `urls`, on 127.0.0.1
+(the edge, serve.edge, is what clients reach); it is ready once /health and /v1/models
+answer (the latter forwarded to a replica, with the replicas' internal key). Its
+management routes (/add_worker, /remove_worker, /list_workers) are thus reached on
+loopback only, by the launcher's rolling restarts. The life cycle is
+serve.process.ManagedProcess's.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from pathlib import Path
 import httpx
 
 from serve.command.replicas import (
+    REPLICA_HOST,
     WORKER_STARTUP_TIMEOUT_S,
     ports,
     router_argv,
     router_command,
 )
 from serve.config.deployment import DeploymentConfig
-from serve.process import LaunchError, Listen, ManagedProcess, client_host
+from serve.process import LaunchError, Listen, ManagedProcess
 
 
 class Router(ManagedProcess):
@@ -42,7 +46,7 @@ class Router(ManagedProcess):
 
     @property
     def root_url(self) -> str:
-        return f"http://{client_host(self.cfg.host)}:{self.cfg.port}"
+        return f"http://{REPLICA_HOST}:{ports(self.cfg).router}"
 
     def command_and_env(self) -> tuple[list[str], None]:
         return router_command(router_argv(self.cfg, self.urls)), None
@@ -50,7 +54,7 @@ class Router(ManagedProcess):
     def listens(self) -> list[Listen]:
         p = ports(self.cfg)
         return [
-            Listen(self.cfg.host, p.router, "vllm-router port"),
+            Listen(REPLICA_HOST, p.router, "vllm-router port", "router.metrics_port (+ 1)"),
             Listen(self.cfg.host, p.metrics, "vllm-router metrics port", "(router.metrics_port)"),
         ]
 

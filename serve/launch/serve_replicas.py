@@ -1,16 +1,22 @@
-"""`python -m serve` for a replicas config: every replica, then vllm-router in front of them.
+"""`python -m serve` for a replicas config: every replica, vllm-router in front of them,
+and the edge (serve.edge: nginx and its key check) in front of the router.
 
-`run` checks the placement and every port before starting anything, starts the replicas
-side by side (each a ServerProcess with its own log), starts the router once all are
-ready, prints the ready banner (serve.launch.banner), and hands the running fleet to
-serve.launch.fleet.Fleet: supervision, a rolling restart on SIGHUP (the config read again
-with the same command-line overrides), and on SIGTERM/SIGINT the router stopped first,
-then the replicas drained.
+`run` checks the placement, every port and nginx before starting anything, starts the
+replicas side by side (each a ServerProcess with its own log, all requiring an internal
+key made for this launch, which only the edge sends), starts the router on loopback once
+all are ready, then the edge on the config's host and port, prints the ready banner
+(serve.launch.banner), and hands the running fleet to serve.launch.fleet.Fleet:
+supervision, a rolling restart on SIGHUP (the config read again with the same
+command-line overrides), and on SIGTERM/SIGINT the edge stopped first, then the router,
+then the replicas drained. An edge process that exits stops the deployment (nothing
+would check the callers' keys).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -21,6 +27,7 @@ from pathlib import Path
 from serve.attention.support import image_mask_active
 from serve.command.replicas import PlacementError, replica_configs, replica_url
 from serve.config.deployment import DeploymentConfig
+from serve.edge.process import Edge, find_nginx
 from serve.launch.banner import ready_banner
 from serve.launch.fleet import Fleet, say, start_all, stop_all
 from serve.launch.placement import busy_ports, placement
@@ -41,14 +48,22 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
     if busy:
         print(f"error: {busy[0]}", file=sys.stderr)
         return 1
+    try:
+        find_nginx()
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    internal_key = secrets.token_urlsafe(32)  # the replicas' key: only the edge sends it
+    replica_env = {**os.environ, cfg.api_key_env: internal_key}
     replicas = replica_configs(cfg, devices)
     servers = [
-        ServerProcess(rep, log_dir / f"serve-{cfg.port}-replica{i}.log")
+        ServerProcess(rep, log_dir / f"serve-{cfg.port}-replica{i}.log", environ=replica_env)
         for i, rep in enumerate(replicas)
     ]
-    api_key = servers[0].api_key
+    client_key = os.environ.get(cfg.api_key_env) or None
     urls = [replica_url(r) for r in replicas]
-    router = Router(cfg, urls, log_dir / f"router-{cfg.port}.log", api_key)
+    router = Router(cfg, urls, log_dir / f"router-{cfg.port}.log", internal_key)
+    edge = Edge(cfg, log_dir, internal_key, client_key)
     stopping, ready, hup = threading.Event(), threading.Event(), threading.Event()
     fleet = Fleet(cfg, devices, servers, router, stopping)
 
@@ -58,7 +73,8 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
         stopping.set()
         print(f"\nstopping ({signal.Signals(signum).name})...", file=sys.stderr, flush=True)
         if not ready.is_set():  # still starting: end the start-up waits now
-            for proc in [s.proc for s in servers] + [router.proc]:
+            edge_procs = [p.proc for p in edge.processes()]
+            for proc in [s.proc for s in servers] + [router.proc] + edge_procs:
                 if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
 
@@ -102,14 +118,26 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
         first = str(exc).splitlines()[0]
         print(f"error: {first}; see its log {router.log_path}", file=sys.stderr)
         return 1
+    print(f"starting the edge: nginx on port {cfg.port} (log: {edge.log_path})", file=sys.stderr)
+    try:
+        edge.start()
+    except LaunchError as exc:
+        router.stop()
+        stop_all(servers)
+        if stopping.is_set():
+            return 130
+        first = str(exc).splitlines()[0]
+        print(f"error: {first}; see its log {edge.log_path}", file=sys.stderr)
+        return 1
     ready.set()
     print(
         ready_banner(
             cfg,
             ready_s=time.perf_counter() - t0,
-            root_url=router.root_url,
-            keyed=bool(api_key),
+            root_url=edge.root_url,
+            keyed=bool(client_key),
             image_mask=image_mask_active({**os.environ, **cfg.env}),
+            audit=edge.audit_path,
         ),
         flush=True,
     )
@@ -124,6 +152,11 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
                 say("SIGHUP: a rolling restart is in progress; ignored (send it again when done)")
             else:
                 fleet.start_rollout(reload)
+        if dead := edge.dead():
+            print(f"error: {dead}; stopping (see {edge.log_path})", file=sys.stderr)
+            code = 1
+            break
+        edge.rotate(dt.datetime.now(dt.UTC))
         router_code = fleet.keep_router()
         if router_code is not None:
             code = router_code
@@ -133,5 +166,6 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
             code = max(fleet.exits.values()) or 1
             break
         time.sleep(0.5)
+    edge.stop()
     fleet.stop()
     return code

@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if cfg.auth.keys_file is not None:  # the edge for clusters: issue 23, item 2
             raise RenderError(
-                "auth.keys_file: service keys are checked by a server `python -m serve` starts; "
-                f"the {args.target} render checks only the api_key_env key yet: unset it"
+                "auth.keys_file: service keys are checked by what `python -m serve` starts (the "
+                "request guard, or the edge in front of `replicas:`); the "
+                f"{args.target} render does not render them yet: unset it"
             )
         if args.target == "ray":
             check_parallel(cfg)

@@ -2,8 +2,11 @@
 `python -m serve --config configs/deployments/cpu-tiny-2replicas.yaml` as a subprocess.
 
 One scenario on one fleet, in order (each step needs the one before; CI starts it once):
-image+text chat through the router, requests spread over both replicas (each replica's own
-request counter), the API key refused without a key at the router and at a replica; then,
+image+text chat through the edge (nginx, the only listener on the config's port) and the
+router, requests spread over both replicas (each replica's own request counter), the API
+key refused without a key at the edge and at a replica; the edge's checks with service keys
+(tests/e2e/edge_checks.py: keys, the router's management routes closed, rate limits, the
+audit trail, the internal key); then,
 under load from clients that never retry, a replica's engine process SIGKILLed (no request
 fails: the router retries elsewhere; the replica restarts and serves again) and SIGHUP (a
 rolling restart with the edited config file: both replicas restarted one at a time, no
@@ -38,6 +41,7 @@ from serve.config.deployment import load_config
 from serve.launch.router import Router
 from serve.process import LaunchError, port_in_use
 from tests.conftest import CONFIGS
+from tests.e2e.edge_checks import check_the_edge, make_keys
 from tests.e2e.launcher import (
     LiveServer,
     engine_core,
@@ -186,23 +190,26 @@ def router_workers(router_url: str) -> Iterator[list[list[str]]]:
 def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"  # a copy: the rollout edits it
     config.write_text(CONFIG.read_text())
-    port = free_ports(4)
+    port = free_ports(6)
     work = tmp_path / "run"
     router, replicas = f"http://127.0.0.1:{port}", [port + 1, port + 2]
+    inside = f"http://127.0.0.1:{port + 4}"  # vllm-router itself, on loopback behind the edge
     err = work / "launcher.err"
+    keys = make_keys(tmp_path / "keys")
 
     def logs() -> str:
         files = sorted(work.glob("launcher.*")) + sorted(work.glob("*.log"))
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in files)
 
     t0 = time.perf_counter()
-    with launched(work, config=config, port=port) as run:
+    with launched(work, f"auth.keys_file={keys.path}", config=config, port=port) as run:
         assert run.proc is not None
         launcher = run.proc.pid
-        print(f"\ntwo replicas + router ready in {time.perf_counter() - t0:.0f} s")
+        print(f"\ntwo replicas + router + edge ready in {time.perf_counter() - t0:.0f} s")
         out = (work / "launcher.out").read_text()
         assert run.base_url == f"{router}/v1", out
         assert "model:    tiny-medgemma-random-weights" in out, out
+        assert f"audit:    {work.absolute() / f'audit-{port}.jsonl'}" in out, out
         with run.get_http_client(timeout=300) as http:
             # Image + text through the router, spread over both replicas.
             for i in range(4):
@@ -218,7 +225,7 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
             assert all(c >= 2 for c in counts), f"requests per replica (+1 probe): {counts}"
             assert sum(counts) >= 4 + len(replicas), counts
 
-        # The key: refused without it at the router (the replica's 401, relayed) and at
+        # The key: refused without it at the edge (the key check's 401) and at
         # each replica; the router's probe needs none.
         with httpx.Client(timeout=60) as anon:
             for url in (f"{router}/v1/models", f"http://127.0.0.1:{replicas[1]}/v1/models"):
@@ -230,6 +237,7 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
             assert r.status_code == 401, (r.status_code, r.text[:200])
             assert anon.get(f"{router}/v1/models", headers=run.auth).status_code == 200
             assert anon.get(f"{router}/health").status_code == 200
+        print(check_the_edge(router, keys, work, port, replicas, inside))
 
         # SIGKILL of replica 0's engine under load: its API server exits, the router retries
         # the failed requests on replica 1, the launcher restarts replica 0, and the router
@@ -281,7 +289,7 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
         before = [replica_server(launcher, p) for p in replicas]
         assert all(before), logs()
         offset = err.stat().st_size
-        with load(run) as roll_load, router_workers(router) as seen:
+        with load(run) as roll_load, router_workers(inside) as seen:
             roll_load.more(4)
             rolled_at = time.monotonic()
             run.proc.send_signal(signal.SIGHUP)
@@ -341,13 +349,15 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
         # vllm-router renames its process (setproctitle) to vllm::router.
         assert sum("vllm_router" in n or "vllm::router" in n for n in names) == 1, names
         assert sum("vllm.entrypoints.openai.api_server" in n for n in names) == 2, names
+        assert sum("serve.edge.authz" in n for n in names) == 1, names
+        assert any(n.startswith("nginx") for n in names), names
         t1 = time.perf_counter()
         code = stop(run.proc)
         print(f"stopped in {time.perf_counter() - t1:.1f} s")
         assert code == 0, (code, logs())
         left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, [p.cmdline() for p in left]
-        assert not any(port_in_use("127.0.0.1", port + k) for k in range(4)), "a port is held"
+        assert not any(port_in_use("127.0.0.1", port + k) for k in range(6)), "a port is held"
 
 
 def counter(metrics: str, name: str) -> float:
@@ -361,7 +371,7 @@ def counter(metrics: str, name: str) -> float:
 
 @pytest.mark.slow
 def test_a_replica_that_never_becomes_healthy_is_named_with_its_log(tmp_path: Path) -> None:
-    port = free_ports(4)
+    port = free_ports(6)
     with (
         pytest.raises(LaunchError),
         launched(tmp_path, "startup_timeout_s=3", config=CONFIG, port=port),
@@ -373,7 +383,7 @@ def test_a_replica_that_never_becomes_healthy_is_named_with_its_log(tmp_path: Pa
     assert re.search(r"replica \d \(port \d+\) did not become healthy", error[0]), error
     assert "was not ready after 3 s" in error[0], error
     assert re.search(r"see its log \S+serve-\d+-replica\d\.log$", error[0]), error
-    assert not any(port_in_use("127.0.0.1", port + k) for k in range(4)), "a port is held"
+    assert not any(port_in_use("127.0.0.1", port + k) for k in range(6)), "a port is held"
 
 
 class StubReplica(BaseHTTPRequestHandler):
@@ -445,7 +455,7 @@ class StubFleet:
 
 @contextmanager
 def stub_fleet(workdir: Path, *overrides: str) -> Iterator[StubFleet]:
-    port = free_ports(4)
+    port = free_ports(6)
     cfg = load_config(CONFIG, [f"port={port}", *overrides])
     urls = [f"http://127.0.0.1:{port + 1}", f"http://127.0.0.1:{port + 2}"]
     router = Router(cfg, urls, workdir / "router.log")

@@ -71,11 +71,23 @@ def test_gpu_lists_must_match_the_parallelism() -> None:
     assert "replicas.cpus: applies to device: cpu only" in error_of(GPU, 'replicas.cpus=["0"]')
 
 
-def test_ports_default_to_the_ones_after_the_routers() -> None:
+def test_ports_default_to_the_ones_after_the_edges() -> None:
     p = ports(load_config(CPU, ["port=9000"]))
-    assert (p.router, p.replicas, p.metrics) == (9000, [9001, 9002], 9003)
+    assert (p.edge, p.replicas, p.metrics, p.router, p.authz) == (
+        9000,
+        [9001, 9002],
+        9003,
+        9004,
+        9005,
+    )
     p = ports(load_config(CPU, ["replicas.first_port=9100", "router.metrics_port=9200"]))
-    assert (p.router, p.replicas, p.metrics) == (8000, [9100, 9101], 9200)
+    assert (p.edge, p.replicas, p.metrics, p.router, p.authz) == (
+        8000,
+        [9100, 9101],
+        9200,
+        9201,
+        9202,
+    )
 
 
 def test_cpu_placement_uses_the_listed_cores_or_splits_the_machines() -> None:
@@ -137,7 +149,9 @@ def test_router_argv_passes_vllm_routers_parser() -> None:
         "http://127.0.0.1:9001",
         "http://127.0.0.1:9002",
     ]
-    assert flag_value(argv, "--port") == "9000" and flag_value(argv, "--prometheus-port") == "9003"
+    # On loopback, behind the edge (nginx on 9000): its management routes stay unreachable.
+    assert flag_value(argv, "--host") == "127.0.0.1", argv
+    assert flag_value(argv, "--port") == "9004" and flag_value(argv, "--prometheus-port") == "9003"
     assert flag_value(argv, "--policy") == "round_robin"
     assert flag_value(argv, "--health-check-interval-secs") == "5"
     assert "--api-key" not in argv, "the key would be on the router's command line"
@@ -155,7 +169,8 @@ def test_dry_run_prints_every_replica_and_the_router(capsys: pytest.CaptureFixtu
     assert out.count("vllm.entrypoints.openai.api_server") == 2, out
     assert "# replica 0" in out and "# replica 1" in out and "# router" in out, out
     assert "VLLM_CPU_OMP_THREADS_BIND=1" in out and "--port 8002" in out, out
-    assert "vllm_router.launch_router --host 127.0.0.1 --port 8000" in out, out
+    assert "vllm_router.launch_router --host 127.0.0.1 --port 8004" in out, out
+    assert "# edge: nginx on 127.0.0.1:8000" in out and "serve.edge.authz --port 8005" in out, out
 
 
 def launcher_error(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -93,9 +93,14 @@ def test_with_a_keys_file_the_guard_alone_checks_keys(tmp_path: Path) -> None:
     assert audit_file(load_config(TINY), Path("logs/x.log")) is None
 
 
-def test_keys_file_with_replicas_is_refused_until_the_edge() -> None:
-    with pytest.raises(ConfigError, match="with `replicas:` only api_key_env"):
-        load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["auth.keys_file=/k.json"])
+def test_keys_file_with_replicas_is_the_edges_and_no_replicas() -> None:
+    """The edge (serve.edge) checks service keys in front of the router; each replica's
+    config has none: it requires only the launch's internal key."""
+    from serve.command.replicas import replica_configs
+
+    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["auth.keys_file=/k.json"])
+    assert cfg.auth.keys_file == Path("/k.json")
+    assert all(r.auth.keys_file is None for r in replica_configs(cfg, ["0", "1"]))
 
 
 def test_the_launcher_and_its_dry_run_refuse_an_open_port_without_a_key(

@@ -48,12 +48,15 @@ def test_replicas_behind_the_router() -> None:
     lines = ready_banner(
         cfg, ready_s=95, root_url="http://127.0.0.1:9000", keyed=True, image_mask=True
     )
-    assert lines.splitlines()[:5] == [
+    assert lines.splitlines()[:6] == [
         "ready in 95 s",
         "base URL: http://127.0.0.1:9000/v1",
         f"model:    {cfg.model_name}",
         "replicas: 2 on ports 9001, 9002",
-        f"router:   vllm-router, policy {cfg.router.policy}, metrics on port 9003",
+        f"router:   vllm-router on 127.0.0.1:9004, policy {cfg.router.policy}, metrics on "
+        "port 9003",
+        "edge:     nginx on port 9000: the API and probes only (the router's management "
+        "routes answer 404); the replicas take only its internal key",
     ], lines
     assert lines.splitlines()[-1] == (
         "rollout:  SIGHUP restarts the replicas one at a time with the re-read config"

@@ -227,6 +227,9 @@ def test_rollout_blockers_name_only_what_a_rolling_restart_cannot_apply() -> Non
     assert blockers("router.retries.max_retries=2") == ["router.retries.max_retries (5 -> 2)"]
     assert blockers("replicas.first_port=9001") == ["replicas.first_port (None -> 9001)"]
     assert blockers('replicas.cpus=["1", "0"]') == ["replicas.cpus (['0', '1'] -> ['1', '0'])"]
+    # What the edge was started with (the replicas' internal key rides on api_key_env).
+    assert blockers("auth.keys_file=/k.json") == ["auth.keys_file (None -> '/k.json')"]
+    assert blockers("api_key_env=OTHER_KEY") == ["api_key_env ('MEDGEMMA_API_KEY' -> 'OTHER_KEY')"]
     assert blockers("tensor_parallel_size=2", 'replicas.cpus=["0|1", "2|3"]') == [
         "replicas.cpus (['0', '1'] -> ['0|1', '2|3'])",
         "tensor_parallel_size (1 -> 2)",

@@ -1,0 +1,198 @@
+"""The edge's two processes, as the project runs every child (serve.process.ManagedProcess):
+the key check (serve.edge.authz) and nginx (Debian's, with the configuration of
+serve.edge.nginx written 0600: it holds the replicas' internal key). `Edge` starts the
+key check first and nginx last (nothing listens on the deployment's port before the
+check behind it answers), stops nginx first, and rotates the audit file at midnight UTC
+(renamed, nginx told to reopen it with SIGUSR1, files beyond the retention deleted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import ssl
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from serve.config.deployment import DeploymentConfig
+from serve.edge.authz import KEY_ENV, READY_PATH
+from serve.edge.nginx import Site, nginx_config
+from serve.edge.plan import expired, rotated_name, site_for
+from serve.process import LaunchError, Listen, ManagedProcess, client_host
+
+LOOPBACK = "127.0.0.1"
+# Debian installs nginx in /usr/sbin, which a non-root PATH often lacks.
+SEARCH_PATH = "/usr/sbin:/sbin"
+INSTALL = "apt-get install nginx-light (or make install)"
+
+
+def find_nginx(environ: Mapping[str, str] | None = None) -> str:
+    """The nginx binary. Raises LaunchError with the install command."""
+    path = (os.environ if environ is None else environ).get("PATH", "")
+    found = shutil.which("nginx", path=f"{path}:{SEARCH_PATH}")
+    if found is None:
+        who = "" if os.geteuid() == 0 else "sudo "
+        raise LaunchError(
+            f"nginx is not installed: a config with `replicas:` puts it in front of the "
+            f"router as the edge; install it with: {who}{INSTALL}"
+        )
+    return found
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # a file that existed keeps its mode through O_CREAT
+
+
+class Authz(ManagedProcess):
+    """The key check on 127.0.0.1:`port`; the single key through its environment."""
+
+    name = "the edge's key check"
+    poll_interval_s = 0.2
+
+    def __init__(
+        self, port: int, keys_file: Path | None, api_key: str | None, log_path: Path
+    ) -> None:
+        self.port, self.keys_file, self.api_key, self.log_path = port, keys_file, api_key, log_path
+
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        cmd = [sys.executable, "-m", "serve.edge.authz", "--port", str(self.port)]
+        if self.keys_file is not None:
+            cmd += ["--keys-file", str(self.keys_file.expanduser().absolute())]
+        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+        if self.api_key:
+            env[KEY_ENV] = self.api_key
+        return cmd, env
+
+    def listens(self) -> list[Listen]:
+        return [Listen(LOOPBACK, self.port, "the edge's key check port", "router.metrics_port")]
+
+    def ready_urls(self) -> list[str]:
+        return [f"http://{LOOPBACK}:{self.port}{READY_PATH}"]
+
+
+class Nginx(ManagedProcess):
+    """nginx in the foreground (`daemon off`), its errors in `log_path`."""
+
+    name = "nginx (the edge)"
+    poll_interval_s = 0.2
+
+    def __init__(self, site: Site, log_path: Path) -> None:
+        self.site, self.log_path = site, log_path
+
+    @property
+    def conf_path(self) -> Path:
+        return self.site.run_dir / "nginx.conf"
+
+    @property
+    def root_url(self) -> str:
+        scheme = "https" if self.site.tls else "http"
+        return f"{scheme}://{client_host(self.site.host)}:{self.site.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        if self.site.tls is None:
+            return True
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cafile=str(self.site.tls[0]))
+        ctx.check_hostname = False
+        return ctx
+
+    def listens(self) -> list[Listen]:
+        return [Listen(self.site.host, self.site.port, "port", "port (--port N)")]
+
+    def check(self) -> None:
+        find_nginx()
+        super().check()
+
+    def prepare(self) -> None:
+        super().prepare()
+        write_private(self.conf_path, nginx_config(self.site))
+        self.site.audit_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def command_and_env(self) -> tuple[list[str], None]:
+        run = str(self.site.run_dir)
+        return [find_nginx(), "-c", str(self.conf_path), "-p", run, "-e", "stderr"], None
+
+    def ready_urls(self) -> list[str]:
+        return [f"{self.root_url}/health"]
+
+    def reopen_logs(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+
+
+class Edge:
+    """The key check (if the config has a key source) and nginx of a replicas deployment."""
+
+    def __init__(
+        self, cfg: DeploymentConfig, log_dir: Path, internal_key: str, api_key: str | None
+    ) -> None:
+        self.cfg = cfg
+        self.site = site_for(cfg, log_dir, internal_key, api_key)
+        self.nginx = Nginx(self.site, log_dir / f"edge-{cfg.port}.log")
+        self.authz = (
+            None
+            if self.site.authz_port is None
+            else Authz(self.site.authz_port, cfg.auth.keys_file, api_key, self.nginx.log_path)
+        )
+        self.day = dt.datetime.now(dt.UTC).date()
+
+    @property
+    def root_url(self) -> str:
+        return self.nginx.root_url
+
+    @property
+    def audit_path(self) -> Path:
+        return self.site.audit_path
+
+    @property
+    def log_path(self) -> Path:
+        return self.nginx.log_path
+
+    def processes(self) -> list[ManagedProcess]:
+        return [p for p in (self.authz, self.nginx) if p is not None]
+
+    def start(self) -> None:
+        """The key check, then nginx. Raises LaunchError (what started is stopped)."""
+        try:
+            for p in self.processes():
+                p.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """nginx first (no new request comes in), then the key check."""
+        for p in reversed(self.processes()):
+            p.stop()
+
+    def dead(self) -> str | None:
+        """The name of an edge process that exited, if one has."""
+        for p in self.processes():
+            if p.proc is not None and p.proc.poll() is not None:
+                return f"{p.name} exited with status {p.proc.returncode}"
+        return None
+
+    def rotate(self, now: dt.datetime) -> None:
+        """At the first call of a new UTC day, rename the audit file to PATH.YYYY-MM-DD of
+        the day that ended, have nginx reopen it, and delete rotated files beyond
+        `auth.audit.retention_days`."""
+        today = now.astimezone(dt.UTC).date()
+        if today == self.day:
+            return
+        ended, self.day = self.day, today
+        path = self.audit_path
+        if path.exists():
+            os.replace(path, rotated_name(path, ended))
+            self.nginx.reopen_logs()
+        retention = self.cfg.auth.audit.retention_days
+        for old in expired(path, list(path.parent.glob(f"{path.name}.*")), retention):
+            old.unlink(missing_ok=True)

@@ -1,0 +1,111 @@
+"""The edge (serve.edge.process.Edge: real nginx and the real key check) in front of a stub
+router that records every path it is asked for: no spelling of a management route
+reaches it (dot segments, escapes, doubled slashes, sent as raw bytes so no client
+library tidies them first), the API and the probes do, with the internal key only.
+The fleet test (tests/e2e/test_replicas.py) checks the same edge in front of the real
+vllm-router and replicas."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from serve.config.deployment import load_config
+from serve.edge.process import SEARCH_PATH, Edge
+from tests.conftest import CONFIGS
+from tests.e2e.edge_checks import make_keys
+from tests.e2e.launcher import free_ports
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx", path=f"/usr/bin:{SEARCH_PATH}") is None,
+    reason="nginx is not installed (make install)",
+)
+INTERNAL = "internal-key-for-the-stub-0123456789"
+
+
+class Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RecordingServer
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = answer
+
+
+class RecordingServer(ThreadingHTTPServer):
+    seen: list[tuple[str, str | None]]
+
+
+@pytest.fixture()
+def edge(tmp_path: Path) -> Iterator[tuple[int, RecordingServer, dict[str, str]]]:
+    port = free_ports(6)
+    keys = make_keys(tmp_path / "keys")
+    cfg = load_config(
+        CONFIGS / "cpu-tiny-2replicas.yaml", [f"port={port}", f"auth.keys_file={keys.path}"]
+    )
+    stub = RecordingServer(("127.0.0.1", port + 4), Recorder)
+    stub.seen = []
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    running = Edge(cfg, tmp_path / "logs", INTERNAL, None)
+    try:
+        running.start()
+        stub.seen.clear()  # the launcher's readiness probe of /health
+        yield port, stub, keys.keys
+    finally:
+        running.stop()
+        stub.shutdown()
+        stub.server_close()
+
+
+def raw(port: int, target: str, key: str) -> int:
+    """The status of `GET target` sent byte for byte."""
+    request = f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"{request}Connection: close\r\n\r\n".encode())
+        head = s.recv(64).decode(errors="replace")
+    return int(head.split()[1])
+
+
+SPELLINGS = [
+    "/list_workers",
+    "//list_workers",
+    "/v1/../list_workers",
+    "/v1/%2e%2e/list_workers",
+    "/v1/..%2flist_workers",
+    "/v1/models/../../add_worker?url=http://127.0.0.1:1",
+    "/%6cist_workers",
+    "/v1/../workers",
+    "/flush_cache",
+    "/get_loads",
+]
+
+
+def test_no_spelling_of_a_management_route_reaches_the_router(
+    edge: tuple[int, RecordingServer, dict[str, str]],
+) -> None:
+    port, stub, keys = edge
+    for target in SPELLINGS:
+        assert raw(port, target, keys["ris"]) in (400, 404), target
+    assert stub.seen == [], stub.seen
+    assert raw(port, "/v1/models", keys["ris"]) == 200
+    assert raw(port, "/v1/./models", keys["ris"]) == 200
+    assert raw(port, "/health", "none") == 200
+    assert raw(port, "/v1/models", "wrong") == 401
+    assert [path for path, _ in stub.seen] == ["/v1/models", "/v1/models", "/health"]
+    assert {auth for _, auth in stub.seen} == {f"Bearer {INTERNAL}"}
