@@ -106,10 +106,14 @@ def start_router(
 ) -> Router:
     """A vllm-router with `policy` in front of `urls`, on free ports. Raises BenchError."""
     from serve.launch.router import Router
-    from serve.process import LaunchError, free_port
+    from serve.process import LaunchError, free_port, port_in_use
 
+    # The router listens on its metrics port + 1 (serve.command.replicas.ports): both free.
+    metrics = free_port()
+    while port_in_use("127.0.0.1", metrics + 1):
+        metrics = free_port()
     router = Router(
-        policy_config(cfg, policy, free_port(), free_port()),
+        policy_config(cfg, policy, free_port(), metrics),
         urls,
         log_dir / f"router-{policy}.log",
         api_key,

@@ -171,7 +171,9 @@ def test_each_router_differs_from_the_deployments_only_in_policy_and_ports(polic
     argv = router_argv(other, ["http://127.0.0.1:18001", "http://127.0.0.1:18002"])
     assert check_router_argv(argv) is None, argv
     assert argv[argv.index("--policy") + 1] == policy
-    assert argv[argv.index("--port") + 1] == "18100"
+    assert (
+        argv[argv.index("--port") + 1] == "18102"
+    )  # its own port: metrics + 1 (the edge's is cfg.port)
     assert argv[argv.index("--prometheus-port") + 1] == "18101"
     assert other.router.health_check == cfg.router.health_check
     assert cfg.router.policy == "round_robin" and cfg.port == 8000  # the original is untouched
