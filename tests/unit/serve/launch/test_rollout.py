@@ -1,25 +1,31 @@
 """Rolling restarts (serve.launch.fleet.Fleet) against the real vllm-router, with replicas
-that start in a second: `python -m http.server` over a folder holding the two files the
-launcher polls (/health, /v1/models), run through ServerProcess like a vLLM server.
+that start in a second (standin_replica.py: the files the launcher and the router poll,
+/health, /v1/models, /load, and an answer to every POST), run through ServerProcess like a
+vLLM server.
 
 What a rollout must do: restart the replicas one at a time (never both out of the router),
-each with the re-read config, without its supervisor taking the planned stop for a crash;
-refuse a config that does not load or changes what it cannot apply, touching nothing; go
-back to the running config when a replica does not start with the new one. The vLLM
-version of all this, under load, is tests/e2e/test_replicas.py. What may be rolled out,
-and the lines said, are pure (serve.launch.rollout): tested without a process.
+each with the re-read config, without its supervisor taking the planned stop for a crash,
+the next one only once the router shows the one put back serving (no request through the
+router fails meanwhile), and stop there if it never does; refuse a config that does not
+load or changes what it cannot apply, touching nothing; go back to the running config when
+a replica does not start with the new one. The vLLM version of all this, under load, is
+tests/e2e/test_replicas.py. What may be rolled out, and the lines said, are pure
+(serve.launch.rollout, serve.launch.rejoin): tested without a process.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from serve.command.replicas import replica_configs, replica_url, rollout_blockers
@@ -43,24 +49,27 @@ REPO = REPO
 CONFIG = REPO / "configs" / "deployments" / "cpu-tiny-2replicas.yaml"
 REFUSED_MAX_NUM_SEQS = 13  # a config the stand-in replica refuses to start with
 SLOW_MAX_NUM_SEQS = 14  # a config it starts with, but never becomes ready
+FAILING_MAX_NUM_SEQS = 15  # a config it starts with and is healthy, but answers POST with 500
+STANDIN = Path(__file__).with_name("standin_replica.py")
 
 
 @dataclass
 class StaticServer(ServerProcess):
-    """A ServerProcess whose server is http.server over `root` (exits at once, status 3,
-    when max_num_seqs is REFUSED_MAX_NUM_SEQS: a config vLLM would refuse; never answers
-    when it is SLOW_MAX_NUM_SEQS)."""
+    """A ServerProcess whose server is standin_replica.py over `root` (exits at once,
+    status 3, when max_num_seqs is REFUSED_MAX_NUM_SEQS: a config vLLM would refuse; never
+    answers when it is SLOW_MAX_NUM_SEQS; answers every POST with 500 when it is
+    FAILING_MAX_NUM_SEQS)."""
 
     root: Path = Path()
-    ready_probe: bool = False  # http.server answers GET only: no chat completion to probe
+    ready_probe: bool = False  # the launcher's probe sends an image: not for a stand-in
 
     def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
         if self.cfg.max_num_seqs == REFUSED_MAX_NUM_SEQS:
             return [sys.executable, "-c", "raise SystemExit(3)"], {}
         if self.cfg.max_num_seqs == SLOW_MAX_NUM_SEQS:
             return [sys.executable, "-c", "import time; time.sleep(600)"], {}
-        port, root = str(self.cfg.port), str(self.root)
-        return [sys.executable, "-m", "http.server", port, "-b", "127.0.0.1", "-d", root], {}
+        status = ["500"] if self.cfg.max_num_seqs == FAILING_MAX_NUM_SEQS else []
+        return [sys.executable, str(STANDIN), str(self.cfg.port), str(self.root), *status], {}
 
 
 @dataclass
@@ -111,6 +120,7 @@ def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
     ]
     router = Router(cfg, [replica_url(x.cfg) for x in servers], tmp_path / "router.log")
     fleet = Fleet(cfg, devices, servers, router, threading.Event())
+    fleet.rejoin_quiet_s = 1.0  # no traffic: a replica put back is taken as serving sooner
     try:
         assert start_all(servers) == []
         router.start()
@@ -130,6 +140,33 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield s
 
 
+@contextmanager
+def traffic(fleet: Fleet) -> Iterator[Counter[int]]:
+    """A client sending chat requests through the router one after another (no retries)
+    in the block; the statuses it got, counted."""
+    statuses: Counter[int] = Counter()
+    done = threading.Event()
+    url = f"{fleet.router.root_url}/v1/chat/completions"
+    body = {"model": "stand-in", "messages": [{"role": "user", "content": "hi"}]}
+
+    def send() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not done.is_set():
+                try:
+                    statuses[http.post(url, json=body).status_code] += 1
+                except httpx.HTTPError:
+                    statuses[0] += 1
+                done.wait(0.02)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    try:
+        yield statuses
+    finally:
+        done.set()
+        t.join(timeout=60)
+
+
 def in_router_while(fleet: Fleet, work: threading.Thread) -> list[list[str]]:
     """The router's replica list, sampled every 50 ms while `work` runs."""
     seen = []
@@ -145,13 +182,21 @@ def test_sighup_restarts_one_replica_at_a_time_with_the_new_config(
     fleet, before = setup.fleet, setup.pids()
     urls = sorted(replica_url(s.cfg) for s in fleet.servers)
     setup.load = (f"max_num_seqs={(fleet.cfg.max_num_seqs or 64) + 1}",)
-    fleet.start_rollout(setup.reload)
-    assert fleet.rollout is not None
-    seen = in_router_while(fleet, fleet.rollout)
+    with traffic(fleet) as statuses:
+        fleet.start_rollout(setup.reload)
+        assert fleet.rollout is not None
+        seen = in_router_while(fleet, fleet.rollout)
     err = capsys.readouterr().err
     assert "rolling restart done: 2 replicas restarted one at a time" in err, err
     for i, old in enumerate(before):
         assert f"replica {i}: restarted (pid {old} -> " in err, err
+        # Through the router's own view: healthy, and requests through it answered.
+        assert re.search(
+            rf"replica {i}: serving through the router after [\d.]+ s \(healthy, [1-9]\d* "
+            r"requests answered through it",
+            err,
+        ), err
+    assert set(statuses) == {200} and statuses[200] > 20, statuses
     assert "exited with status" not in err, "a supervisor took a planned stop for a crash"
     after = setup.pids()
     assert all(a != b for a, b in zip(before, after, strict=True)), (before, after)
@@ -279,6 +324,38 @@ def test_rollout_lines() -> None:
         "config, the others the previous one"
     )
     assert done_line(2, 30.6) == "rolling restart done: 2 replicas restarted one at a time in 31 s"
+
+
+def test_a_replica_that_does_not_serve_through_the_router_stops_the_rollout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replica 0 starts with the new config and answers /health, but fails every request:
+    the router never gets an answer from it, so replica 1 stays in the router, untouched,
+    and the clients are served by it throughout."""
+    with stand_in_fleet(tmp_path) as setup:
+        fleet, before = setup.fleet, setup.pids()
+        urls = sorted(replica_url(s.cfg) for s in fleet.servers)
+        fleet.rejoin_timeout_s = 3
+        setup.load = (f"max_num_seqs={FAILING_MAX_NUM_SEQS}",)
+        with traffic(fleet) as statuses:
+            setup.roll()
+        err = capsys.readouterr().err
+        assert re.search(
+            r"^error: replica 0 is back in vllm-router but did not serve through it within 3 s "
+            r"\(router: \w+, 0 requests answered through it, [1-9]\d* through the others\); "
+            r"no further replica leaves the router",
+            err,
+            re.MULTILINE,
+        ), err
+        assert "rolling restart stopped at replica 1 after" in err, err
+        assert "rolling restart done" not in err, err
+        assert fleet.servers[0].cfg.max_num_seqs == FAILING_MAX_NUM_SEQS
+        assert setup.pids()[0] != before[0] and setup.pids()[1] == before[1], (
+            "replica 1 was touched"
+        )
+        assert fleet.servers[1].cfg.max_num_seqs != FAILING_MAX_NUM_SEQS
+        assert sorted(fleet.router.worker_urls()) == urls
+        assert set(statuses) == {200}, statuses
 
 
 def test_stopping_during_a_rollout_stops_everything(tmp_path: Path) -> None:
