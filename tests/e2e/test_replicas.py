@@ -309,9 +309,9 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
         assert not kill_load.failed, kill_load.summary()
 
         # SIGHUP with an edited config: each replica in turn out of the router, drained,
-        # restarted with the new config, back in; never both out; a second SIGHUP during the
-        # rollout is ignored; no request fails, under ROLLOUT_THREADS clients (half of their
-        # requests text only).
+        # restarted with the new config, back in and serving through it before the next one
+        # leaves; never both out; a second SIGHUP during the rollout is ignored; no request
+        # fails, under ROLLOUT_THREADS clients (half of their requests text only).
         config.write_text(config.read_text().replace("max_num_seqs: 64", "max_num_seqs: 32"))
         before = [replica_server(launcher, p) for p in replicas]
         assert all(before), logs()
@@ -342,6 +342,14 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
         lines = [ln for ln in said.splitlines() if re.match(r"replica \d: restarted", ln)]
         assert [ln[:20] for ln in lines] == ["replica 0: restarted", "replica 1: restarted"], said
         assert "exited with status" not in said and "error" not in said, said
+        # Replica 1 left the router only once the router showed replica 0 serving: healthy
+        # in its GET /workers, and requests sent through it answered.
+        for i in range(2):
+            assert re.search(
+                rf"^replica {i}: serving through the router after [\d.]+ s \(healthy, [1-9]",
+                said,
+                re.MULTILINE,
+            ), said
         after = [replica_server(launcher, p) for p in replicas]
         for old, new in zip(before, after, strict=True):
             assert old is not None and new is not None and new.pid != old.pid, (before, after)
