@@ -227,7 +227,7 @@ class Fleet:
                     self.put_back(i, url)
                 return None
             ready = time.perf_counter() - t0 - drained
-            added = self.router_view()
+            added = self.router_view() or RouterView({}, {})
             if not self.put_back(i, url):
                 return None
         new_pid = server.proc.pid if server.proc else None
@@ -238,22 +238,25 @@ class Fleet:
         self.watch(i)
         return added
 
-    def router_view(self) -> RouterView:
-        """The router's view of the replicas; an empty one if it does not answer (it counts
-        no request then: the wait after a put-back needs the counter to rise)."""
+    def router_view(self) -> RouterView | None:
+        """The router's view of the replicas, or None if it does not answer."""
         try:
             return self.router.view()
         except LaunchError:
-            return RouterView({}, {})
+            return None
 
     def await_serving(self, i: int, url: str, added: RouterView) -> bool:
         """Wait until the router shows replica i (at `url`, put back when it showed `added`)
         healthy and answering requests, or healthy with no traffic at all; say which. After
         rejoin_timeout_s, one `error:` line and False: the rollout stops, leaving the next
-        replica in the router."""
+        replica in the router. If `added` lists no replica (the router did not answer, or
+        had none), the first view after the put-back is what the counters must rise from."""
         t0 = time.monotonic()
         while not self.stopping.is_set():
-            now, waited = self.router_view(), time.monotonic() - t0
+            view, waited = self.router_view(), time.monotonic() - t0
+            now = view or RouterView({}, {})
+            if not added.health and view is not None:
+                added = view
             state = rejoin_state(
                 url,
                 added,
