@@ -6,13 +6,15 @@ image+text chat through the router, requests spread over both replicas (each rep
 request counter), the API key refused without a key at the router and at a replica; then,
 under load from clients that never retry, a replica's engine process SIGKILLed (no request
 fails: the router retries elsewhere; the replica restarts and serves again) and SIGHUP (a
-rolling restart with the edited config file: both replicas restarted one at a time, no
-request fails), a second SIGHUP during the rollout ignored, and a config edited into an
-invalid one refused with one line while serving goes on; last, SIGTERM stopping the router
-and both replicas with no process left. Plus the one-line error of a replica that never
-becomes healthy, and what this relies on in vllm-router itself, checked against stub
-replicas: which failures it retries, its worker routes, and the breaker threshold that lets
-consistent_hash's retries reach another replica.
+rolling restart with the edited config file: both replicas restarted one at a time, each
+seen serving through the router before the next leaves it, no request fails under twice
+the clients, half of their requests text only), a second SIGHUP during the rollout
+ignored, and a config edited into an invalid one refused with one line while serving goes
+on; last, SIGTERM stopping the router and both replicas with no process left. Plus the
+one-line error of a replica that never becomes healthy, and what this relies on in
+vllm-router itself, checked against stub replicas: which failures it retries, its worker
+routes, and the breaker threshold that lets consistent_hash's retries reach another
+replica.
 """
 
 from __future__ import annotations
@@ -531,9 +533,18 @@ def test_what_vllm_router_retries_and_its_worker_routes(tmp_path: Path) -> None:
         assert f.router.worker_urls() == [b]
         f.a.posts = 0
         assert f.statuses() == [200] * 4 and f.a.posts == 0, f.a.posts
+        # What a rollout reads before the next replica leaves (serve.launch.rejoin): the
+        # router lists a replica it adds healthy at once, and counts the requests it got
+        # an answer for from it (by URL: the count goes on from before its removal).
+        out = f.router.view()
+        assert out.health == {b: True} and out.answered[b] >= 4, out
         f.router.add_worker(a)
         assert sorted(f.router.worker_urls()) == [a, b]
+        added = f.router.view()
+        assert added.health == {a: True, b: True}, added
         assert f.statuses() == [200] * 4 and f.a.posts >= 1, f.a.posts
+        now = f.router.view()
+        assert now.answered[a] - added.answered.get(a, 0) == f.a.posts, (added, now, f.a.posts)
 
         f.a.mode = "drop"  # as a dead process: open connections dropped, new ones refused
         f.a.shutdown()
