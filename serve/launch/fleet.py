@@ -6,9 +6,13 @@ health checks take it out and back in); vllm-router is restarted under the same 
 
 A rolling restart (SIGHUP, as gunicorn's) restarts the replicas with a re-read config,
 one at a time: each is taken out of the router, drained, started with the new config and
-put back once ready, the next only after that; a replica that does not start with the
-new config goes back to the running one. What may be rolled out, and the lines said, are
-serve.launch.rollout's pure decisions. serve.launch.serve_replicas starts the fleet.
+put back once ready; the next leaves the router only once the router shows the one put
+back healthy and serving (serve.launch.rejoin: its own view, GET /workers and its
+per-replica answered-requests counter), so that the router always has a replica to send
+to; a replica that does not start with the new config goes back to the running one, and
+one that does not serve through the router in time stops the rollout. What may be rolled
+out, and the lines said, are serve.launch.rollout's and serve.launch.rejoin's pure
+decisions. serve.launch.serve_replicas starts the fleet.
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ import httpx
 
 from serve.command.replicas import replica_url
 from serve.config.deployment import ConfigError, DeploymentConfig
+from serve.launch.rejoin import (
+    REJOIN_QUIET_S,
+    REJOIN_TIMEOUT_S,
+    Rejoin,
+    RouterView,
+    not_serving_line,
+    rejoin_state,
+    seen,
+    serving_line,
+)
 from serve.launch.rollout import (
     done_line,
     one_line,
@@ -68,6 +82,10 @@ class Fleet:
 
     Replica i's `locks[i]` is held by whoever restarts it: its supervisor (a crash) or the
     rolling restart (a planned one); see serve.launch.supervise."""
+
+    rejoin_timeout_s = REJOIN_TIMEOUT_S  # a replica put back must serve within this
+    rejoin_quiet_s = REJOIN_QUIET_S  # no request through any replica for this long: idle
+    poll_s = 0.2
 
     def __init__(
         self,
@@ -160,38 +178,45 @@ class Fleet:
         for i, replica in enumerate(plan):
             if self.stopping.is_set():
                 return
-            if not self.restart_replica(i, replica):
+            added = self.restart_replica(i, replica)
+            if added is None:
                 if not self.stopping.is_set():
                     say(stopped_line(i, time.perf_counter() - t0))
+                return
+            serving = self.await_serving(i, replica_url(self.servers[i].cfg), added)
+            if not serving and i + 1 < len(plan):
+                if not self.stopping.is_set():
+                    say(stopped_line(i + 1, time.perf_counter() - t0))
                 return
         self.cfg = new
         say(done_line(len(plan), time.perf_counter() - t0))
 
-    def restart_replica(self, i: int, replica: DeploymentConfig) -> bool:
+    def restart_replica(self, i: int, replica: DeploymentConfig) -> RouterView | None:
         """Out of the router, drain, start with `replica`, ready, back in. On a failed
-        start, back to the previous config. True if it runs the new config."""
+        start, back to the previous config. If it runs the new config, the router's view
+        just before it went back in (what await_serving compares with), else None."""
         server, url = self.servers[i], replica_url(self.servers[i].cfg)
         with self.locks[i]:
             if self.stopping.is_set():
-                return False
+                return None
             old_pid = server.proc.pid if server.proc else None
             t0 = time.perf_counter()
             try:
                 self.router.remove_worker(url)
             except LaunchError as exc:
                 say(f"error: replica {i}: {exc}; left running as it was")
-                return False
+                return None
             self.wait_idle(server)
             server.stop()
             drained = time.perf_counter() - t0
             if self.stopping.is_set():
-                return False
+                return None
             previous, server.cfg = server.cfg, replica
             try:
                 server.start()
             except LaunchError as exc:
                 if self.stopping.is_set():
-                    return False
+                    return None
                 say(
                     f"error: replica {i} did not become healthy with the new config: "
                     f"{str(exc).splitlines()[0]}; see its log {server.log_path}; starting it "
@@ -200,29 +225,74 @@ class Fleet:
                 server.cfg = previous
                 if self.start_again(i):
                     self.put_back(i, url)
-                return False
+                return None
             ready = time.perf_counter() - t0 - drained
+            added = self.router_view() or RouterView({}, {})
             if not self.put_back(i, url):
-                return False
+                return None
         new_pid = server.proc.pid if server.proc else None
         say(
             f"replica {i}: restarted (pid {old_pid} -> {new_pid}): drained in {drained:.1f} s, "
             f"ready after {ready:.1f} s, back in the router"
         )
         self.watch(i)
-        return True
+        return added
+
+    def router_view(self) -> RouterView | None:
+        """The router's view of the replicas, or None if it does not answer."""
+        try:
+            return self.router.view()
+        except LaunchError:
+            return None
+
+    def await_serving(self, i: int, url: str, added: RouterView) -> bool:
+        """Wait until the router shows replica i (at `url`, put back when it showed `added`)
+        healthy and answering requests, or healthy with no traffic at all; say which. After
+        rejoin_timeout_s, one `error:` line and False: the rollout stops, leaving the next
+        replica in the router. If `added` lists no replica (the router did not answer, or
+        had none), the first view after the put-back is what the counters must rise from."""
+        t0 = time.monotonic()
+        while not self.stopping.is_set():
+            view, waited = self.router_view(), time.monotonic() - t0
+            now = view or RouterView({}, {})
+            if not added.health and view is not None:
+                added = view
+            state = rejoin_state(
+                url,
+                added,
+                now,
+                waited,
+                quiet_s=self.rejoin_quiet_s,
+                timeout_s=self.rejoin_timeout_s,
+            )
+            if state in (Rejoin.SERVING, Rejoin.IDLE):
+                say(serving_line(i, state, waited, seen(url, added, now)))
+                return True
+            if state is Rejoin.TIMED_OUT:
+                say(not_serving_line(i, url, waited, seen(url, added, now)))
+                return False
+            self.stopping.wait(self.poll_s)
+        return False
 
     def wait_idle(self, server: ServerProcess, poll_s: float = 0.2) -> None:
         """Wait, up to the replica's drain_timeout_s, until its API server handles no
-        request (GET /load, see replica_configs) or no longer answers."""
+        request (GET /load, see replica_configs) on two reads `poll_s` apart, or no longer
+        answers. Out of the router, the replica gets no new request, but one the router
+        sent just before may still be on its way at the first read; a read that times out
+        (a busy server) is no answer yet, not an idle server."""
         deadline = time.monotonic() + server.cfg.drain_timeout_s
+        idle_reads = 0
         with httpx.Client(timeout=5, verify=server.verify) as http:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
-                    if int(http.get(f"{server.root_url}/load").json()["server_load"]) <= 0:
-                        return
+                    load = int(http.get(f"{server.root_url}/load").json()["server_load"])
+                except httpx.TimeoutException:
+                    load = 1
                 except (httpx.HTTPError, ValueError, KeyError, TypeError):
                     return  # no count to wait on: vLLM's own drain is what is left
+                idle_reads = idle_reads + 1 if load <= 0 else 0
+                if idle_reads >= 2:
+                    return
                 time.sleep(poll_s)
 
     def start_again(self, i: int) -> bool:

@@ -23,7 +23,8 @@ from serve.command.replicas import (
     router_command,
 )
 from serve.config.deployment import DeploymentConfig
-from serve.process import LaunchError, Listen, ManagedProcess
+from serve.launch.rejoin import RouterView, successes, worker_health
+from serve.process import LaunchError, Listen, ManagedProcess, client_host
 
 
 class Router(ManagedProcess):
@@ -79,6 +80,23 @@ class Router(ManagedProcess):
         r = httpx.get(f"{self.root_url}/list_workers", timeout=10)
         r.raise_for_status()
         return list(r.json()["urls"])
+
+    def view(self) -> RouterView:
+        """The router's own view of its replicas: each listed one's health (GET /workers)
+        and the requests it answered (its metrics port). Raises LaunchError."""
+        try:
+            workers = httpx.get(f"{self.root_url}/workers", timeout=10)
+            workers.raise_for_status()
+            metrics = httpx.get(self.metrics_url, timeout=10)
+            metrics.raise_for_status()
+            health = worker_health(workers.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise LaunchError(f"vllm-router did not show its replicas: {exc}") from None
+        return RouterView(health, successes(metrics.text))
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{client_host(self.cfg.host)}:{ports(self.cfg).metrics}/metrics"
 
     def _admin(self, route: str, url: str, timeout_s: float) -> None:
         try:

@@ -1,30 +1,27 @@
 """Rolling restarts (serve.launch.fleet.Fleet) against the real vllm-router, with replicas
-that start in a second: `python -m http.server` over a folder holding the two files the
-launcher polls (/health, /v1/models), run through ServerProcess like a vLLM server.
+that start in a second (standin_fleet.py).
 
 What a rollout must do: restart the replicas one at a time (never both out of the router),
-each with the re-read config, without its supervisor taking the planned stop for a crash;
-refuse a config that does not load or changes what it cannot apply, touching nothing; go
-back to the running config when a replica does not start with the new one. The vLLM
-version of all this, under load, is tests/e2e/test_replicas.py. What may be rolled out,
-and the lines said, are pure (serve.launch.rollout): tested without a process.
+each with the re-read config, without its supervisor taking the planned stop for a crash,
+the next one only once the router shows the one put back serving (no request through the
+router fails meanwhile), and stop there if it never does; refuse a config that does not
+load or changes what it cannot apply, touching nothing; go back to the running config when
+a replica does not start with the new one. The vLLM version of all this, under load, is
+tests/e2e/test_replicas.py. What may be rolled out, and the lines said, are pure
+(serve.launch.rollout, serve.launch.rejoin): tested without a process.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
+import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from serve.command.replicas import replica_configs, replica_url, rollout_blockers
-from serve.config.deployment import DeploymentConfig, load_config
-from serve.launch.fleet import Fleet, start_all
+from serve.config.deployment import load_config
 from serve.launch.rollout import (
     done_line,
     one_line,
@@ -34,93 +31,17 @@ from serve.launch.rollout import (
     router_restart_refusal,
     stopped_line,
 )
-from serve.launch.router import Router
 from serve.launch.server import ServerProcess
-from tests.conftest import REPO
-from tests.e2e.launcher import free_ports
-
-REPO = REPO
-CONFIG = REPO / "configs" / "deployments" / "cpu-tiny-2replicas.yaml"
-REFUSED_MAX_NUM_SEQS = 13  # a config the stand-in replica refuses to start with
-SLOW_MAX_NUM_SEQS = 14  # a config it starts with, but never becomes ready
-
-
-@dataclass
-class StaticServer(ServerProcess):
-    """A ServerProcess whose server is http.server over `root` (exits at once, status 3,
-    when max_num_seqs is REFUSED_MAX_NUM_SEQS: a config vLLM would refuse; never answers
-    when it is SLOW_MAX_NUM_SEQS)."""
-
-    root: Path = Path()
-    ready_probe: bool = False  # http.server answers GET only: no chat completion to probe
-
-    def command(self, model_path: str) -> tuple[list[str], dict[str, str]]:
-        if self.cfg.max_num_seqs == REFUSED_MAX_NUM_SEQS:
-            return [sys.executable, "-c", "raise SystemExit(3)"], {}
-        if self.cfg.max_num_seqs == SLOW_MAX_NUM_SEQS:
-            return [sys.executable, "-c", "import time; time.sleep(600)"], {}
-        port, root = str(self.cfg.port), str(self.root)
-        return [sys.executable, "-m", "http.server", port, "-b", "127.0.0.1", "-d", root], {}
-
-
-@dataclass
-class Setup:
-    """The running fleet, and what its next re-read of the config returns: the file with
-    the test's port and model folder, plus `load` (overrides a test sets)."""
-
-    fleet: Fleet
-    port: int
-    model: Path
-    www: Path  # what the stand-ins serve: health, v1/models, load
-    load: tuple[str, ...] = ()
-
-    def reload(self) -> DeploymentConfig:
-        return config(self.port, self.model, *self.load)
-
-    def pids(self) -> list[int]:
-        return [s.proc.pid for s in self.fleet.servers if s.proc is not None]
-
-    def roll(self) -> None:
-        self.fleet.start_rollout(self.reload)
-        if self.fleet.rollout is not None:
-            self.fleet.rollout.join(timeout=120)
-            assert not self.fleet.rollout.is_alive()
-
-
-def config(port: int, model: Path, *overrides: str) -> DeploymentConfig:
-    return load_config(
-        CONFIG, [f"model={model}", f"port={port}", "restart.backoff_s=0", *overrides]
-    )
-
-
-@contextmanager
-def stand_in_fleet(tmp_path: Path) -> Iterator[Setup]:
-    """Two stand-in replicas behind vllm-router, supervised; all stopped on exit."""
-    www, model = tmp_path / "www", tmp_path / "model"
-    (www / "v1").mkdir(parents=True)
-    (www / "health").write_text("ok")
-    (www / "v1" / "models").write_text('{"data": []}')
-    (www / "load").write_text('{"server_load": 0}')  # vLLM's count of requests in flight
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    port, devices = free_ports(4), ["0", "1"]
-    cfg = config(port, model)
-    servers: list[ServerProcess] = [
-        StaticServer(rep, tmp_path / f"replica{i}.log", root=www)
-        for i, rep in enumerate(replica_configs(cfg, devices))
-    ]
-    router = Router(cfg, [replica_url(x.cfg) for x in servers], tmp_path / "router.log")
-    fleet = Fleet(cfg, devices, servers, router, threading.Event())
-    try:
-        assert start_all(servers) == []
-        router.start()
-        for i in range(len(servers)):
-            fleet.watch(i)
-        yield Setup(fleet, port, model, www)
-    finally:
-        fleet.stop(timeout_s=30)
-    assert not any(server.alive() for server in servers)
-    assert router.proc is not None and router.proc.poll() is not None
+from tests.unit.serve.launch.standin_fleet import (
+    CONFIG,
+    FAILING_MAX_NUM_SEQS,
+    REFUSED_MAX_NUM_SEQS,
+    SLOW_MAX_NUM_SEQS,
+    Setup,
+    in_router_while,
+    stand_in_fleet,
+    traffic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,28 +51,27 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield s
 
 
-def in_router_while(fleet: Fleet, work: threading.Thread) -> list[list[str]]:
-    """The router's replica list, sampled every 50 ms while `work` runs."""
-    seen = []
-    while work.is_alive():
-        seen.append(sorted(fleet.router.worker_urls()))
-        time.sleep(0.05)
-    return seen
-
-
 def test_sighup_restarts_one_replica_at_a_time_with_the_new_config(
     setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fleet, before = setup.fleet, setup.pids()
     urls = sorted(replica_url(s.cfg) for s in fleet.servers)
     setup.load = (f"max_num_seqs={(fleet.cfg.max_num_seqs or 64) + 1}",)
-    fleet.start_rollout(setup.reload)
-    assert fleet.rollout is not None
-    seen = in_router_while(fleet, fleet.rollout)
+    with traffic(fleet) as statuses:
+        fleet.start_rollout(setup.reload)
+        assert fleet.rollout is not None
+        seen = in_router_while(fleet, fleet.rollout)
     err = capsys.readouterr().err
     assert "rolling restart done: 2 replicas restarted one at a time" in err, err
     for i, old in enumerate(before):
         assert f"replica {i}: restarted (pid {old} -> " in err, err
+        # Through the router's own view: healthy, and requests through it answered.
+        assert re.search(
+            rf"replica {i}: serving through the router after [\d.]+ s \(healthy, [1-9]\d* "
+            r"requests answered through it",
+            err,
+        ), err
+    assert set(statuses) == {200} and statuses[200] > 20, statuses
     assert "exited with status" not in err, "a supervisor took a planned stop for a crash"
     after = setup.pids()
     assert all(a != b for a, b in zip(before, after, strict=True)), (before, after)
@@ -282,6 +202,38 @@ def test_rollout_lines() -> None:
         "config, the others the previous one"
     )
     assert done_line(2, 30.6) == "rolling restart done: 2 replicas restarted one at a time in 31 s"
+
+
+def test_a_replica_that_does_not_serve_through_the_router_stops_the_rollout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replica 0 starts with the new config and answers /health, but fails every request:
+    the router never gets an answer from it, so replica 1 stays in the router, untouched,
+    and the clients are served by it throughout."""
+    with stand_in_fleet(tmp_path) as setup:
+        fleet, before = setup.fleet, setup.pids()
+        urls = sorted(replica_url(s.cfg) for s in fleet.servers)
+        fleet.rejoin_timeout_s = 3
+        setup.load = (f"max_num_seqs={FAILING_MAX_NUM_SEQS}",)
+        with traffic(fleet) as statuses:
+            setup.roll()
+        err = capsys.readouterr().err
+        assert re.search(
+            r"^error: replica 0 is back in vllm-router but did not serve through it within 3 s "
+            r"\(router: \w+, 0 requests answered through it, [1-9]\d* through the others\); "
+            r"no further replica leaves the router",
+            err,
+            re.MULTILINE,
+        ), err
+        assert "rolling restart stopped at replica 1 after" in err, err
+        assert "rolling restart done" not in err, err
+        assert fleet.servers[0].cfg.max_num_seqs == FAILING_MAX_NUM_SEQS
+        assert setup.pids()[0] != before[0] and setup.pids()[1] == before[1], (
+            "replica 1 was touched"
+        )
+        assert fleet.servers[1].cfg.max_num_seqs != FAILING_MAX_NUM_SEQS
+        assert sorted(fleet.router.worker_urls()) == urls
+        assert set(statuses) == {200}, statuses
 
 
 def test_stopping_during_a_rollout_stops_everything(tmp_path: Path) -> None:
