@@ -218,7 +218,9 @@ def with_spacings(levels: Sequence[Level]) -> list[Level]:
         return list(levels)
     width_mm = known.spacing_mm * known.columns
     return [
-        lv if lv.spacing_mm is not None else Level(**{**vars(lv), "spacing_mm": width_mm / lv.columns})
+        lv
+        if lv.spacing_mm is not None
+        else Level(**{**vars(lv), "spacing_mm": width_mm / lv.columns})
         for lv in levels
     ]
 
@@ -375,7 +377,9 @@ def region(
             top, left = ty * th, tx * tw
             ys, xs = max(y0, top), max(x0, left)
             ye, xe = min(y0 + height, top + th), min(x0 + width, left + tw)
-            out[ys - y0 : ye - y0, xs - x0 : xe - x0] = tile[ys - top : ye - top, xs - left : xe - left]
+            out[ys - y0 : ye - y0, xs - x0 : xe - x0] = tile[
+                ys - top : ye - top, xs - left : xe - left
+            ]
     return out
 
 
@@ -384,6 +388,8 @@ def whole_level(level: Level, frames: Mapping[int, np.ndarray]) -> np.ndarray:
     return region(level, frames, 0, 0, level.rows, level.columns)
 
 
-def patch_pixels(level: Level, frames: Mapping[int, np.ndarray], cell: tuple[int, int]) -> np.ndarray:
+def patch_pixels(
+    level: Level, frames: Mapping[int, np.ndarray], cell: tuple[int, int]
+) -> np.ndarray:
     r, c = cell
     return region(level, frames, r * PATCH, c * PATCH, PATCH, PATCH)

@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from clients.dicomweb import DEFAULT_TIMEOUT_S, connect, talking_to
 from clients.errors import PacsError, StudyError
 from clients.images import DEFAULT_MAX_SIZE, data_url, encode_jpeg
-from clients.limits import Limits, fit_slices, text_tokens
+from clients.limits import Fit, Limits, fit_slices, text_tokens
 from clients.messages import Message
 from clients.slide import (
     MAX_LUMINANCE,
@@ -62,7 +62,9 @@ class SlideRequest:
     metadata: list[Dataset]
 
 
-def series_modalities(url: str, study_uid: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> set[str]:
+def series_modalities(
+    url: str, study_uid: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> set[str]:
     """The modalities of the study's series (QIDO-RS); empty for a study the PACS lacks."""
     with talking_to(url, f"the search for the series of study {study_uid}"):
         rows = connect(url, timeout_s).search_for_series(study_uid, fields=[MODALITY])
@@ -79,7 +81,9 @@ def no_bulk_data(*_: str) -> None:
     return None
 
 
-def slide_metadata(url: str, study_uid: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Dataset]:
+def slide_metadata(
+    url: str, study_uid: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[Dataset]:
     """Every instance's attributes, without pixels (WADO-RS metadata)."""
     missing = f"the PACS at {url} has no study {study_uid}"
     with talking_to(url, f"the retrieval of study {study_uid}'s metadata", missing):
@@ -123,6 +127,17 @@ def wanted_patches(found: int, budget: int | None) -> tuple[int, str]:
     if found > MAX_PATCHES:
         return MAX_PATCHES, f"the recipe's cap of {MAX_PATCHES} patches"
     return found, ""
+
+
+def fit_patches(
+    found: int, budget: int | None, limits: Limits, *, texts: Sequence[str], max_tokens: int
+) -> Fit:
+    """How many of the `found` tissue patches to send (pure): the recipe's cap of 125 (or
+    --max-slices), then the server's images per prompt and context (clients.limits), and
+    why fewer. LimitError when not one fits."""
+    wanted, why = wanted_patches(found, budget)
+    fit = fit_slices(wanted, limits, text=text_tokens(texts), max_tokens=max_tokens)
+    return Fit(fit.count, fit.reason or why)
 
 
 def slide_turn(question: str, patches: Sequence[np.ndarray], max_size: int | None) -> Message:
@@ -171,18 +186,22 @@ def slide_request(
             f"{chosen.label} has a mean luminance at or below {MAX_LUMINANCE:g} x 255 (EZ-WSI's "
             f"tissue test): nothing sent; {where}"
         )
-    wanted, why = wanted_patches(len(cells), budget)
     base = task.params() if task is not None else SLIDE_PARAMS
     request_params = {**base, **(params or {})}
     known = limits() if callable(limits) else limits
-    fit = fit_slices(
-        wanted,
+    fit = fit_patches(
+        len(cells),
+        budget,
         known or Limits(),
-        text=text_tokens([t for t in (system, text) if t]),
+        texts=[t for t in (system, text) if t],
         max_tokens=int(request_params.get("max_tokens") or 0),
     )
     sent_cells = spread(cells, fit.count)
-    frames = coarse_frames if level == coarse else fetch_frames(url, level, frames_for(level, sent_cells))
+    frames = (
+        coarse_frames
+        if level == coarse
+        else fetch_frames(url, level, frames_for(level, sent_cells))
+    )
     patches = [patch_pixels(level, frames, cell) for cell in sent_cells]
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.append(slide_turn(text, patches, max_size))
@@ -194,7 +213,7 @@ def slide_request(
         chosen.label,
         len(cells),
         tuple(sent_cells),
-        fit.reason or why,
+        fit.reason,
     )
     schema = task.schema if task is not None else None
     return SlideRequest(TaskRequest(messages, request_params, schema), sent, metadata)
