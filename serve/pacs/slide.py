@@ -240,6 +240,14 @@ def code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+def tissue_patch(seed: int, width: int = PATCH, height: int = PATCH) -> np.ndarray:
+    """One patch of tissue as the client cuts it at 10X (a wobbly island over ~90 % of it,
+    stroma and nuclei; RGB uint8), each seed its own: the benchmark's slide patches
+    (benchmarks.runner.workload), without building a pyramid."""
+    spec = SlideSpec(width_10x=width, height_10x=height, tissue=((0, 0),), seed=seed)
+    return picture_10x(spec)
+
+
 def slide_pyramid(spec: SlideSpec = SLIDE) -> list[Dataset]:
     """The slide's instances, level 0 (the highest resolution) first."""
     return [level_dataset(spec, i, p) for i, p in enumerate(level_pictures(spec))]

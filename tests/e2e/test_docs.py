@@ -85,7 +85,8 @@ def test_clients_command_line(
     argv: list[str], server: LiveServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """In a folder with the files the lines name: cxr.png, report.txt, studies/; a line
-    with --dicomweb against the session's PACS (its URL and phantom study put in)."""
+    with --dicomweb against the session's PACS (its URL and studies put in: the phantom,
+    the chest X-ray pair, the whole slide)."""
     (tmp_path / "cxr.png").write_bytes(chest_like_png(1024))
     (tmp_path / "report.txt").write_text("No acute findings.\n")
     (tmp_path / "studies" / "a").mkdir(parents=True)
@@ -99,6 +100,7 @@ def test_clients_command_line(
             "STUDY_UID": pacs.phantom_study,
             "CURRENT_UID": pacs.cxr_current_study,
             "PRIOR_UID": pacs.cxr_prior_study,
+            "SLIDE_UID": pacs.slide_study,
         }
         args = [put_in.get(a, a) for a in args]
         out = run([sys.executable, "-m", "clients", *args], tmp_path, server)
@@ -110,7 +112,8 @@ def test_clients_command_line(
                 assert all(r["status"] == "error" and r["text"] for r in rows), rows
                 assert {r["error_type"] for r in rows} == {"BoxError"}, rows
                 return
-            assert pacs.phantom_study in [r["id"] for r in rows], rows
+            expected = pacs.slide_study if "SM" in args else pacs.phantom_study
+            assert expected in [r["id"] for r in rows], rows
             assert {r["status"] for r in rows} == {"ok"}, rows
         else:
             assert out.strip(), argv
