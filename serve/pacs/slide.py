@@ -10,7 +10,7 @@ focal plane, one optical path), `spec.tile` px square frames, JPEG baseline
 white glass (RGB 240) and pink tissue islands with wobbly edges over chosen cells of the
 client's 896 px patch grid at 10X (`spec.tissue`: 7 of 12), a stroma texture and purple
 nuclei, drawn at 10X and upsampled to 20X (so the 10X level is the drawing itself, and
-the file stays small: 2.3 MB); the lower levels are 2 x 2 means. With `tissue=()` the
+the file stays small: 2.9 MB); the lower levels are 2 x 2 means. With `tissue=()` the
 slide is blank glass (the client's "no tissue" case).
 
 Identifiers: an obviously fake patient (PHANTOM^SLIDE), UIDs derived from the seed. The
@@ -36,7 +36,7 @@ PATIENT_ID = "PHANTOM-0004"
 GLASS = 240  # the background, every channel
 EOSIN = np.array([214.0, 120.0, 170.0])  # stroma: pink (luma ~154)
 HEMATOXYLIN = np.array([92.0, 56.0, 140.0])  # nuclei: purple
-JPEG_QUALITY = 85
+JPEG_QUALITY = 75
 COARSE = 4  # the tissue outline and texture are drawn at 1 / COARSE of 10X
 PATCH = 896  # the client's patch side at 10X: the tissue is laid out on its grid
 
