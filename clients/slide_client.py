@@ -7,7 +7,7 @@ carries (`SlideRequest.sent.line()`: "sent 7 of 7 patches (10X); ..."); the patc
 fitted to the server's limits (clients.limits: images per prompt, then the context beside
 the text and max_tokens), the reason said in that line. Frames come as stored
 (`transfer-syntax=*`, as clients.dicomweb fetches instances) and are decoded here
-(clients.slide.decode_frame). MedGemmaClient.ask_slide, `chat --dicomweb` and `batch
+(clients.slide_tiles.decode_frame). MedGemmaClient.ask_slide, `chat --dicomweb` and `batch
 --dicomweb` call it for a study whose series include modality SM.
 
 Errors are one line: StudyError (no slide, no tissue, a slide smaller than one patch,
@@ -35,14 +35,16 @@ from clients.slide import (
     SLIDE_MODALITY,
     Level,
     SlideSent,
-    all_frames,
     choose_level,
-    decode_frame,
-    frames_for,
-    patch_pixels,
     slide_levels,
     spread,
     tissue_cells,
+)
+from clients.slide_tiles import (
+    all_frames,
+    decode_frame,
+    frames_for,
+    patch_pixels,
     whole_level,
 )
 from clients.tasks import Task, TaskRequest

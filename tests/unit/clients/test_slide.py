@@ -23,20 +23,22 @@ from clients.slide import (
     PATCH,
     Level,
     SlideSent,
-    all_frames,
     cell_luminance,
     choose_level,
-    decode_frame,
-    frames_for,
     is_tissue,
     patch_cells,
-    patch_pixels,
     slide_levels,
     spread,
     tissue_cells,
-    whole_level,
 )
 from clients.slide_client import fit_patches, slide_turn
+from clients.slide_tiles import (
+    all_frames,
+    decode_frame,
+    frames_for,
+    patch_pixels,
+    whole_level,
+)
 from serve.pacs import slide
 from serve.pacs.phantom import PhantomSpec, phantom_series
 
