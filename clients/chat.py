@@ -250,8 +250,9 @@ class MedGemmaClient:
         **params: Any,
     ) -> ChatResult:
         """Fetch a study from a PACS (WADO-RS), show the model its series by its recipe
-        (clients.recipes: CT volume, MR volume, radiograph), fitted to the server's limits
-        (self.limits()) and to max_slices, and ask `question` (or run a task preset).
+        (clients.recipes: CT volume, MR volume, radiograph; a whole slide by its tissue
+        patches, as ask_slide), fitted to the server's limits (self.limits()) and to
+        max_slices, and ask `question` (or run a task preset).
         params: max_tokens, temperature, ... The result's `.sent` says what was sent
         (`.sent.line()`: "sent 2 of 60 slices (CT, 3 windows): ..."). Raises PacsError,
         StudyError (an ImageError; LimitError when not one image fits: nothing is sent)
@@ -264,6 +265,37 @@ class MedGemmaClient:
         )
         result = self.send(request)
         result.sent = sent
+        return result
+
+    def ask_slide(
+        self,
+        dicomweb_url: str,
+        study_uid: str,
+        question: str | Task,
+        *,
+        series_uid: str | None = None,
+        max_patches: int | None = None,
+        **params: Any,
+    ) -> ChatResult:
+        """Ask about a whole slide (modality SM) in a PACS, read as MedGemma 1.5's pathology
+        notebook does (clients.slide): up to 125 non-overlapping 896 px tissue patches from
+        the pyramid level nearest 10X, in spatial order, the text first; fitted to the
+        server's limits (self.limits()) and to max_patches. `.sent.line()`: "sent 7 of 7
+        patches (10X); ...". Raises StudyError (not a slide, no tissue; LimitError when
+        not one patch fits: nothing sent), PacsError or the SDK's errors."""
+        from clients.slide_client import slide_request
+
+        slide = slide_request(
+            dicomweb_url,
+            study_uid,
+            question,
+            series_uid=series_uid,
+            budget=max_patches,
+            limits=self.limits,
+            params=params,
+        )
+        result = self.send(slide.request)
+        result.sent = slide.sent
         return result
 
     def compare_studies(

@@ -15,6 +15,7 @@ from clients.errors import ServerUnreachableError
 from clients.tasks import parse_answer
 
 if TYPE_CHECKING:
+    from clients.slide import SlideSent
     from clients.study import Sent  # pydicom and numpy: loaded only for studies
 
 START_HINT = (
@@ -32,7 +33,8 @@ class ChatResult:
     latency_s: float = 0.0
     model: str = ""
     parsed: BaseModel | None = None  # the validated answer of a task with a schema
-    sent: Sent | None = None  # what a study's prompt carried (MedGemmaClient.ask_study)
+    # what a study's prompt carried (MedGemmaClient.ask_study, ask_slide)
+    sent: Sent | SlideSent | None = None
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ as a DICOM Structured Report (clients.report_sr, STOW-RS). batch --dicomweb URL
 found, one record per StudyInstanceUID. The series is shown by its recipe (clients.recipes)
 fitted to the server's limits (clients.limits); what was sent is printed to stderr, e.g.
 `sent 85 of 120 slices (CT, 3 windows)` or `sent 2 of 60 slices (CT, 3 windows): the server
-takes at most 2 images per prompt; ...` (never a patient attribute).
+takes at most 2 images per prompt; ...` (never a patient attribute). A whole slide (modality
+SM) is sent as tissue patches (clients.slide): `sent 7 of 7 patches (10X); ...`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from pydicom.dataset import Dataset
 from clients.batch import DicomwebStudy
 from clients.dicomweb import parse_since, search_studies
 from clients.limits import Limits
+from clients.slide import SlideSent
+from clients.slide_client import is_slide_study, level_instance
 from clients.study import ALLOWED_TAGS, RECIPE, Sent, check_tags
-from clients.study_request import StudyOptions, fetch, request_for, task_request_for
+from clients.study_request import (
+    StudyOptions,
+    fetch,
+    request_for,
+    slide_fetch_request,
+    task_request_for,
+)
 from clients.tasks import TASKS, TaskRequest
 from clients.windows import WINDOWS
 
@@ -48,7 +57,8 @@ def add_study_options(p: argparse.ArgumentParser, *, chat: bool) -> None:
         type=int,
         metavar="N",
         help="an even sample of N slices, first and last included (default: the recipe's, "
-        "85 for a CT or MR volume, fitted to the server's limits)",
+        "85 for a CT or MR volume, fitted to the server's limits); for a whole slide, N of "
+        "its tissue patches, evenly spread (default: up to 125)",
     )
     g.add_argument(
         "--image-limit",
@@ -100,8 +110,8 @@ class StudyChat:
     """What `chat --dicomweb` sends, and what --store-sr needs afterwards."""
 
     request: TaskRequest
-    sent: Sent
-    datasets: list[Dataset]
+    sent: Sent | SlideSent
+    datasets: list[Dataset]  # a slide's: its metadata (no pixels)
 
 
 def say_limits(limits: Limits) -> None:
@@ -118,6 +128,8 @@ def chat_request(args: argparse.Namespace, limits_of: Callable[[], Limits]) -> S
     check_chat_flags(args)
     options = study_options(args)
     system = RECIPE if args.system is None else args.system
+    if is_slide_study(args.dicomweb, args.study):
+        return slide_chat(args, options, limits_of)
     datasets = fetch(args.dicomweb, args.study, options.series_uid)
     limits = limits_of()
     if args.task:
@@ -134,12 +146,31 @@ def chat_request(args: argparse.Namespace, limits_of: Callable[[], Limits]) -> S
     return StudyChat(request, sent, datasets)
 
 
+def slide_chat(
+    args: argparse.Namespace, options: StudyOptions, limits_of: Callable[[], Limits]
+) -> StudyChat:
+    """chat_request for a whole slide: its tissue patches (a task preset's text, or the
+    question), the text first; no system prompt unless --system."""
+    question = TASKS[args.task] if args.task else args.text
+    params = {"max_tokens": args.max_tokens} if args.max_tokens else None
+    slide = slide_fetch_request(
+        args.dicomweb, args.study, question, options, system=args.system, params=params,
+        limits=limits_of,
+    )  # fmt: skip
+    say_limits(limits_of())
+    print(slide.sent.line(), file=sys.stderr, flush=True)
+    return StudyChat(slide.request, slide.sent, slide.metadata)
+
+
 def store_answer(url: str, chat: StudyChat, answer: str, model: str) -> str:
     """Store `answer` into the study as an SR (built and checked before the one STOW-RS
     request); the line to print. Raises ReportError or PacsError (one line)."""
     from clients.report_sr import build_report_sr, sent_instances, store_sr
 
-    sources = sent_instances(chat.datasets, chat.sent)
+    if isinstance(chat.sent, SlideSent):  # the level the patches were cut from
+        sources = level_instance(chat.datasets, chat.sent)
+    else:
+        sources = sent_instances(chat.datasets, chat.sent)
     return store_sr(url, build_report_sr(sources, answer, model_name=model)).line()
 
 

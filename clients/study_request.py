@@ -5,12 +5,14 @@ parameters (clients.tasks).
 
 The limits are the client's (MedGemmaClient.limits: learned from the server's /v1/models,
 else --image-limit / MEDGEMMA_IMAGE_LIMIT); the answer's max_tokens counts against the
-context. `request_for` is pure; `fetch_request` adds the WADO-RS fetch.
+context. `request_for` is pure; `fetch_request` adds the WADO-RS fetch. A study whose
+series include a whole slide (modality SM, found by QIDO-RS first) is read by tissue
+patches instead (clients.slide_client: only the frames it needs are fetched).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,8 @@ from clients.errors import StudyError
 from clients.images import DEFAULT_MAX_SIZE
 from clients.limits import Limits
 from clients.series import choose_series, group_series
+from clients.slide import SlideSent
+from clients.slide_client import SlideRequest, is_slide_study, slide_request
 from clients.study import RECIPE, Sent, series_messages
 from clients.tasks import Task, TaskRequest
 
@@ -101,6 +105,38 @@ def fetch(url: str, study_uid: str, series_uid: str | None) -> list[Dataset]:
         return fetch_study(url, study_uid)
 
 
+def check_slide_options(options: StudyOptions) -> None:
+    """--window and --tags are for radiology series: a slide's patches are shown as they are."""
+    if options.window or options.tags:
+        raise StudyError("--window and --tags are for radiology series, not a whole slide")
+
+
+def slide_fetch_request(
+    url: str,
+    study_uid: str,
+    question: str | Task,
+    options: StudyOptions = StudyOptions(),
+    *,
+    system: str | None = None,
+    params: dict[str, Any] | None = None,
+    limits: Limits | Callable[[], Limits] | None = None,
+) -> SlideRequest:
+    """A whole slide's request (clients.slide_client), --max-slices capping the patches.
+    system: none by default (the recipe: the text, then the patches)."""
+    check_slide_options(options)
+    return slide_request(
+        url,
+        study_uid,
+        question,
+        series_uid=options.series_uid,
+        budget=options.max_slices,
+        limits=limits,
+        system=None if system is RECIPE else system,
+        params=params,
+        max_size=options.max_size,
+    )
+
+
 def fetch_request(
     url: str,
     study_uid: str,
@@ -110,9 +146,15 @@ def fetch_request(
     system: str | None = RECIPE,
     params: dict[str, Any] | None = None,
     limits: Limits | None = None,
-) -> tuple[TaskRequest, Sent]:
-    """Fetch the study by WADO-RS and build its request (a question, or a task preset).
-    Raises PacsError, StudyError, ImageError, ValueError: each one line."""
+) -> tuple[TaskRequest, Sent | SlideSent]:
+    """Fetch the study by WADO-RS and build its request (a question, or a task preset);
+    a whole slide by its tissue patches. Raises PacsError, StudyError, ImageError,
+    ValueError: each one line."""
+    if is_slide_study(url, study_uid):
+        slide = slide_fetch_request(
+            url, study_uid, question, options, system=system, params=params, limits=limits
+        )
+        return slide.request, slide.sent
     datasets = fetch(url, study_uid, options.series_uid)
     if isinstance(question, Task):
         max_tokens = (params or {}).get("max_tokens")

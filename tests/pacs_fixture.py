@@ -1,7 +1,7 @@
 """The `pacs` fixture: one real Orthanc (with DICOMweb) for the session, on free local
 ports with throwaway storage, loaded by STOW-RS with pydicom's sample files, the CT
-phantom (60 slices), the CT volume (120 slices), the MR head (40 slices) and the chest
-X-ray pair (prior and current, DX). Registered
+phantom (60 slices), the CT volume (120 slices), the MR head (40 slices), the chest
+X-ray pair (prior and current, DX) and the whole slide (SM, three levels). Registered
 for every test by tests/conftest.py (pytest_plugins).
 
 Tests may store more into it (an SR, say) but must not delete what was loaded, and must
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from clients.errors import PacsError
-from serve.pacs import head, radiograph
+from serve.pacs import head, radiograph, slide
 from serve.pacs.orthanc import DICOMWEB_PLUGIN, Orthanc, install_hint, search_path
 from serve.pacs.phantom import PhantomSpec, uid
 from serve.pacs.samples import CT_VOLUME, MR_VOLUME, PHANTOM, all_samples, load
@@ -64,6 +64,11 @@ class LivePacs:
     def cxr_current_study(self) -> str:
         """The chest X-ray pair's current study, with the effusion (radiograph.CURRENT)."""
         return str(radiograph.uid(radiograph.CURRENT, "study"))
+
+    @property
+    def slide_study(self) -> str:
+        """The whole slide (serve.pacs.slide.SLIDE): 20X, 10X and 5X levels of JPEG tiles."""
+        return str(slide.uid(slide.SLIDE, "study"))
 
     @property
     def mr_volume_study(self) -> str:

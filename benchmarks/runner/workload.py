@@ -1,11 +1,12 @@
 """The requests of a run, generated and encoded once before any load is sent.
 
 Images are synthetic (no patient data): i.i.d. noise like vLLM's random-mm dataset, a
-grey radiograph-like picture, a 16-bit DICOM dataset built in memory, or a CT study (the
-phantom series of `serve.pacs.phantom`). They are turned into chat messages by the
-clients' own code (`clients.image_input.to_image_part`, `clients.study.build_study_messages`,
-and the task presets through `serve.workload.messages.task_messages`), so the benchmark
-sends what a client sends; this module is the runner's one user of `clients`' builders.
+grey radiograph-like picture, a whole slide's tissue patch (`serve.pacs.slide`), a 16-bit
+DICOM dataset built in memory, or a CT study (the phantom series of `serve.pacs.phantom`).
+They are turned into chat messages by the clients' own code (`clients.image_input.to_image_part`,
+`clients.images.encode_jpeg` for a patch, `clients.study.build_study_messages`, and the
+task presets through `serve.workload.messages.task_messages`), so the benchmark sends
+what a client sends; this module is the runner's one user of `clients`' builders.
 A CT scenario mixes studies with single radiographs (`images.radiograph_share`), and a
 session asks its first question then each of `prompts.follow_ups` on the same images
 (benchmarks.runner.followups). Each request body is serialised to JSON here, so the timed
@@ -25,8 +26,10 @@ from benchmarks.runner.followups import role_of, with_question
 from benchmarks.runner.prepared import PreparedRequest
 from benchmarks.runner.scenario import Scenario
 from clients.image_input import to_image_part
+from clients.images import data_url, encode_jpeg
 from clients.study import build_study_messages
 from serve.pacs.phantom import PhantomSpec, phantom_series
+from serve.pacs.slide import tissue_patch
 from serve.workload.messages import task_messages
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
@@ -78,6 +81,10 @@ def image_part(rng: np.random.Generator, kind: str, scenario: Scenario, size: tu
         return to_image_part(dicom_dataset(rng, width, height), max_size=max_size)
     if scenario.images.kind == "noise":
         return to_image_part(noise_image(rng, width, height), max_size=max_size)
+    if scenario.images.kind == "slide":  # JPEG, as clients.slide_client sends a patch
+        patch = tissue_patch(int(rng.integers(2**31)), width, height)
+        url = data_url(*encode_jpeg(patch, max_size=max_size))
+        return {"type": "image_url", "image_url": {"url": url}}
     return to_image_part(xray_values(rng, width, height, 255).astype(np.uint8), max_size=max_size)
 
 

@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serve pacs",
         description="Start Orthanc with its DICOMweb plugin on 127.0.0.1, load pydicom's "
-        "sample files and five synthetic studies (a 60-slice CT phantom, a 120-slice CT "
-        "volume, a 40-slice MR head, a prior and a current chest X-ray of one patient) by "
+        "sample files and six synthetic studies (a 60-slice CT phantom, a 120-slice CT "
+        "volume, a 40-slice MR head, a prior and a current chest X-ray of one patient, a "
+        "whole slide of three levels) by "
         "STOW-RS, print the DICOMweb URL and the studies, and "
         "run until Ctrl-C. Storage is temporary unless --storage.",
     )

@@ -7,7 +7,9 @@ use), a CT volume (CT_VOLUME, 120 slices with fat, lungs, soft tissue, a lesion 
 for the client's CT recipe: 85 of 120 slices in three windows) and an MR head
 (MR_VOLUME, serve.pacs.head, 40 sagittal slices, for the MR recipe), and a chest
 radiograph pair of one patient (serve.pacs.radiograph: a prior without and a current with
-a left pleural effusion, DX, months apart, for the comparison and localization recipes).
+a left pleural effusion, DX, months apart, for the comparison and localization recipes),
+and a whole slide (serve.pacs.slide: a VL Whole Slide Microscopy pyramid, SM, 20X / 10X / 5X
+of JPEG tiles, three tissue islands on glass, for the slide recipe).
 `load(url, datasets)` stores them with dicomweb-client and returns the StudyInstanceUIDs
 (clients.dicomweb.search_studies lists what a PACS holds). An unreachable or refusing PACS
 raises PacsError with one line.
@@ -23,7 +25,7 @@ from pydicom.dataset import Dataset
 
 from clients.dicomweb import connect, talking_to
 from clients.errors import PacsError
-from serve.pacs import head, phantom, radiograph
+from serve.pacs import head, phantom, radiograph, slide
 from serve.pacs.head import HeadSpec, head_series
 from serve.pacs.phantom import PhantomSpec, phantom_series
 
@@ -63,13 +65,17 @@ def volume_datasets() -> list[Dataset]:
     return phantom_series(CT_VOLUME) + head_series(MR_VOLUME) + radiograph.chest_pair()
 
 
-def all_samples(phantom: PhantomSpec | None = PHANTOM, volumes: bool = True) -> list[Dataset]:
+def all_samples(
+    phantom: PhantomSpec | None = PHANTOM, volumes: bool = True, slides: bool = True
+) -> list[Dataset]:
     """The bundled files, then the phantom series (none when `phantom` is None), then the
-    CT and MR volumes (unless `volumes` is False)."""
+    CT and MR volumes and the radiographs (unless `volumes` is False), then the whole
+    slide's levels (unless `slides` is False)."""
     return (
         sample_datasets()
         + (phantom_series(phantom) if phantom is not None else [])
         + (volume_datasets() if volumes else [])
+        + (slide.slide_pyramid(slide.SLIDE) if slides else [])
     )
 
 
@@ -85,6 +91,9 @@ def synthetic_labels() -> dict[str, str]:
         str(
             radiograph.uid(radiograph.CURRENT, "study")
         ): "DX chest X-ray current, 1 image, left effusion",
+        str(slide.uid(slide.SLIDE, "study")): (
+            f"SM whole slide, {slide.SLIDE.levels} levels (20X base), tissue on glass"
+        ),
     }
 
 

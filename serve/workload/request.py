@@ -42,10 +42,13 @@ class ImageMix(BaseModel):
         default_factory=lambda: [(512, 512)],
         description="Image sizes as [width, height] pairs, used in turn.",
     )
-    kind: Literal["noise", "xray", "ct"] = Field(
+    kind: Literal["noise", "xray", "ct", "slide"] = Field(
         "noise",
         description="`noise`: i.i.d. random RGB pixels, as vLLM's random-mm dataset (sent as "
-        "JPEG); `xray`: a synthetic grey radiograph (sent as PNG); `ct`: each image request is "
+        "JPEG); `xray`: a synthetic grey radiograph (sent as PNG); `slide`: each image is a "
+        "whole slide's tissue patch (serve.pacs.slide.tissue_patch, a new seed each, sent as "
+        "the clients send a patch), after the question as the slide recipe lays them out "
+        "(use prompts.text; per_request 125 is the recipe's cap); `ct`: each image request is "
         "one CT study: a synthetic phantom series of `per_request` square slices of `sizes` "
         "(serve.pacs.phantom, a new noise seed per study) laid out by clients.study as a "
         "client sends it: ordered, windowed, each slice followed by 'SLICE n', then the "

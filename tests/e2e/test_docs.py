@@ -103,7 +103,8 @@ def test_clients_command_line(
 ) -> None:
     """In a folder with the files the lines name: cxr.png, report.txt, studies/, the sample
     lab report as report.pdf, its page as page.png and both in reports/; a line with
-    --dicomweb against the session's PACS (its URL and phantom study put in)."""
+    --dicomweb against the session's PACS (its URL and studies put in: the phantom, the
+    chest X-ray pair, the whole slide)."""
     (tmp_path / "cxr.png").write_bytes(chest_like_png(1024))
     (tmp_path / "reports").mkdir()
     for folder in (tmp_path, tmp_path / "reports"):
@@ -121,6 +122,7 @@ def test_clients_command_line(
             "STUDY_UID": pacs.phantom_study,
             "CURRENT_UID": pacs.cxr_current_study,
             "PRIOR_UID": pacs.cxr_prior_study,
+            "SLIDE_UID": pacs.slide_study,
         }
         args = [put_in.get(a, a) for a in args]
         out = run([sys.executable, "-m", "clients", *args], tmp_path, server)
@@ -132,7 +134,8 @@ def test_clients_command_line(
                 assert all(r["status"] == "error" and r["text"] for r in rows), rows
                 assert {r["error_type"] for r in rows} == {"BoxError"}, rows
                 return
-            assert pacs.phantom_study in [r["id"] for r in rows], rows
+            expected = pacs.slide_study if "SM" in args else pacs.phantom_study
+            assert expected in [r["id"] for r in rows], rows
             assert {r["status"] for r in rows} == {"ok"}, rows
         else:
             assert out.strip(), argv

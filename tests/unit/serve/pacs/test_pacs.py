@@ -42,7 +42,7 @@ from tests.conftest import REPO
 from tests.pacs_fixture import LivePacs, needs_orthanc
 
 SPEC = PhantomSpec()
-SYNTHETIC_STUDIES = 5  # the CT phantom, the CT volume, the MR head, the chest X-ray pair
+SYNTHETIC_STUDIES = 6  # CT phantom, CT volume, MR head, chest X-ray pair, whole slide
 # WADO-RS in the stored transfer syntax: Orthanc 1.10 cannot transcode JPEG 2000 to the
 # default (explicit VR little endian) and answers 500; pydicom decodes it here instead
 AS_STORED = (("application/dicom", "*"),)
