@@ -1,6 +1,6 @@
 """Supervision (serve.launch.supervise) of a server whose process stays alive but stops
 answering /health: the stand-in is `python -m http.server`
-(tests/unit/serve/launch/test_rollout.py's StaticServer), which answers /health while the
+(tests/unit/serve/launch/standin_fleet.py's StaticServer), which answers /health while the
 file is there and 404 once it is gone."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from serve.launch.supervise import supervise
 from tests.e2e.launcher import free_ports, wait_until
-from tests.unit.serve.launch.test_rollout import StaticServer, config
+from tests.unit.serve.launch.standin_fleet import StaticServer, config
 
 
 @pytest.fixture
