@@ -17,6 +17,9 @@ three of
 - a **machine**: its cores (`2 cores`, `2-core`), a CPU (`Xeon`, `EPYC`, `AVX2`, `AVX-512`)
   or a GPU (`L4`, `H100`, ...).
 A table without them fails, naming the file, the line and what is missing.
+
+docs/planning.md quotes the planner: every line of a ```text block right after a shell block of
+one `python -m serve plan` line must be what that command prints now.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import REPO
-from tests.doc_blocks import DOC_FILES
+from tests.doc_blocks import DOC_FILES, blocks, shell_lines
 
 MARKER = "<!-- measured -->"
 HEADER_CUES = re.compile(
@@ -176,3 +179,46 @@ def test_the_docs_have_measured_tables() -> None:
 def test_a_measured_table_has_its_command_date_and_machine(where: str, table: Table) -> None:
     lacks = missing(table.context)
     assert not lacks, f"{where}: a measured table with no {', no '.join(lacks)} next to it"
+
+
+PLANNING = REPO / "docs" / "planning.md"
+
+
+def quoted_plans() -> list[tuple[str, list[str], str]]:
+    """(where, argv, quoted output): a shell block of one `python -m serve plan` line
+    followed by a ```text block, in docs/planning.md."""
+    found, bs = [], blocks(PLANNING)
+    for b, nxt in zip(bs, bs[1:], strict=False):
+        lines = shell_lines(b) if b.lang == "bash" else []
+        if (
+            len(lines) == 1
+            and lines[0].text.startswith("python -m serve plan")
+            and nxt.lang == "text"
+        ):
+            found.append((b.where, lines[0].text.split()[3:], nxt.body))
+    return found
+
+
+QUOTED = quoted_plans()
+
+
+@pytest.mark.parametrize(("where", "args", "quoted"), QUOTED, ids=[q[0] for q in QUOTED])
+def test_a_quoted_plan_is_what_the_planner_prints_now(
+    where: str,
+    args: list[str],
+    quoted: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every line of the quoted output (a whole plan or the part the text names) is printed."""
+    from serve.__main__ import main
+
+    monkeypatch.chdir(REPO)
+    main(args)
+    printed = set(capsys.readouterr().out.splitlines())
+    stale = [line for line in quoted.splitlines() if line.strip() and line not in printed]
+    assert not stale, f"{where}: the planner no longer prints {stale[:3]}"
+
+
+def test_planning_quotes_plans() -> None:
+    assert len(QUOTED) >= 3, [q[0] for q in QUOTED]
