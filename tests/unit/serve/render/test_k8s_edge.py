@@ -18,6 +18,7 @@ import pytest
 from serve.command.replicas import ports
 from serve.config.deployment import load_config
 from serve.edge.nginx import API_ROUTE, PROBES, nginx_config
+from serve.edge.process import find_nginx
 from serve.render.k8s_edge import EDGE_DIR, KEY_PLACEHOLDER, RUN_DIR, edge_site
 from tests.in_process import run_main
 from tests.unit.serve.render.test_k8s_prod import REPLICAS, manifests, one, workload
@@ -138,6 +139,22 @@ def test_the_start_script_puts_the_secrets_key_in_place(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "nginx.conf").stat().st_mode & 0o077 == 0
 
 
+def test_debians_nginx_accepts_the_pods_configuration(tmp_path: Path) -> None:
+    """`nginx -t` (the real binary the local edge runs) on the ConfigMap's configuration
+    with a key in place; only its run folder moved under tmp_path (not root here)."""
+    nginx = find_nginx()
+    cfg = load_config(REPLICAS, KEYS)
+    site = dataclasses.replace(edge_site(cfg), run_dir=tmp_path, internal_key="k" * 32)
+    (tmp_path / "nginx.conf").write_text(nginx_config(site))
+    out = subprocess.run(
+        [nginx, "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0 and "test is successful" in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("key", ["", "short_key", "a/b" * 8, "x" * 20 + "'; rm -rf /"])
 def test_the_start_script_refuses_a_key_nginx_cannot_hold(tmp_path: Path, key: str) -> None:
     out = run_start_script(tmp_path, nginx_config(edge_site(load_config(REPLICAS))), key)
@@ -195,3 +212,12 @@ def test_the_cli_renders_keys_without_the_file(capsys: pytest.CaptureFixture[str
     out = run_main(main, argv, capsys)
     assert out.returncode == 0 and "kind: ConfigMap" in out.stdout, out.stderr
     assert not Path("/nowhere/on/this/machine/keys.json").exists()
+
+
+def test_the_ray_render_still_refuses_service_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from serve.__main__ import main
+
+    argv = ["render", "ray", "--config", str(REPLICAS), "--set", KEYS[0]]
+    out = run_main(main, argv, capsys)
+    assert out.returncode == 2 and out.stdout == "", out
+    assert out.stderr.startswith("error: auth.keys_file:") and "the ray render" in out.stderr
