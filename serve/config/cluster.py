@@ -95,6 +95,25 @@ class KubernetesSettings(BaseModel):
         "needs neither file; `ssl_certfile`/`ssl_keyfile` are for local runs and render "
         "k8s refuses them without this.",
     )
+    keys_secret: str | None = Field(
+        None,
+        description="With `replicas:` and `auth.keys_file`: the Secret whose key `keys` holds "
+        "the keys file (`kubectl create secret generic NAME --from-file=keys=FILE`), mounted "
+        "read-only (0400) into the edge's key check in the router pod. The rendering machine "
+        "needs no file; render k8s refuses auth.keys_file without this.",
+    )
+    internal_key_secret: str = Field(
+        "medgemma-internal-key",
+        description="With `replicas:`: the Secret whose key `internal-key` holds the replicas' "
+        "internal key (a URL-safe token of 16+ characters, e.g. from `python3 -c 'import "
+        "secrets; print(secrets.token_urlsafe(32))'`). The edge (nginx in the router pod) "
+        "sends it to the replicas in place of every caller's key; the replicas accept no other.",
+    )
+    edge_image: str = Field(
+        "docker.io/library/nginx:1.27-alpine",
+        description="With `replicas:`: the image of the edge, nginx in the router pod (it needs "
+        "nginx, sh and sed). The key check beside it runs in `kubernetes.image`.",
+    )
     network_policy: NetworkPolicySettings = Field(
         default_factory=NetworkPolicySettings,
         description="The NetworkPolicy of the vLLM pods: who may connect, where they may "
@@ -120,7 +139,15 @@ class KubernetesSettings(BaseModel):
         "minAvailable, `kubectl drain` would wait forever on a one-GPU cluster.",
     )
 
-    @field_validator("name", "namespace", "hf_token_secret", "api_key_secret", "tls_secret")
+    @field_validator(
+        "name",
+        "namespace",
+        "hf_token_secret",
+        "api_key_secret",
+        "tls_secret",
+        "keys_secret",
+        "internal_key_secret",
+    )
     @classmethod
     def _k8s_names(cls, v: str | None) -> str | None:
         return dns_label(v)

@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             thresholds = alert_thresholds(args.scenario, args.ttft_slo_ms)
             print(yaml.safe_dump(render_alerts(cfg, thresholds), sort_keys=False), end="")
             return 0
-        if cfg.auth.keys_file is not None:  # the edge for clusters: issue 23, item 2
+        if cfg.auth.keys_file is not None and args.target == "ray":
             raise RenderError(
                 "auth.keys_file: service keys are checked by what `python -m serve` starts (the "
-                "request guard, or the edge in front of `replicas:`); the "
-                f"{args.target} render does not render them yet: unset it"
+                "request guard, or the edge in front of `replicas:`) or by `render k8s` with "
+                "`replicas:`; the ray render does not render them: unset it"
             )
         if args.target == "ray":
             check_parallel(cfg)

@@ -9,8 +9,9 @@ model-cache PersistentVolumeClaim, a Service, a NetworkPolicy (serve.render.k8s_
 PodDisruptionBudget and a HorizontalPodAutoscaler (autoscaling/v2) on vLLM's
 waiting-requests gauge served through the custom-metrics API (prometheus-adapter); last
 the monitoring (serve.render.k8s_monitor: PodMonitors, a PrometheusRule, the Grafana
-dashboard as a ConfigMap). Secrets (HF token, API key, TLS certificate) are referenced by
-name, never written.
+dashboard as a ConfigMap). Secrets (HF token, API key, TLS certificate; with `replicas:`
+the service keys file and the replicas' internal key, serve.render.k8s_edge) are
+referenced by name, never written.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def model_cache_claim(cfg: DeploymentConfig) -> Manifest:
 
 
 def service(cfg: DeploymentConfig) -> Manifest:
-    """The clients' entry point: the router pods with `replicas:`, else the vLLM pods."""
+    """The clients' entry point: with `replicas:` the router pods' edge (nginx, the only
+    container with the `http` port), else the vLLM pods."""
     selector = (
         router_labels(cfg)
         if cfg.replicas is not None

@@ -1,4 +1,4 @@
-"""What `python -m serve render k8s` refuses about placement, TLS and the NetworkPolicy,
+"""What `python -m serve render k8s` refuses about placement, keys, TLS and the NetworkPolicy,
 each as one RenderError line naming the field; and gpu_type's catalogue entry, which the
 placement rule (serve.render.k8s_placement) reads.
 
@@ -89,8 +89,27 @@ def check_network_policy(cfg: DeploymentConfig) -> None:
         )
 
 
+def check_keys(cfg: DeploymentConfig) -> None:
+    """Service keys are checked by the edge in the router pod (serve.render.k8s_edge), from
+    a Secret: a file path of this machine means nothing there."""
+    k = cfg.kubernetes
+    if cfg.replicas is None and (cfg.auth.keys_file is not None or k.keys_secret is not None):
+        field = "auth.keys_file" if cfg.auth.keys_file is not None else "kubernetes.keys_secret"
+        raise RenderError(
+            f"{field}: render k8s checks service keys at the edge in front of `replicas:` "
+            "only (a single vLLM pod has no key check for them): add `replicas:` or unset it"
+        )
+    if cfg.auth.keys_file is not None and k.keys_secret is None:
+        raise RenderError(
+            "auth.keys_file: a file on this machine is not in the pod; put it in a Secret "
+            "(kubectl create secret generic NAME --from-file=keys=FILE) and set "
+            "kubernetes.keys_secret: NAME"
+        )
+
+
 def check_production(cfg: DeploymentConfig) -> Gpu | None:
     """Every check of this module; returns the placement GPU (or None)."""
+    check_keys(cfg)
     check_tls(cfg)
     check_network_policy(cfg)
     return placement_gpu(cfg)

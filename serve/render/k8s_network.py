@@ -46,7 +46,8 @@ def client_peers(cfg: DeploymentConfig) -> tuple[list[dict[str, Any]], str]:
     if cfg.replicas is not None:
         return (
             [{"podSelector": {"matchLabels": router_labels(cfg)}}],
-            "the API port from vllm-router only: clients reach the replicas through it",
+            "the API port from the router pod only (its edge checks the callers' keys; the "
+            "replicas want the internal key only the edge sends)",
         )
     peers: list[dict[str, Any]] = []
     if np.client_namespaces or np.client_pods:

@@ -19,6 +19,7 @@ HF_CACHE = "/root/.cache/huggingface"  # the vLLM image's Hugging Face cache
 TLS_DIR = "/etc/medgemma-serve/tls"
 TLS_CERT = f"{TLS_DIR}/tls.crt"
 TLS_KEY = f"{TLS_DIR}/tls.key"
+INTERNAL_KEY_FIELD = "internal-key"  # the key in kubernetes.internal_key_secret
 
 
 def serves_tls(cfg: DeploymentConfig) -> bool:
@@ -62,9 +63,20 @@ def container_env(cfg: DeploymentConfig) -> list[dict[str, Any]]:
     env["HF_HOME"] = HF_CACHE
     out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
     out.append(secret_env("HF_TOKEN", cfg.kubernetes.hf_token_secret, "token"))
-    if cfg.kubernetes.api_key_secret:
-        out.append(secret_env("VLLM_API_KEY", cfg.kubernetes.api_key_secret, "api-key"))
+    key = server_key(cfg)
+    if key is not None:
+        out.append(secret_env("VLLM_API_KEY", *key))
     return out
+
+
+def server_key(cfg: DeploymentConfig) -> tuple[str, str] | None:
+    """The Secret and its key the vLLM pods take their API key from: behind the router,
+    the internal key only the edge sends (serve.render.k8s_edge); else api_key_secret."""
+    if cfg.replicas is not None:
+        return cfg.kubernetes.internal_key_secret, INTERNAL_KEY_FIELD
+    if cfg.kubernetes.api_key_secret:
+        return cfg.kubernetes.api_key_secret, "api-key"
+    return None
 
 
 def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
@@ -87,7 +99,7 @@ PROBE_TIMEOUT_S = 50  # the probe's own limit: it prints its line before the kub
 def readiness_command(cfg: DeploymentConfig) -> list[str]:
     """The readiness probe the pod runs (serve.launch.probe): one image + text chat
     completion to its own server (text only for a model that takes no images), with the
-    key the server was given (VLLM_API_KEY, from the Secret)."""
+    key the server was given (VLLM_API_KEY, from the Secret of server_key)."""
     scheme = "https" if serves_tls(cfg) else "http"
     cmd = [
         "python3",
@@ -101,7 +113,7 @@ def readiness_command(cfg: DeploymentConfig) -> list[str]:
         "--timeout",
         str(PROBE_TIMEOUT_S),
     ]
-    if cfg.kubernetes.api_key_secret:
+    if server_key(cfg) is not None:
         cmd += ["--api-key-env", "VLLM_API_KEY"]
     if not probes_images(cfg.limit_mm_per_prompt):
         cmd.append("--text-only")

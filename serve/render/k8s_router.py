@@ -5,7 +5,10 @@ pods, labelled `medgemma-serve/role: server`) and, beside it, a router Deploymen
 `vllm-router --service-discovery`: the router watches the namespace's pods with those
 labels and adds or drops each as it becomes ready or goes away (so the autoscaler's
 replicas join on their own). It needs a ServiceAccount with a Role to get, list and watch
-pods. The client-facing Service selects the router pods.
+pods. The client-facing Service selects the router pods and targets the edge in them
+(serve.render.k8s_edge: nginx, and the key check when the config has a key source):
+vllm-router listens on the pod's loopback only, so its management routes (/add_worker,
+/list_workers, ...) are out of every other pod's reach.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from serve.command.argv import flag
 from serve.command.replicas import policy_flags, ports
 from serve.config.deployment import DeploymentConfig
+from serve.render.k8s_edge import edge_config_map, edge_containers, edge_volumes
 from serve.render.k8s_pod import labels, object_name
 
 Manifest = dict[str, Any]
@@ -44,8 +48,9 @@ def router_meta(cfg: DeploymentConfig) -> dict[str, Any]:
 
 
 def router_args(cfg: DeploymentConfig) -> list[str]:
-    """vllm-router's flags in the pod: discover the replica pods by label in the namespace."""
-    argv = flag("host", "0.0.0.0") + flag("port", cfg.port)
+    """vllm-router's flags in the pod: on loopback (the edge beside it is the pod's API
+    port), discovering the replica pods by label in the namespace."""
+    argv = flag("host", "127.0.0.1") + flag("port", ports(cfg).router)
     argv += ["--service-discovery", "--selector"]
     argv += [f"{k}={v}" for k, v in replica_selector(cfg).items()]
     argv += flag("service_discovery_port", cfg.port)
@@ -92,21 +97,18 @@ def role_binding(cfg: DeploymentConfig) -> Manifest:
 def router_deployment(cfg: DeploymentConfig) -> Manifest:
     """One router pod (it holds the cache-aware routing state in memory)."""
     metrics = ports(cfg).metrics
-
-    def get(path: str) -> dict[str, Any]:
-        return {"path": path, "port": "http"}
-
     container = {
         "name": "router",
         "image": cfg.router.image or cfg.kubernetes.image,
         "command": ["vllm-router"],
         "args": router_args(cfg),
-        "ports": [
-            {"name": "http", "containerPort": cfg.port, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": metrics, "protocol": "TCP"},
-        ],
-        "readinessProbe": {"httpGet": get("/readiness"), "periodSeconds": 5},
-        "livenessProbe": {"httpGet": get("/liveness"), "periodSeconds": 10, "failureThreshold": 3},
+        "ports": [{"name": "metrics", "containerPort": metrics, "protocol": "TCP"}],
+        # Through the edge beside it: the router itself listens on loopback only.
+        "livenessProbe": {
+            "httpGet": {"path": "/liveness", "port": cfg.port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
         "resources": {
             "requests": {"cpu": "1", "memory": "1Gi"},
             "limits": {"cpu": "2", "memory": "2Gi"},
@@ -131,7 +133,8 @@ def router_deployment(cfg: DeploymentConfig) -> Manifest:
                 "spec": {
                     "serviceAccountName": router_name(cfg),
                     "terminationGracePeriodSeconds": math.ceil(cfg.drain_timeout_s) + 10,
-                    "containers": [container],
+                    "containers": [*edge_containers(cfg), container],
+                    "volumes": edge_volumes(cfg, router_name(cfg)),
                 },
             },
         },
@@ -139,5 +142,12 @@ def router_deployment(cfg: DeploymentConfig) -> Manifest:
 
 
 def router_manifests(cfg: DeploymentConfig) -> list[Manifest]:
-    """The router's objects, in apply order (RBAC before the pod that uses it)."""
-    return [service_account(cfg), role(cfg), role_binding(cfg), router_deployment(cfg)]
+    """The router's objects, in apply order (RBAC and the edge's ConfigMap before the pod
+    that uses them)."""
+    return [
+        service_account(cfg),
+        role(cfg),
+        role_binding(cfg),
+        edge_config_map(cfg, router_meta(cfg)),
+        router_deployment(cfg),
+    ]

@@ -1,4 +1,4 @@
-"""What `python -m serve render k8s` refuses about placement, TLS and the NetworkPolicy
+"""What `python -m serve render k8s` refuses about placement, keys, TLS and the NetworkPolicy
 (and the schema about their fields): one line naming the field, exit code 2, nothing on
 stdout, no traceback.
 """
@@ -45,6 +45,22 @@ from tests.unit.serve.render.test_k8s_prod import H100, REPLICAS, TLS
             "ssl_certfile: a file on this machine is not in the pod",
         ),
         (REPLICAS, TLS, "kubernetes.tls_secret: with `replicas:` vllm-router"),
+        (
+            REPLICAS,
+            ["auth.keys_file=/etc/medgemma/keys.json"],
+            "auth.keys_file: a file on this machine is not in the pod",
+        ),
+        (
+            H100,
+            ["auth.keys_file=/etc/medgemma/keys.json", "kubernetes.keys_secret=medgemma-keys"],
+            "auth.keys_file: render k8s checks service keys at the edge in front of `replicas:`",
+        ),
+        (
+            H100,
+            ["kubernetes.keys_secret=medgemma-keys"],
+            "kubernetes.keys_secret: render k8s checks service keys at the edge",
+        ),
+        (REPLICAS, ["kubernetes.internal_key_secret=Internal"], "kubernetes.internal_key_secret:"),
         (
             REPLICAS,
             ['kubernetes.network_policy.client_pods={"app": "viewer"}'],

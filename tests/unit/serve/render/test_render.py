@@ -415,7 +415,14 @@ def test_k8s_replicas_behind_the_router_find_them_by_label() -> None:
         for version in K8S_VERSIONS:
             validate_strict(m, version)
     router = {m["kind"]: m for m in manifests if is_router(m)}
-    router_kinds = {"ServiceAccount", "Role", "RoleBinding", "Deployment", "PodMonitor"}
+    router_kinds = {
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "PodMonitor",
+    }
     assert set(router) == router_kinds, set(router)
     kinds = [m["kind"] for m in manifests]
     assert kinds.index("RoleBinding") < kinds.index("Deployment"), kinds  # RBAC before pods
@@ -431,7 +438,7 @@ def test_k8s_replicas_behind_the_router_find_them_by_label() -> None:
     assert binding["subjects"][0]["name"] == pod["serviceAccountName"], binding
     (rule,) = router["Role"]["rules"]
     assert rule["resources"] == ["pods"] and set(rule["verbs"]) == {"get", "list", "watch"}
-    (c,) = pod["containers"]
+    (c,) = [c for c in pod["containers"] if c["name"] == "router"]  # the edge: test_k8s_edge
     args = c["args"]
     assert c["command"] == ["vllm-router"] and "--service-discovery" in args, args
     assert check_router_argv(args) is None, check_router_argv(args)
