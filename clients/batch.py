@@ -35,6 +35,7 @@ from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachable
 from clients.image_input import load_image
 from clients.lab_report import LabReportTask
 from clients.limits import LimitError, Limits
+from clients.prior import BATCH_ADVICE
 from clients.study_request import StudyOptions, fetch_request
 from clients.tasks import Task, TaskRequest
 
@@ -226,7 +227,8 @@ async def compared(
     if not isinstance(study, DicomwebStudy):
         raise ValueError("--prior auto compares studies in a PACS: give --dicomweb URL")
     what = (study.url, study.id, task.question, AUTO)
-    pair = await asyncio.to_thread(compare_request, *what, limits=limits, **options)
+    options |= {"limits": limits, "advice": BATCH_ADVICE}
+    pair = await asyncio.to_thread(compare_request, *what, **options)
     result = await client.asend(pair.request)
     return {**ok_record(study, task, result), "prior": pair.sent.prior_study}
 
