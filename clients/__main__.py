@@ -20,10 +20,17 @@ import openai
 
 from clients.boxes import BoxError
 from clients.chat import ClientSettings, MedGemmaClient, env_name
-from clients.cxr_cli import LOCALIZE, add_cxr_options, batch_task, cmd_localize, compare_chat
+from clients.cxr_cli import (
+    LOCALIZE,
+    add_batch_prior_options,
+    add_cxr_options,
+    batch_task,
+    cmd_localize,
+    compare_chat,
+)
 from clients.error_body import error_message
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
-from clients.lab_report import LAB_REPORT, LabReportTask
+from clients.lab_report import LAB_REPORT
 from clients.lab_report_cli import add_lab_report_options, cmd_lab_report
 from clients.messages import RADIOLOGIST, build_messages
 from clients.study_cli import (
@@ -115,9 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         choices=sorted([*TASKS, LOCALIZE, LAB_REPORT]),
-        default="findings",
-        help="task preset (localize: boxes, with --object; lab-report: each PDF or page "
-        "image is one report)",
+        help="task preset (default findings; localize: boxes, with --object; lab-report: "
+        "each PDF or page image is one report)",
     )
     p.add_argument("--object", help="--task localize: what to find, e.g. 'right clavicle'")
     p.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSONL output")
@@ -125,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_image_options(p)
     add_study_options(p, chat=False)
+    add_batch_prior_options(p)
     add_connection(p)
 
     p = sub.add_parser("models", help="list the served models", epilog=EPILOG)
@@ -227,9 +234,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, not {args.concurrency}")
     lab = args.task == LAB_REPORT
-    if lab and args.object:
-        raise ValueError("--object is for --task localize")
-    task = LabReportTask() if lab else batch_task(args)
+    task = batch_task(args)
     client = connect(args)
     items: list[BatchItem]
     if args.dicomweb and lab:

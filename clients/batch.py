@@ -4,35 +4,38 @@ A study is one image file (DICOM or a format Pillow reads) found under the folde
 its path relative to the folder (for `lab-report`, a PDF or a page image: one report); or a
 study a DICOMweb search found in a PACS (DicomwebStudy), its id its StudyInstanceUID,
 fetched when its turn comes. Tasks that need a report read it from a sidecar text file with
-the same stem (`case1.dcm` -> `case1.txt`). Each result is appended to the JSONL output as
-soon as it completes, flushed and fsynced, so a killed run loses at most the requests in
-flight. A rerun skips studies whose last record succeeded, retries the failed ones, and
-tolerates a torn last line. The file is compacted to one record per study (the last) at the
-start and end of a run, through an atomic rename.
+the same stem (`case1.dcm` -> `case1.txt`). A comparison (clients.cxr.Compare, `--prior
+auto`) sends each PACS study with the patient's most recent earlier study, as `chat --prior
+auto` does; a study with none is an error record. Each result is appended to the JSONL
+output (clients.batch_records) as soon as it completes, flushed and fsynced, so a killed
+run loses at most the requests in flight. A rerun skips studies whose last record
+succeeded, retries the failed ones, and tolerates a torn last line. The file is compacted
+to one record per study (the last) at the start and end of a run, through an atomic rename.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 import openai
 
+from clients.batch_records import JsonlWriter, Record, compact, pending
 from clients.boxes import BoxError, parse_boxes
 from clients.chat import ChatResult, MedGemmaClient
-from clients.cxr import Localize, localize_request
+from clients.cxr import Compare, Localize, localize_request
+from clients.cxr_client import AUTO, compare_request
 from clients.dicom import DICOM_SUFFIXES, is_dicom_file
 from clients.errors import ImageError, PacsError, SchemaError, ServerUnreachableError
 from clients.image_input import load_image
 from clients.lab_report import LabReportTask
 from clients.limits import LimitError, Limits
+from clients.prior import BATCH_ADVICE
 from clients.study_request import StudyOptions, fetch_request
 from clients.tasks import Task, TaskRequest
 
@@ -60,8 +63,7 @@ FATAL_ERRORS = (
     LimitError,  # not one image fits the server: no study will
 )
 
-Record = dict[str, Any]
-AnyTask = Task | Localize | LabReportTask
+AnyTask = Task | Localize | LabReportTask | Compare
 
 
 class BatchItem(Protocol):
@@ -77,9 +79,6 @@ class BatchItem(Protocol):
     def image(self, frame: int | None) -> np.ndarray:
         """The study's one image, 8-bit (for localization)."""
         ...
-
-
-Item = TypeVar("Item", bound=BatchItem)
 
 
 @dataclass(frozen=True)
@@ -156,52 +155,6 @@ def discover(root: Path, *, documents: bool = False) -> list[Study]:
     return studies
 
 
-def parse_batch_records(text: str) -> list[Record]:
-    """Records of a JSONL file; a torn or corrupt line (killed writer) is skipped (pure)."""
-    records = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            records.append(rec)
-    return records
-
-
-def latest(records: Iterable[Record]) -> dict[str, Record]:
-    """The last record of each study id, in order of those last records (pure)."""
-    last: dict[str, Record] = {}
-    for rec in records:
-        last.pop(rec["id"], None)
-        last[rec["id"]] = rec
-    return last
-
-
-def pending(studies: Sequence[Item], done: dict[str, Record]) -> list[Item]:
-    """Studies without a successful last record (pure)."""
-    return [s for s in studies if done.get(s.id, {}).get("status") != "ok"]
-
-
-def read_batch_records(out: Path) -> list[Record]:
-    """Every record of a batch's JSONL output file ([] if it does not exist yet)."""
-    return parse_batch_records(out.read_text(errors="replace")) if out.exists() else []
-
-
-def compact(out: Path) -> dict[str, Record]:
-    """Rewrite `out` with one record per study (the last), atomically; return them."""
-    last = latest(read_batch_records(out))
-    if not out.exists():
-        return last
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in last.values())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    return last
-
-
 def ok_record(study: BatchItem, task: AnyTask, result: ChatResult) -> Record:
     rec: Record = {
         "id": study.id,
@@ -266,20 +219,18 @@ async def lab_reported(
     return ok_record(study, LabReportTask(), result)
 
 
-class JsonlWriter:
-    """Appends one record per line, flushed and fsynced before the next."""
-
-    def __init__(self, out: Path) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.f = out.open("a", encoding="utf-8")
-
-    def write(self, rec: Record) -> None:
-        self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
+async def compared(
+    client: MedGemmaClient, study: BatchItem, task: Compare, *, limits: Limits, **options: Any
+) -> Record:
+    """One study with its prior, found by QIDO-RS (clients.cxr_client, as `chat --prior
+    auto`): its record names the prior study. None earlier: StudyError (an error record)."""
+    if not isinstance(study, DicomwebStudy):
+        raise ValueError("--prior auto compares studies in a PACS: give --dicomweb URL")
+    what = (study.url, study.id, task.question, AUTO)
+    options |= {"limits": limits, "advice": BATCH_ADVICE}
+    pair = await asyncio.to_thread(compare_request, *what, **options)
+    result = await client.asend(pair.request)
+    return {**ok_record(study, task, result), "prior": pair.sent.prior_study}
 
 
 async def process(
@@ -300,6 +251,9 @@ async def process(
             )
         if isinstance(task, LabReportTask):
             return await lab_reported(client, study, max_size=max_size, max_tokens=max_tokens)
+        if isinstance(task, Compare):
+            sizes = {"max_size": max_size, "max_tokens": max_tokens}
+            return await compared(client, study, task, limits=limits, **sizes)
         request = await asyncio.to_thread(
             study.request, task, max_size=max_size, frame=frame, limits=limits
         )

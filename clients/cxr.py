@@ -37,6 +37,7 @@ from clients.windows import VOI, window_frame
 
 CHEST_RADIOGRAPH = ("CR", "DX")
 COMPARE_MAX_TOKENS = 600  # the longitudinal notebook's max_new_tokens
+COMPARE_QUESTION = "Provide a comparison of these two images."  # batch's default: ours
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,16 @@ def pair_request(
     params = {"max_tokens": tokens, "temperature": 0.0}
     sent = PairSent(prior_uid, current_uid, old.sent, new.sent)
     return TaskRequest(messages, params), sent, new
+
+
+@dataclass(frozen=True)
+class Compare:
+    """Comparison as a batch task (`batch --dicomweb URL --prior auto [--question TEXT]`):
+    each study with the patient's most recent earlier study of its modality."""
+
+    question: str = COMPARE_QUESTION
+    name: str = "compare"
+    needs_report: bool = False
 
 
 @dataclass(frozen=True)

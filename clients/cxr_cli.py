@@ -1,6 +1,8 @@
 """The chest X-ray options of `python -m clients chat`: a prior + current comparison
 (--prior-study UID | --prior auto) and localization (--task localize --object NAME
-[--overlay out.png] [--store-sr]); the recipes are clients.cxr's.
+[--overlay out.png] [--store-sr]); the recipes are clients.cxr's. And `batch`'s task:
+`--task localize --object NAME`, or `--prior auto [--question TEXT]`, each study found
+compared with its prior.
 
 Localization prints the boxes as JSON in the original image's pixels on stdout. An answer
 without usable boxes (none, malformed, outside the image) prints the raw answer on stdout,
@@ -18,9 +20,10 @@ import numpy as np
 
 from clients.boxes import BoxError
 from clients.chat import MedGemmaClient
-from clients.cxr import Localize, Radiograph
+from clients.cxr import COMPARE_QUESTION, Compare, Localize, Radiograph
 from clients.cxr_client import AUTO, compare_request, localize_pixels, study_radiograph
 from clients.image_input import load_image
+from clients.lab_report import LAB_REPORT, LabReportTask
 from clients.study_cli import StudyChat, check_chat_flags, say_limits
 from clients.tasks import TASKS, Task
 
@@ -45,12 +48,41 @@ def add_cxr_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def batch_task(args: argparse.Namespace) -> Task | Localize:
-    """The task of `batch`: a preset, or localization of --object in every study."""
+def add_batch_prior_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("chest X-ray comparison (each study with its prior)")
+    g.add_argument(
+        "--prior",
+        choices=[AUTO],
+        help="'auto': send each study found with the patient's most recent earlier study of "
+        "the same modality (QIDO-RS), as `chat --prior auto`; a study with none is an error "
+        "record",
+    )
+    g.add_argument(
+        "--question",
+        help=f"--prior auto: the question asked of each pair (default {COMPARE_QUESTION!r})",
+    )
+
+
+def batch_task(args: argparse.Namespace) -> Task | Localize | Compare | LabReportTask:
+    """The task of `batch`: a preset (findings by default), localization of --object in
+    every study, or with --prior auto each study compared with its prior."""
+    if args.prior:
+        if args.task or args.object:
+            raise ValueError(
+                "--prior auto compares each study with its prior: no --task or --object"
+            )
+        if not args.dicomweb:
+            raise ValueError("--prior auto compares studies in a PACS: give --dicomweb URL")
+        question = COMPARE_QUESTION if args.question is None else " ".join(args.question.split())
+        if not question:
+            raise ValueError("--question is empty: the comparison needs a question")
+        return Compare(question)
+    if args.question is not None:
+        raise ValueError("--question is for --prior auto")
     if args.task != LOCALIZE:
         if args.object:
             raise ValueError("--object is for --task localize")
-        return TASKS[args.task]
+        return LabReportTask() if args.task == LAB_REPORT else TASKS[args.task or "findings"]
     if not args.object or not args.object.strip():
         raise ValueError(NEEDS_OBJECT)
     return Localize(" ".join(args.object.split()))

@@ -27,7 +27,7 @@ from clients.cxr import (
 )
 from clients.images import DEFAULT_MAX_SIZE
 from clients.limits import Limits
-from clients.prior import find_prior
+from clients.prior import CHAT_ADVICE, find_prior
 from clients.results import ChatResult
 from clients.study_request import fetch
 from clients.tasks import TaskRequest
@@ -54,14 +54,16 @@ def compare_request(
     limits: Limits | Callable[[], Limits] | None = None,
     max_tokens: int | None = None,
     max_size: int | None = DEFAULT_MAX_SIZE,
+    advice: str = CHAT_ADVICE,
 ) -> Comparison:
     """Fetch the current study and its prior (`prior`: a StudyInstanceUID, or AUTO to find
-    it by QIDO-RS) and build the comparison. Raises StudyError, PacsError, LimitError."""
+    it by QIDO-RS; `advice` ends the line when there is none) and build the comparison.
+    Raises StudyError, PacsError, LimitError."""
     current = fetch(url, study_uid, None)
     # The radiograph, not whatever instance comes first: a report stored into the study
     # (--store-sr) is an SR instance, and the prior's modality is the image's.
     radiograph_ds = next((d for d in current if d.get("Modality") in CHEST_RADIOGRAPH), current[0])
-    prior_uid = find_prior(url, radiograph_ds) if prior == AUTO else prior
+    prior_uid = find_prior(url, radiograph_ds, advice=advice) if prior == AUTO else prior
     earlier = fetch(url, prior_uid, None)
     request, sent, image = pair_request(
         earlier, current, question, limits=limits, max_tokens=max_tokens, max_size=max_size

@@ -20,6 +20,8 @@ from clients.dicomweb import DEFAULT_TIMEOUT_S, STUDY_UID, connect, talking_to
 from clients.errors import StudyError
 
 STUDY_DATE, STUDY_TIME = "00080020", "00080030"
+CHAT_ADVICE = "give --prior-study UID, or ask about the current study alone"
+BATCH_ADVICE = "nothing to compare this study with (the batch goes on with the others)"
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,13 @@ def row_of(qido: dict[str, Any]) -> Dated | None:
     return Dated(uid, first(STUDY_DATE), first(STUDY_TIME)) if uid else None
 
 
-def find_prior(url: str, current: Dataset, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+def find_prior(
+    url: str, current: Dataset, *, timeout_s: float = DEFAULT_TIMEOUT_S, advice: str = CHAT_ADVICE
+) -> str:
     """The StudyInstanceUID of the patient's most recent earlier study of the current one's
-    modality. Raises StudyError when there is none (or the current study says too little
-    to search), PacsError when the PACS fails."""
+    modality. Raises StudyError when there is none (its line ends with `advice`: what the
+    user can do) or the current study says too little to search, PacsError when the PACS
+    fails."""
     modality = str(current.get("Modality", ""))
     patient = str(current.get("PatientID", ""))
     now = dated(current)
@@ -79,6 +84,6 @@ def find_prior(url: str, current: Dataset, *, timeout_s: float = DEFAULT_TIMEOUT
     if prior is None:
         raise StudyError(
             f"--prior auto: the PACS at {url} holds no earlier {modality or 'image'} study of "
-            "this patient: give --prior-study UID, or ask about the current study alone"
+            f"this patient: {advice}"
         )
     return prior.study_uid

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from clients.batch import read_batch_records
+from clients.batch_records import read_batch_records
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer, wait_until
 from tests.images import chest_like_png

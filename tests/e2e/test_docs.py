@@ -134,8 +134,12 @@ def test_clients_command_line(
                 assert all(r["status"] == "error" and r["text"] for r in rows), rows
                 assert {r["error_type"] for r in rows} == {"BoxError"}, rows
                 return
-            expected = pacs.slide_study if "SM" in args else pacs.phantom_study
-            assert expected in [r["id"] for r in rows], rows
+            if "--prior" in args:  # since April: the pair's current study, with its prior
+                compared = {r["id"]: r.get("prior") for r in rows}
+                assert compared.get(pacs.cxr_current_study) == pacs.cxr_prior_study, rows
+            else:
+                expected = pacs.slide_study if "SM" in args else pacs.phantom_study
+                assert expected in [r["id"] for r in rows], rows
             assert {r["status"] for r in rows} == {"ok"}, rows
         else:
             assert out.strip(), argv

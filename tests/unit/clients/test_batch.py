@@ -11,10 +11,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from clients import batch
-from clients.batch import (
-    Study,
+from clients.batch import Study, discover
+from clients.batch_records import (
     compact,
-    discover,
     latest,
     parse_batch_records,
     pending,
