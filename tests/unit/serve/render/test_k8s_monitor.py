@@ -67,7 +67,12 @@ def monitoring_of(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def config_map(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    (cm,) = [m for m in manifests if m["kind"] == "ConfigMap"]
+    """The dashboard's ConfigMap (a config with replicas has the edge's nginx.conf too)."""
+    (cm,) = [
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].endswith("-dashboard")
+    ]
     return cm
 
 
@@ -231,12 +236,13 @@ def test_the_monitors_select_the_serving_pods() -> None:
                 t for t in templates.values() if selector.items() <= t["metadata"]["labels"].items()
             ]
             assert len(picked) == 1, (path.name, role, selector)
-            ports = {p["name"] for c in picked[0]["spec"]["containers"] for p in c["ports"]}
+            containers = picked[0]["spec"]["containers"]  # the router pod's authz has no port
+            ports = {p["name"] for c in containers for p in c.get("ports", [])}
             assert endpoint(monitor)["port"] in ports, (path.name, role, ports)
             assert picked[0]["metadata"]["annotations"]["prometheus.io/port"] in {
                 str(p["containerPort"])
-                for c in picked[0]["spec"]["containers"]
-                for p in c["ports"]
+                for c in containers
+                for p in c.get("ports", [])
                 if p["name"] == endpoint(monitor)["port"]
             }
 
