@@ -100,7 +100,9 @@ dry-run: install
 # Serially by default. In parallel (pytest-xdist, the tests of each server on one worker,
 # tests/workers.py): make test XDIST="-n 2 --dist loadgroup --no-loadscope-reorder".
 # Not the default yet: on 2026-12-07 a parallel clean-clone run lost a worker to a crash
-# inside vLLM's CPU attention kernel (tests/unit/serve/attention, bf16) and then hung.
+# inside vLLM's CPU attention kernel and then hung. The crash (SIGILL: vLLM's AMX kernel ran
+# before anything asked Linux for the AMX tile state) is fixed in serve/attention/backend.py;
+# a parallel clean-clone run has not been repeated since.
 XDIST ?= -n 0
 
 test: install
