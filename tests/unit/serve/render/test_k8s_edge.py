@@ -21,8 +21,8 @@ from serve.edge.nginx import API_ROUTE, PROBES, nginx_config
 from serve.edge.process import find_nginx
 from serve.render.k8s_edge import EDGE_DIR, KEY_PLACEHOLDER, RUN_DIR, edge_site
 from tests.in_process import run_main
+from tests.unit.serve.render.render_checks import K8S_VERSIONS, validate_strict
 from tests.unit.serve.render.test_k8s_prod import REPLICAS, manifests, one, workload
-from tests.unit.serve.render.test_render import K8S_VERSIONS, validate_strict
 
 KEYS = ["auth.keys_file=/nowhere/on/this/machine/keys.json", "kubernetes.keys_secret=svc-keys"]
 MANAGEMENT = ["/add_worker", "/remove_worker", "/list_workers", "/workers", "/workers/1"]

@@ -24,7 +24,7 @@ from serve.plan.inputs import load_gpus
 from serve.render.k8s import render_k8s
 from serve.render.k8s_placement import pod_specs
 from tests.conftest import REPO
-from tests.unit.serve.render.test_render import K8S_VERSIONS, validate_strict
+from tests.unit.serve.render.render_checks import K8S_VERSIONS, validate_strict
 
 CONFIGS = REPO / "configs" / "deployments"
 H100 = CONFIGS / "medgemma-4b-it-h100.yaml"
