@@ -10,11 +10,18 @@ replica: the lightest round trip; p50 and p90 in ms), then `--threads` clients s
 text-only chat requests (max_tokens 1) back to back for `--seconds` s (req/s, a
 saturation figure). Prints every round with the load average, then the medians: B - A
 p50 (ms) and B/A req/s. Server and clients share the machine's cores.
+
+`--image`: each saturation request also carries one 384 px greyscale PNG (drawn from 64
+distinct ones made before the rounds), the product's usual request; without it, the
+lightest chat request there is (the edge's worst case: its per-request cost is the
+largest share).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import os
 import re
 import statistics
@@ -51,23 +58,63 @@ def latencies(base: str, key: str, n: int) -> list[float]:
     return out
 
 
-def saturation(base: str, key: str, model: str, threads: int, seconds: float) -> tuple[float, int]:
-    """(req/s, failed) of `threads` clients sending chat requests for `seconds`."""
+def image_urls(n: int, side: int = 384) -> list[str]:
+    """`n` distinct greyscale PNGs of random pixels as data URLs (seeded: the same every run)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    urls = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(buf, "PNG")
+        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    return urls
+
+
+def chat_bodies(model: str, images: list[str]) -> list[dict[str, object]]:
+    """The saturation requests: one text-only body, or one per image (pure)."""
+    if not images:
+        return [{"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}]
+    return [
+        {
+            "model": model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": url}},
+                        {"type": "text", "text": "Describe this X-ray."},
+                    ],
+                }
+            ],
+            "max_tokens": 1,
+        }
+        for url in images
+    ]
+
+
+def saturation(
+    base: str, key: str, bodies: list[dict[str, object]], threads: int, seconds: float
+) -> tuple[float, int]:
+    """(req/s, failed) of `threads` clients sending `bodies` in turn for `seconds`."""
     done, failed, lock = [0], [0], threading.Lock()
     end = time.monotonic() + seconds
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 
-    def client() -> None:
+    def client(first: int) -> None:
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as http:
+            i = first
             while time.monotonic() < end:
+                body = bodies[i % len(bodies)]
+                i += threads
                 ok = http.post("/v1/chat/completions", json=body).status_code == 200
                 with lock:
                     done[0] += ok
                     failed[0] += not ok
 
-    workers = [threading.Thread(target=client) for _ in range(threads)]
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
     t0 = time.monotonic()
     for w in workers:
         w.start()
@@ -93,10 +140,12 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=int, default=200, help="sequential requests per arm")
     p.add_argument("--threads", type=int, default=8, help="saturation clients per arm")
     p.add_argument("--seconds", type=float, default=20, help="saturation seconds per arm")
+    p.add_argument("--image", action="store_true", help="saturation requests carry one image each")
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    bodies = chat_bodies(cfg.model_name, image_urls(64) if args.image else [])
     port = free_port()
     while any(port_in_use("127.0.0.1", port + k) for k in range(6)):  # edge .. key check
         port = free_port()
@@ -121,17 +170,18 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"edge A/B on {args.config} ({os.cpu_count()} CPU cores shared by server and clients)"
         )
+        what = "one image + text" if args.image else "text only"
         rows: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
         for r in range(1, args.rounds + 1):
             for arm, (base, key) in arms.items():
                 load = os.getloadavg()[0]
                 lat = latencies(base, key, args.requests)
-                rps, failed = saturation(base, key, cfg.model_name, args.threads, args.seconds)
+                rps, failed = saturation(base, key, bodies, args.threads, args.seconds)
                 p50, p90 = percentile(lat, 0.5), percentile(lat, 0.9)
                 rows[arm].append((p50, p90, rps))
                 print(
                     f"round {r} {arm}: p50 {p50:.2f} ms, p90 {p90:.2f} ms ({args.requests} "
-                    f"GET /v1/models); {rps:.2f} req/s ({args.threads} clients, "
+                    f"GET /v1/models); {rps:.2f} req/s ({args.threads} clients, {what}, "
                     f"{args.seconds:.0f} s, {failed} failed); load average {load:.2f}",
                     flush=True,
                 )
