@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -42,11 +43,39 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+PORTS_ENV = "MEDGEMMA_PORTS"
+
+
+def port_range(text: str | None) -> tuple[int, int] | None:
+    """`LOW-HIGH` (MEDGEMMA_PORTS) as a pair of ports, or None if unset (pure); ValueError
+    names what is wrong."""
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+        raise ValueError(f"{PORTS_ENV}={text!r}: expected LOW-HIGH, e.g. 20000-26383")
+    lo, hi = int(low), int(high)
+    if not 1024 <= lo <= hi <= 65535:
+        raise ValueError(f"{PORTS_ENV}={text!r}: want 1024 <= LOW <= HIGH <= 65535")
+    return lo, hi
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on right now: the kernel's pick, or, with
+    MEDGEMMA_PORTS=LOW-HIGH in the environment, a free one drawn from that range. The test
+    suite gives each parallel worker its own range below the kernel's ephemeral ports
+    (tests/conftest.py), so no other worker, and no process's outgoing connection or
+    kernel-picked port (vLLM's own), takes a port between its pick and its use."""
+    span = port_range(os.environ.get(PORTS_ENV))
+    if span is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randint(*span)
+        if not port_in_use(host, port):
+            return port
+    raise LaunchError(f"no free port in {PORTS_ENV}={span[0]}-{span[1]} after 200 tries")
 
 
 def tail(path: Path, n: int = 40) -> str:

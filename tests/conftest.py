@@ -9,11 +9,13 @@ share a worker when they run in parallel (make test): tests/workers.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
+from serve.process import PORTS_ENV
 from tests import workers
 from tests.grouping import SESSION
 from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
@@ -21,6 +23,15 @@ from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "deployments"
 LOG_DIR = REPO / "logs"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The ports this process and its children pick (serve.process.free_port): this
+    worker's slice (tests/workers.py), set in every worker, as xdist's workers inherit the
+    controller's environment."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ[PORTS_ENV] = workers.port_slice(worker, count)
 
 
 @pytest.fixture(scope="session")

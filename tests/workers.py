@@ -116,3 +116,20 @@ def check(config: pytest.Config, items: list[pytest.Item]) -> None:
             "(pytest 9.2 with pytest-xdist 3.8: pytest-dev/pytest-xdist#1386); use the locked "
             "versions (uv sync --locked) or run serially (-n 0)"
         )
+
+
+# Test ports: below the kernel's ephemeral range (32768-60999 on Linux), where vLLM's own
+# ports and every outgoing connection come from, so none of those can take a port a test
+# picked before the test binds it; cut into one slice per parallel worker.
+TEST_PORTS = (20000, 32767)
+
+
+def port_slice(worker: str | None, count: int) -> str:
+    """The MEDGEMMA_PORTS range of a worker (`gw0`, `gw1`, ... of `count`; None: a serial
+    run, the whole range) as `LOW-HIGH` (pure)."""
+    lo, hi = TEST_PORTS
+    if not worker:
+        return f"{lo}-{hi}"
+    span = (hi - lo + 1) // max(count, 1)
+    start = lo + int(worker.removeprefix("gw")) * span
+    return f"{start}-{start + span - 1}"

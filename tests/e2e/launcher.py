@@ -33,7 +33,15 @@ import psutil
 
 from serve.config.deployment import DeploymentConfig, load_config
 from serve.launch.server import ServerProcess
-from serve.process import LaunchError, ManagedProcess, free_port, port_in_use, terminate
+from serve.process import (
+    PORTS_ENV,
+    LaunchError,
+    ManagedProcess,
+    free_port,
+    port_in_use,
+    port_range,
+    terminate,
+)
 from tests.conftest import CONFIGS, REPO
 
 API_KEY = "test-key-not-a-secret"
@@ -166,9 +174,11 @@ def serving(
 def free_ports(n: int) -> int:
     """The first of `n` consecutive TCP ports nothing listens on right now (a replicas
     config listens on its port and the n - 1 after it)."""
+    span = port_range(os.environ.get(PORTS_ENV))
+    top = span[1] if span else 65535  # all n in this worker's slice (tests/workers.py)
     while True:
         p = free_port()
-        if p + n <= 65536 and not any(port_in_use("127.0.0.1", p + k) for k in range(n)):
+        if p + n - 1 <= top and not any(port_in_use("127.0.0.1", p + k) for k in range(n)):
             return p
 
 

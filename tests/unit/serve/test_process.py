@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 
 from serve.process import (
+    PORTS_ENV,
     LaunchError,
     Listen,
     ManagedProcess,
     free_port,
     port_in_use,
+    port_range,
     wait_until_ready,
 )
+from tests.workers import TEST_PORTS, port_slice
 
 
 def start(code: str, log: Path) -> subprocess.Popen[bytes]:
@@ -194,3 +197,30 @@ def test_stdout_may_have_a_file_of_its_own(tmp_path: Path) -> None:
         assert banner.out_path is not None and banner.out_path.read_text() == "ready\n"
     assert "warn" in banner.log_path.read_text() and "ready" not in banner.log_path.read_text()
     assert banner.proc is not None and banner.proc.returncode == -signal.SIGTERM
+
+
+def test_free_port_draws_from_medgemma_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PORTS_ENV, "21000-21009")
+    picked = {free_port() for _ in range(40)}
+    assert picked <= set(range(21000, 21010)), picked
+    with socket.socket() as busy:  # a listener: never picked
+        busy.bind(("127.0.0.1", 21000))
+        busy.listen()
+        assert 21000 not in {free_port() for _ in range(40)}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("20000", "expected LOW-HIGH"), ("x-y", "expected LOW-HIGH"), ("30000-20000", "LOW <= HIGH")],
+)
+def test_a_bad_medgemma_ports_is_named(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says) as err:
+        port_range(text)
+    assert PORTS_ENV in str(err.value)
+
+
+def test_each_worker_has_its_own_ports_below_the_kernels() -> None:
+    slices = [port_range(port_slice(f"gw{k}", 2)) for k in range(2)]
+    assert slices[0] is not None and slices[1] is not None
+    assert slices[0][1] < slices[1][0] and slices[1][1] < 32768, slices
+    assert port_range(port_slice(None, 1)) == TEST_PORTS
