@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from serve.render.alerts import AlertThresholds, alert_rules, render_alerts
 from serve.render.dashboard import build_dashboard, panel_queries, panels, render_dashboard
 from tests.conftest import REPO
 from tests.in_process import run_main
+from tests.unit.serve.render.render_checks import run_render
 
 REPO = REPO
 DEPLOYMENTS = sorted((REPO / "configs" / "deployments").glob("*.yaml"))
@@ -120,16 +120,6 @@ def promtool_check(rules: dict, tmp_path: Path) -> subprocess.CompletedProcess[s
     path.write_text(yaml.safe_dump(rules, sort_keys=False))
     return subprocess.run(
         [str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
-    )
-
-
-def run_render(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "serve", "render", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
 
 
