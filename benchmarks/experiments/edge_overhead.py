@@ -12,7 +12,8 @@ saturation figure). Prints every round with the load average, then the medians: 
 p50 (ms) and B/A req/s. Server and clients share the machine's cores.
 
 `--image`: each saturation request also carries one 384 px greyscale PNG (drawn from 64
-distinct ones made before the rounds), the product's usual request; without it, the
+distinct ones made before the rounds, after a line naming the request so that vLLM's
+prefix cache never skips an image's encoding), the product's usual request; without it, the
 lightest chat request there is (the edge's worst case: its per-request cost is the
 largest share).
 """
@@ -72,32 +73,25 @@ def image_urls(n: int, side: int = 384) -> list[str]:
     return urls
 
 
-def chat_bodies(model: str, images: list[str]) -> list[dict[str, object]]:
-    """The saturation requests: one text-only body, or one per image (pure)."""
-    if not images:
-        return [{"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}]
-    return [
-        {
-            "model": model,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": url}},
-                        {"type": "text", "text": "Describe this X-ray."},
-                    ],
-                }
-            ],
-            "max_tokens": 1,
-        }
-        for url in images
+def chat_body(model: str, image: str | None, n: int) -> dict[str, object]:
+    """Request `n` of a saturation run (pure): text only, or `image` after a line naming the
+    request, so that no two image requests share a prompt prefix (vLLM's prefix cache would
+    otherwise skip the image's encoding the second time the pool comes round)."""
+    if image is None:
+        return {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    content = [
+        {"type": "text", "text": f"Case {n}."},
+        {"type": "image_url", "image_url": {"url": image}},
+        {"type": "text", "text": "Describe this X-ray."},
     ]
+    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
 
 
 def saturation(
-    base: str, key: str, bodies: list[dict[str, object]], threads: int, seconds: float
+    base: str, key: str, model: str, images: list[str], threads: int, seconds: float
 ) -> tuple[float, int]:
-    """(req/s, failed) of `threads` clients sending `bodies` in turn for `seconds`."""
+    """(req/s, failed) of `threads` clients sending chat requests (with `images` in turn,
+    if any) for `seconds`."""
     done, failed, lock = [0], [0], threading.Lock()
     end = time.monotonic() + seconds
 
@@ -107,7 +101,7 @@ def saturation(
         ) as http:
             i = first
             while time.monotonic() < end:
-                body = bodies[i % len(bodies)]
+                body = chat_body(model, images[i % len(images)] if images else None, i)
                 i += threads
                 ok = http.post("/v1/chat/completions", json=body).status_code == 200
                 with lock:
@@ -145,7 +139,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    bodies = chat_bodies(cfg.model_name, image_urls(64) if args.image else [])
+    images = image_urls(64) if args.image else []
     port = free_port()
     while any(port_in_use("127.0.0.1", port + k) for k in range(6)):  # edge .. key check
         port = free_port()
@@ -176,7 +170,9 @@ def main(args: argparse.Namespace) -> int:
             for arm, (base, key) in arms.items():
                 load = os.getloadavg()[0]
                 lat = latencies(base, key, args.requests)
-                rps, failed = saturation(base, key, bodies, args.threads, args.seconds)
+                rps, failed = saturation(
+                    base, key, cfg.model_name, images, args.threads, args.seconds
+                )
                 p50, p90 = percentile(lat, 0.5), percentile(lat, 0.9)
                 rows[arm].append((p50, p90, rps))
                 print(
