@@ -6,7 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RestartPolicy(BaseModel):
-    """Whether the launcher restarts the vLLM server when it dies after start-up."""
+    """Whether the launcher restarts what dies after start-up: the vLLM server (each
+    replica's), and in front of replicas vllm-router and the edge (nginx, its key check)."""
 
     model_config = ConfigDict(extra="forbid")
 

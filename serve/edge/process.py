@@ -14,6 +14,7 @@ import shutil
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from serve.config.deployment import DeploymentConfig
 from serve.edge.authz import KEY_ENV, READY_PATH
 from serve.edge.nginx import Site, nginx_config
 from serve.edge.plan import expired, rotated_name, site_for
-from serve.process import LaunchError, Listen, ManagedProcess, client_host
+from serve.process import LaunchError, Listen, ManagedProcess, client_host, port_in_use
 
 LOOPBACK = "127.0.0.1"
 # Debian installs nginx in /usr/sbin, which a non-root PATH often lacks.
@@ -83,6 +84,7 @@ class Nginx(ManagedProcess):
 
     name = "nginx (the edge)"
     poll_interval_s = 0.2
+    reap_group = True  # its worker outlives a master killed with SIGKILL, port and all
 
     def __init__(self, site: Site, log_path: Path) -> None:
         self.site, self.log_path = site, log_path
@@ -174,12 +176,28 @@ class Edge:
         for p in reversed(self.processes()):
             p.stop()
 
+    def exited(self) -> list[ManagedProcess]:
+        return [p for p in self.processes() if p.proc is not None and p.proc.poll() is not None]
+
     def dead(self) -> str | None:
-        """The name of an edge process that exited, if one has."""
-        for p in self.processes():
-            if p.proc is not None and p.proc.poll() is not None:
-                return f"{p.name} exited with status {p.proc.returncode}"
-        return None
+        """What exited of the edge (`NAME exited with status N`), if anything has."""
+        gone = self.exited()
+        if not gone:
+            return None
+        return "; ".join(f"{p.name} exited with status {p.proc.returncode}" for p in gone if p.proc)
+
+    def revive(self) -> None:
+        """Start again each edge process that exited (what is left of its process group
+        reaped first), in start order. Raises LaunchError. The key check's request counts
+        start from zero again."""
+        for p in self.exited():
+            p.stop()
+            deadline = time.monotonic() + 10  # a killed group lets go of its ports
+            while any(port_in_use(a.host, a.port) for a in p.listens()):
+                if time.monotonic() > deadline:
+                    break  # start() says which port is busy
+                time.sleep(0.1)
+            p.start()
 
     def rotate(self, now: dt.datetime) -> None:
         """At the first call of a new UTC day, rename the audit file to PATH.YYYY-MM-DD of

@@ -42,8 +42,8 @@ from serve.launch.rollout import (
     one_line,
     refusal,
     refused_line,
+    restart_refusal,
     rollout_plan,
-    router_restart_refusal,
     stopped_line,
 )
 from serve.launch.router import Router
@@ -134,7 +134,7 @@ class Fleet:
             return None
         code, policy = proc.returncode, self.cfg.restart
         where = f"see {self.router.log_path}"
-        if why := router_restart_refusal(policy, self.router_restarts):
+        if why := restart_refusal(policy, self.router_restarts):
             say(f"error: vllm-router exited with status {code} ({why}); {where}")
             return code or 1
         self.router_restarts += 1
@@ -174,6 +174,14 @@ class Fleet:
         self.rollout.start()
 
     def roll(self, new: DeploymentConfig, plan: list[DeploymentConfig]) -> None:
+        """The rollout thread: never ends without a line saying how it ended."""
+        try:
+            self.roll_each(new, plan)
+        except Exception as exc:  # a thread's exception would otherwise end it silently
+            say(f"error: the rolling restart stopped on an unexpected error: {exc!r}")
+            raise
+
+    def roll_each(self, new: DeploymentConfig, plan: list[DeploymentConfig]) -> None:
         t0 = time.perf_counter()
         for i, replica in enumerate(plan):
             if self.stopping.is_set():

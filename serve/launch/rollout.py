@@ -44,9 +44,9 @@ def rollout_plan(new: DeploymentConfig, devices: Sequence[str]) -> list[Deployme
     return replica_configs(new, list(devices))
 
 
-def router_restart_refusal(policy: RestartPolicy, restarts: int) -> str | None:
-    """Why vllm-router, after `restarts` restarts, may not be started again (the field
-    that says so), or None if it may."""
+def restart_refusal(policy: RestartPolicy, restarts: int) -> str | None:
+    """Why vllm-router or the edge, after `restarts` restarts, may not be started again (the
+    field that says so), or None if it may."""
     if not policy.enabled:
         return "restart.enabled is off"
     if restarts >= policy.max_restarts:

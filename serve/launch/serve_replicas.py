@@ -8,8 +8,9 @@ all are ready, then the edge on the config's host and port, prints the ready ban
 (serve.launch.banner), and hands the running fleet to serve.launch.fleet.Fleet:
 supervision, a rolling restart on SIGHUP (the config read again with the same
 command-line overrides), and on SIGTERM/SIGINT the edge stopped first, then the router,
-then the replicas drained. An edge process that exits stops the deployment (nothing
-would check the callers' keys).
+then the replicas drained. An edge process that exits (nginx, or the key check, without
+which nginx refuses every API request) is started again under the config's `restart`
+policy, as vllm-router is (`keep_edge`); past it, the deployment stops.
 """
 
 from __future__ import annotations
@@ -27,13 +28,38 @@ from pathlib import Path
 from serve.attention.support import image_mask_active
 from serve.command.replicas import PlacementError, replica_configs, replica_url
 from serve.config.deployment import DeploymentConfig
+from serve.config.restart import RestartPolicy
 from serve.edge.process import Edge, find_nginx
 from serve.launch.banner import ready_banner
 from serve.launch.fleet import Fleet, say, start_all, stop_all
 from serve.launch.placement import busy_ports, placement
+from serve.launch.rollout import restart_refusal
 from serve.launch.router import Router
 from serve.launch.server import ServerProcess, model_to_load
 from serve.process import LaunchError
+
+
+def keep_edge(edge: Edge, policy: RestartPolicy, restarts: int) -> tuple[int, int | None]:
+    """If a process of the edge has exited, start it again under `policy` (`restarts` made
+    so far). Returns the restarts made and None, or an exit status for the deployment when
+    the edge may not be restarted or does not come back."""
+    dead = edge.dead()
+    if dead is None:
+        return restarts, None
+    where = f"see {edge.log_path}"
+    if why := restart_refusal(policy, restarts):
+        say(f"error: {dead} ({why}); stopping ({where})")
+        return restarts, 1
+    restarts += 1
+    say(f"{dead}; restart {restarts}/{policy.max_restarts} of the edge")
+    t0 = time.perf_counter()
+    try:
+        edge.revive()
+    except LaunchError as exc:
+        say(f"error: the edge did not come back: {str(exc).splitlines()[0]}; stopping ({where})")
+        return restarts, 1
+    say(f"the edge restarted: answering again after {time.perf_counter() - t0:.1f} s")
+    return restarts, None
 
 
 def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentConfig]) -> int:
@@ -144,7 +170,7 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
 
     for i in range(len(servers)):
         fleet.watch(i)
-    code = 0
+    code, edge_restarts = 0, 0
     while not stopping.is_set():
         if hup.is_set():
             hup.clear()
@@ -152,9 +178,9 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
                 say("SIGHUP: a rolling restart is in progress; ignored (send it again when done)")
             else:
                 fleet.start_rollout(reload)
-        if dead := edge.dead():
-            print(f"error: {dead}; stopping (see {edge.log_path})", file=sys.stderr)
-            code = 1
+        edge_restarts, edge_code = keep_edge(edge, cfg.restart, edge_restarts)
+        if edge_code is not None:
+            code = edge_code
             break
         edge.rotate(dt.datetime.now(dt.UTC))
         router_code = fleet.keep_router()

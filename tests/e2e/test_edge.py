@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from serve.config.deployment import load_config
+from serve.config.restart import RestartPolicy
 from serve.edge.process import SEARCH_PATH, Edge
+from serve.launch.serve_replicas import keep_edge
+from serve.process import ManagedProcess
 from tests.conftest import CONFIGS
 from tests.e2e.edge_checks import make_keys
 from tests.e2e.launcher import free_ports
@@ -109,3 +112,50 @@ def test_no_spelling_of_a_management_route_reaches_the_router(
     assert raw(port, "/v1/models", "wrong") == 401
     assert [path for path, _ in stub.seen] == ["/v1/models", "/v1/models", "/health"]
     assert {auth for _, auth in stub.seen} == {f"Bearer {INTERNAL}"}
+
+
+@pytest.fixture()
+def running_edge(tmp_path: Path) -> Iterator[tuple[Edge, int, RecordingServer, str]]:
+    """The edge with a key check (the config's single key) in front of a stub router."""
+    port = free_ports(6)
+    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", [f"port={port}"])
+    stub = RecordingServer(("127.0.0.1", port + 4), Recorder)
+    stub.seen = []
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    running = Edge(cfg, tmp_path / "logs", INTERNAL, "the-single-key-0123456789")
+    try:
+        running.start()
+        yield running, port, stub, "the-single-key-0123456789"
+    finally:
+        running.stop()
+        stub.shutdown()
+        stub.server_close()
+
+
+def killed(process: ManagedProcess) -> None:
+    assert process.proc is not None
+    process.proc.kill()
+    process.proc.wait(30)
+
+
+def test_an_edge_process_that_dies_is_started_again_under_the_restart_policy(
+    running_edge: tuple[Edge, int, RecordingServer, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    edge, port, _stub, key = running_edge
+    policy = RestartPolicy(enabled=True, max_restarts=2)
+    assert keep_edge(edge, policy, 0) == (0, None)  # all alive: nothing done
+    assert edge.authz is not None
+    killed(edge.authz)  # nginx alone refuses every API request without its key check
+    assert raw(port, "/v1/models", key) >= 500
+    assert keep_edge(edge, policy, 0) == (1, None)
+    assert raw(port, "/v1/models", key) == 200 and raw(port, "/v1/models", "wrong") == 401
+    killed(edge.nginx)
+    assert keep_edge(edge, policy, 1) == (2, None)
+    assert raw(port, "/v1/models", key) == 200
+    out = capsys.readouterr().err
+    assert "the edge's key check exited with status -9; restart 1/2 of the edge" in out, out
+    assert "nginx (the edge) exited with status -9; restart 2/2 of the edge" in out, out
+    assert out.count("the edge restarted: answering again after") == 2, out
+    killed(edge.nginx)  # past max_restarts: the deployment stops, saying which field
+    assert keep_edge(edge, policy, 2) == (2, 1)
+    assert "(restart.max_restarts); stopping" in capsys.readouterr().err
