@@ -98,11 +98,12 @@ dry-run: install
 	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)
 
 # Serially by default. In parallel (pytest-xdist, the tests of each server on one worker,
-# tests/workers.py): make test XDIST="-n 2 --dist loadgroup --no-loadscope-reorder".
-# Not the default yet: on 2026-12-07 a parallel clean-clone run lost a worker to a crash
-# inside vLLM's CPU attention kernel and then hung. The crash (SIGILL: vLLM's AMX kernel ran
-# before anything asked Linux for the AMX tile state) is fixed in serve/attention/backend.py;
-# a parallel clean-clone run has not been repeated since.
+# tests/workers.py; each worker picks its ports from its own range, MEDGEMMA_PORTS):
+# make test XDIST="-n 2 --dist loadgroup --no-loadscope-reorder". Clean clones with cold
+# caches on one 2-core machine, 2026-12-07: in parallel 819 s (one test lost to a port race,
+# since fixed) and 864 s (green), serially 1066 s (CI: 1036 s). Not the default: with two
+# vLLM servers on two cores the load average reaches 10-13 and timing-sensitive tests
+# (restarts, rollouts) run 3-5x slower; two green parallel runs are not yet enough.
 XDIST ?= -n 0
 
 test: install
