@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from serve.process import LaunchError
+
 # Every command: name -> (its module, one line of help). A command's module has
 # `add_cli_args(parser)` and `main(args) -> int` (and may set DESCRIPTION, the text of
 # `COMMAND --help`; else the help line is). Only the named command's module is imported.
@@ -81,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     args.command_line = [sys.executable, "-m", "benchmarks", *argv]
-    return int(args.main(args))
+    try:
+        return int(args.main(args))
+    except LaunchError as exc:  # what a command did not catch itself: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

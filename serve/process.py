@@ -66,7 +66,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     suite gives each parallel worker its own range below the kernel's ephemeral ports
     (tests/conftest.py), so no other worker, and no process's outgoing connection or
     kernel-picked port (vLLM's own), takes a port between its pick and its use."""
-    span = port_range(os.environ.get(PORTS_ENV))
+    try:
+        span = port_range(os.environ.get(PORTS_ENV))
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
     if span is None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from benchmarks.runner.errors import BenchError, report
 from benchmarks.runner.scenario import Scenario, ScenarioError, load_scenario
+from serve.process import LaunchError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -79,4 +80,8 @@ def module_main(
     add_cli_args(p)
     args = p.parse_args()
     args.command_line = [sys.executable, "-m", module, *sys.argv[1:]]
-    return main(args)
+    try:
+        return main(args)
+    except LaunchError as exc:  # what the command did not catch itself: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

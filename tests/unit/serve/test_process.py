@@ -219,6 +219,12 @@ def test_a_bad_medgemma_ports_is_named(text: str, says: str) -> None:
     assert PORTS_ENV in str(err.value)
 
 
+def test_free_port_names_a_bad_medgemma_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PORTS_ENV, "20000")
+    with pytest.raises(LaunchError, match="MEDGEMMA_PORTS='20000': expected LOW-HIGH"):
+        free_port()
+
+
 def test_each_worker_has_its_own_ports_below_the_kernels() -> None:
     slices = [port_range(port_slice(f"gw{k}", 2)) for k in range(2)]
     assert slices[0] is not None and slices[1] is not None
