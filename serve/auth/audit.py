@@ -114,10 +114,10 @@ def record(
     route: str,
     status: int,
     usage: tuple[int, int] | None,
-    images: int,
+    images: int | None,
     latency_s: float,
 ) -> dict[str, Any]:
-    """One audit line (pure): numbers and names only."""
+    """One audit line (pure): numbers and names only (None: not known)."""
     return {
         "time": time,
         "request_id": request_id,

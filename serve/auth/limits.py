@@ -66,6 +66,22 @@ def retry_after(wait_s: float) -> int:
     return max(1, math.ceil(wait_s))
 
 
+def over_limit_message(
+    service: str, requests_per_minute: int | None, tokens_per_minute: int | None, wait_s: float
+) -> str:
+    """What a service over its limits is told (pure), naming the limit it is over."""
+    which = "requests or tokens"
+    if requests_per_minute is None:
+        which = "tokens"
+    elif tokens_per_minute is None:
+        which = "requests"
+    return (
+        f"service {service!r} is over its {which} per minute (requests_per_minute "
+        f"{requests_per_minute}, tokens_per_minute {tokens_per_minute}); retry after "
+        f"{retry_after(wait_s)} s"
+    )
+
+
 class Limiter:
     """The buckets of every service (requests, tokens), keyed by service name; the limits
     come with each call, so a reloaded keys file applies its new limits at once."""

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class AuditSettings(BaseModel):
     """The audit trail: one JSON line per request (time, request id, service, route,
     status, prompt and completion tokens, images, latency; never a prompt, an image, an
-    answer or a key). Written while `auth.keys_file` is set."""
+    answer or a key). A single server writes it while `auth.keys_file` is set; the edge of
+    a `replicas:` deployment always does."""
 
     model_config = ConfigDict(extra="forbid")
 

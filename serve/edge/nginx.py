@@ -11,9 +11,11 @@ server on the deployment's host and port, its only listener, which
 - answers 404 to everything else: the router's management routes (/add_worker,
   /remove_worker, /list_workers, /workers..., /flush_cache, /get_loads) are reachable on
   loopback only, by the launcher's rolling restarts;
-- writes one JSON line per request to the audit file (`log_format ... escape=json`):
-  time, request id, service, method, route, status, latency, bytes in and out; never a
-  query string, a header, a body or a key.
+- writes one JSON line per request (`log_format ... escape=json`): time, request id,
+  service, method, route, status, latency, bytes in and out; never a query string, a
+  header, a body or a key. On one machine the line goes to the key check (syslog over
+  loopback UDP), which adds the replica's token and image counts and writes the audit
+  file (serve.edge.audit_writer); in Kubernetes, to the container's stdout.
 
 A refusal of the key check reaches the client with its own status (401, 403, 429 with
 Retry-After, 431) and the OpenAI-format error body the check put in a header (nginx's
@@ -33,9 +35,11 @@ PROBES = ("/health", "/ping", "/liveness", "/readiness")
 # left): the path is then passed on exactly as matched.
 API_ROUTE = r"^/v1/[A-Za-z0-9_./-]*$"
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
+SYSLOG_TAG = re.compile(r"[A-Za-z0-9_]{1,32}")
 AUDIT_FORMAT = (
-    '{"time":"$time_iso8601","request_id":"$medgemma_rid","service":"$medgemma_service",'
-    '"method":"$request_method","route":"$uri","status":$status,'
+    '{"time":"$time_iso8601","msec":$msec,"request_id":"$medgemma_rid",'
+    '"service":"$medgemma_service","method":"$request_method","route":"$medgemma_route",'
+    '"status":$status,'
     '"latency_s":$request_time,"upstream_status":"$upstream_status",'
     '"request_bytes":$request_length,"response_bytes":$bytes_sent}'
 )
@@ -48,13 +52,17 @@ class Site:
     host: str  # the deployment's host: the only address the edge listens on
     port: int
     router_port: int  # vllm-router on 127.0.0.1
-    authz_port: int | None  # the key check on 127.0.0.1; None: no key source, no check
+    authz_port: int | None  # the key check on 127.0.0.1 (serve.edge.authz); None: not run
     internal_key: str  # the replicas' key, sent by the edge only
     audit_path: Path
     run_dir: Path  # nginx's pid and temporary files
     max_body_bytes: int
     timeout_s: int  # longest request (the router's request_timeout_s)
     tls: tuple[Path, Path] | None = None  # certificate, key
+    checks_keys: bool = True  # nginx asks the key check about each API request
+    # nginx's audit lines go to the key check (syslog over UDP with this tag), which joins
+    # them with the replicas' token counts; None: nginx writes them to audit_path itself
+    audit_tag: str | None = None
 
 
 def error_body(status: int, kind: str, message: str) -> str:
@@ -77,7 +85,7 @@ def quoted(value: str) -> str:
 
 
 def api_location(site: Site) -> str:
-    if site.authz_port is None:
+    if not site.checks_keys:
         check = ""
     else:
         check = """
@@ -97,7 +105,7 @@ def api_location(site: Site) -> str:
 
 def authz_upstream(site: Site) -> str:
     """The key check, over kept-alive connections (one per request would cost a connect)."""
-    if site.authz_port is None:
+    if not site.checks_keys:
         return ""
     return f"""
     upstream medgemma_authz {{
@@ -108,7 +116,7 @@ def authz_upstream(site: Site) -> str:
 
 
 def authz_locations(site: Site) -> str:
-    if site.authz_port is None:
+    if not site.checks_keys:
         return ""
     return f"""
         location = /_medgemma_authz {{
@@ -151,11 +159,23 @@ def probe_locations() -> str:
     )
 
 
+def audit_log(site: Site) -> str:
+    """Where nginx writes its audit lines: the file, or the key check's audit writer."""
+    if site.audit_tag is None:
+        return f"access_log {quoted(str(site.audit_path))} medgemma_audit;"
+    target = f"syslog:server=127.0.0.1:{site.authz_port},tag={site.audit_tag},nohostname"
+    return f"access_log {target} medgemma_audit;"
+
+
 def nginx_config(site: Site) -> str:
-    """The whole nginx.conf of the edge (pure). Raises ValueError for a key or path nginx
-    could not read back as written."""
+    """The whole nginx.conf of the edge (pure). Raises ValueError for a key, tag or path
+    nginx could not read back as written, or a key check that is needed and not run."""
     if not SAFE_TOKEN.fullmatch(site.internal_key):
         raise ValueError("the internal key must be a URL-safe token of 16+ characters")
+    if site.audit_tag is not None and not SYSLOG_TAG.fullmatch(site.audit_tag):
+        raise ValueError("the audit tag must be 1-32 letters, digits or underscores")
+    if (site.checks_keys or site.audit_tag is not None) and site.authz_port is None:
+        raise ValueError("the key check's port is needed to check keys or join audit lines")
     run = site.run_dir
     listen = listen_address(site.host, site.port)
     tls = ""
@@ -197,6 +217,12 @@ http {{
         default $request_id;
     }}
 
+    # The route in the audit line: at most its first 200 characters (a syslog datagram
+    # holds about 2 KB).
+    map $uri $medgemma_route {{
+        "~^(?s)(?<head>.{{0,200}})" $head;
+    }}
+
     log_format medgemma_audit escape=json '{AUDIT_FORMAT}';
 
     upstream medgemma_router {{
@@ -206,7 +232,7 @@ http {{
 {authz_upstream(site)}
     server {{
         listen {listen};{tls}
-        access_log {quoted(str(site.audit_path))} medgemma_audit;
+        {audit_log(site)}
         set $medgemma_service "";
         set $medgemma_denial "";
         set $medgemma_error "";
@@ -222,6 +248,9 @@ http {{
         proxy_set_header Connection "";
         proxy_set_header Host $host;
         proxy_set_header X-Request-Id $medgemma_rid;
+        # The key check's service name, for the replica's usage report (empty: not sent,
+        # and a caller's own X-Medgemma-Service is never passed on).
+        proxy_set_header X-Medgemma-Service $medgemma_service;
         proxy_set_header Authorization "Bearer {site.internal_key}";
         proxy_hide_header X-Request-Id;  # the router's and the replica's copy: one goes out
         add_header X-Request-Id $medgemma_rid always;

@@ -1,13 +1,13 @@
 """What the edge of a replicas deployment is, from its config (pure): the nginx site
-(serve.edge.nginx.Site), the audit file, and audit rotation's names."""
+(serve.edge.nginx.Site), the audit file, and where the replicas report their usage."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from serve.command.replicas import ports
 from serve.config.deployment import DeploymentConfig
+from serve.edge.authz import USAGE_PATH
 from serve.edge.nginx import Site
 
 
@@ -26,8 +26,16 @@ def checks_keys(cfg: DeploymentConfig, api_key: str | None) -> bool:
     return cfg.auth.keys_file is not None or bool(api_key)
 
 
-def site_for(cfg: DeploymentConfig, log_dir: Path, internal_key: str, api_key: str | None) -> Site:
-    """The edge's nginx site for a replicas config (`api_key`: $api_key_env's value)."""
+def usage_url(cfg: DeploymentConfig) -> str:
+    """Where each replica's guard posts its requests' numbers: the key check's /usage."""
+    return f"http://127.0.0.1:{ports(cfg).authz}{USAGE_PATH}"
+
+
+def site_for(
+    cfg: DeploymentConfig, log_dir: Path, internal_key: str, api_key: str | None, audit_tag: str
+) -> Site:
+    """The edge's nginx site for a replicas config (`api_key`: $api_key_env's value;
+    `audit_tag`: the launch's secret tag on nginx's audit lines to the key check)."""
     p = ports(cfg)
     tls = None
     if cfg.ssl_certfile is not None and cfg.ssl_keyfile is not None:
@@ -36,24 +44,13 @@ def site_for(cfg: DeploymentConfig, log_dir: Path, internal_key: str, api_key: s
         host=cfg.host,
         port=p.edge,
         router_port=p.router,
-        authz_port=p.authz if checks_keys(cfg, api_key) else None,
+        authz_port=p.authz,
         internal_key=internal_key,
         audit_path=audit_path(cfg, log_dir),
         run_dir=run_dir(cfg, log_dir),
         max_body_bytes=cfg.max_request_bytes,
         timeout_s=cfg.router.request_timeout_s,
         tls=tls,
+        checks_keys=checks_keys(cfg, api_key),
+        audit_tag=audit_tag,
     )
-
-
-def rotated_name(path: Path, day: dt.date) -> Path:
-    """Where the audit file of `day` goes at midnight UTC: PATH.YYYY-MM-DD (the request
-    guard's TimedRotatingFileHandler names them the same way)."""
-    return path.with_name(f"{path.name}.{day.isoformat()}")
-
-
-def expired(path: Path, existing: list[Path], retention_days: int) -> list[Path]:
-    """The rotated files of `path` beyond the newest `retention_days` (pure on names)."""
-    prefix = f"{path.name}."
-    rotated = sorted(p for p in existing if p.name.startswith(prefix))
-    return rotated[: max(0, len(rotated) - retention_days)]

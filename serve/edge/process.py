@@ -1,17 +1,16 @@
 """The edge's two processes, as the project runs every child (serve.process.ManagedProcess):
-the key check (serve.edge.authz) and nginx (Debian's, with the configuration of
-serve.edge.nginx written 0600: it holds the replicas' internal key). `Edge` starts the
-key check first and nginx last (nothing listens on the deployment's port before the
-check behind it answers), stops nginx first, and rotates the audit file at midnight UTC
-(renamed, nginx told to reopen it with SIGUSR1, files beyond the retention deleted).
+the key check and audit writer (serve.edge.authz) and nginx (Debian's, with the
+configuration of serve.edge.nginx written 0600: it holds the replicas' internal key and
+the audit lines' tag). `Edge` starts the key check first and nginx last (nothing listens
+on the deployment's port before the check behind it answers) and stops nginx first (its
+last audit lines reach the writer before it stops).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import secrets
 import shutil
-import signal
 import ssl
 import sys
 import time
@@ -19,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from serve.config.deployment import DeploymentConfig
-from serve.edge.authz import KEY_ENV, READY_PATH
+from serve.edge.authz import AUDIT_TAG_ENV, INTERNAL_KEY_ENV, KEY_ENV, READY_PATH
 from serve.edge.nginx import Site, nginx_config
-from serve.edge.plan import expired, rotated_name, site_for
+from serve.edge.plan import site_for
 from serve.process import LaunchError, Listen, ManagedProcess, client_host, port_in_use
 
 LOOPBACK = "127.0.0.1"
@@ -53,23 +52,29 @@ def write_private(path: Path, text: str) -> None:
 
 
 class Authz(ManagedProcess):
-    """The key check on 127.0.0.1:`port`; the single key through its environment."""
+    """The key check and audit writer on 127.0.0.1:`port`; the keys through its
+    environment, never its command line."""
 
     name = "the edge's key check"
     poll_interval_s = 0.2
 
-    def __init__(
-        self, port: int, keys_file: Path | None, api_key: str | None, log_path: Path
-    ) -> None:
-        self.port, self.keys_file, self.api_key, self.log_path = port, keys_file, api_key, log_path
+    def __init__(self, site: Site, cfg: DeploymentConfig, api_key: str | None, log_path: Path):
+        assert site.authz_port is not None
+        self.site, self.cfg, self.api_key, self.log_path = site, cfg, api_key, log_path
+        self.port = site.authz_port
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:
         cmd = [sys.executable, "-m", "serve.edge.authz", "--port", str(self.port)]
-        if self.keys_file is not None:
-            cmd += ["--keys-file", str(self.keys_file.expanduser().absolute())]
+        keys_file = self.cfg.auth.keys_file
+        if keys_file is not None:
+            cmd += ["--keys-file", str(keys_file.expanduser().absolute())]
+        cmd += ["--audit-file", str(self.site.audit_path)]
+        cmd += ["--retention-days", str(self.cfg.auth.audit.retention_days)]
         env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
         if self.api_key:
             env[KEY_ENV] = self.api_key
+        env[INTERNAL_KEY_ENV] = self.site.internal_key
+        env[AUDIT_TAG_ENV] = self.site.audit_tag or ""
         return cmd, env
 
     def listens(self) -> list[Listen]:
@@ -126,26 +131,18 @@ class Nginx(ManagedProcess):
     def ready_urls(self) -> list[str]:
         return [f"{self.root_url}/health"]
 
-    def reopen_logs(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGUSR1)
-
 
 class Edge:
-    """The key check (if the config has a key source) and nginx of a replicas deployment."""
+    """The key check and audit writer, and nginx, of a replicas deployment."""
 
     def __init__(
         self, cfg: DeploymentConfig, log_dir: Path, internal_key: str, api_key: str | None
     ) -> None:
         self.cfg = cfg
-        self.site = site_for(cfg, log_dir, internal_key, api_key)
+        tag = secrets.token_hex(16)  # nginx's audit lines carry it; only they do
+        self.site = site_for(cfg, log_dir, internal_key, api_key, tag)
         self.nginx = Nginx(self.site, log_dir / f"edge-{cfg.port}.log")
-        self.authz = (
-            None
-            if self.site.authz_port is None
-            else Authz(self.site.authz_port, cfg.auth.keys_file, api_key, self.nginx.log_path)
-        )
-        self.day = dt.datetime.now(dt.UTC).date()
+        self.authz = Authz(self.site, cfg, api_key, self.nginx.log_path)
 
     @property
     def root_url(self) -> str:
@@ -160,7 +157,7 @@ class Edge:
         return self.nginx.log_path
 
     def processes(self) -> list[ManagedProcess]:
-        return [p for p in (self.authz, self.nginx) if p is not None]
+        return [self.authz, self.nginx]
 
     def start(self) -> None:
         """The key check, then nginx. Raises LaunchError (what started is stopped)."""
@@ -198,19 +195,3 @@ class Edge:
                     break  # start() says which port is busy
                 time.sleep(0.1)
             p.start()
-
-    def rotate(self, now: dt.datetime) -> None:
-        """At the first call of a new UTC day, rename the audit file to PATH.YYYY-MM-DD of
-        the day that ended, have nginx reopen it, and delete rotated files beyond
-        `auth.audit.retention_days`."""
-        today = now.astimezone(dt.UTC).date()
-        if today == self.day:
-            return
-        ended, self.day = self.day, today
-        path = self.audit_path
-        if path.exists():
-            os.replace(path, rotated_name(path, ended))
-            self.nginx.reopen_logs()
-        retention = self.cfg.auth.audit.retention_days
-        for old in expired(path, list(path.parent.glob(f"{path.name}.*")), retention):
-            old.unlink(missing_ok=True)

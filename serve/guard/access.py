@@ -24,10 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve.auth.audit import AuditLog, RequestFacts, UsageTap, record, request_facts, utc_now
+from serve.auth.audit import (
+    AuditLog,
+    RequestFacts,
+    UsageTap,
+    record,
+    request_facts,
+    utc_now,
+)
 from serve.auth.keyring import KeyRing
 from serve.auth.keys import Verdict, identify
-from serve.auth.limits import Limiter, retry_after
+from serve.auth.limits import Limiter, over_limit_message, retry_after
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,6 +67,46 @@ def log_line(message: str) -> None:
 
 
 @dataclass
+class Meter:
+    """A request's numbers, read as it passes: its image count and max_tokens (from its
+    body), its status and token usage (from its response)."""
+
+    facts: RequestFacts = RequestFacts()
+    status: int = 0
+    tap: UsageTap | None = None
+
+    def saw_body(self, body: bytes) -> None:
+        self.facts = request_facts(body)
+
+    def watch(self, send: Send, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Send:
+        """`send`, reading the response as it goes out (and adding `extra` headers)."""
+
+        async def inner(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = int(message["status"])
+                kind = b""
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"content-type":
+                        kind = bytes(value)
+                self.tap = UsageTap(kind)
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            elif message["type"] == "http.response.body" and self.tap is not None:
+                self.tap.feed(bytes(message.get("body", b"")))
+            await send(message)
+
+        return inner
+
+    def usage(self) -> tuple[int, int] | None:
+        """(prompt, completion) tokens of the finished response, if it said."""
+        return self.tap.done() if self.tap is not None else None
+
+    def spent(self, usage: tuple[int, int] | None) -> int:
+        """The tokens to charge: the usage, else max_tokens (a stream that reported none)."""
+        return sum(usage) if usage else (self.facts.max_tokens or 0)
+
+
+@dataclass
 class Ticket:
     """One admitted request, from admission to the end of its response."""
 
@@ -69,37 +116,17 @@ class Ticket:
     rid: str
     started: float
     wall: str
-    facts: RequestFacts = RequestFacts()
-    status: int = 0
-    tap: UsageTap | None = None
-
-    def saw_body(self, body: bytes) -> None:
-        self.facts = request_facts(body)
+    meter: Meter = field(default_factory=Meter)
 
     def watch(self, send: Send) -> Send:
-        async def inner(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.status = int(message["status"])
-                kind = b""
-                for key, value in message.get("headers", []):
-                    if key.lower() == b"content-type":
-                        kind = bytes(value)
-                self.tap = UsageTap(kind)
-                rid = (b"x-request-id", self.rid.encode())
-                message = {**message, "headers": [*message.get("headers", []), rid]}
-            elif message["type"] == "http.response.body" and self.tap is not None:
-                self.tap.feed(bytes(message.get("body", b"")))
-            await send(message)
-
-        return inner
+        return self.meter.watch(send, ((b"x-request-id", self.rid.encode()),))
 
     def done(self) -> None:
-        usage = self.tap.done() if self.tap is not None else None
-        spent = sum(usage) if usage else (self.facts.max_tokens or 0)
+        usage = self.meter.usage()
         now = time.monotonic()
         limits = self.gate.limits_of(self.service)
-        self.gate.limiter.spent(self.service, now, spent, limits[1])
-        self.gate.audit_line(self, self.status or 499, usage, now - self.started)
+        self.gate.limiter.spent(self.service, now, self.meter.spent(usage), limits[1])
+        self.gate.audit_line(self, self.meter.status or 499, usage, now - self.started)
 
 
 @dataclass
@@ -152,14 +179,7 @@ class Gate:
         rpm, tpm = self.limits_of(verdict.service)
         wait = self.limiter.admit(verdict.service, started, rpm, tpm)
         if wait > 0:
-            which = "tokens" if tpm is not None and rpm is None else "requests"
-            if rpm is not None and tpm is not None:
-                which = "requests or tokens"
-            message = (
-                f"service {verdict.service!r} is over its {which} per minute "
-                f"(requests_per_minute {rpm}, tokens_per_minute {tpm}); retry after "
-                f"{retry_after(wait)} s"
-            )
+            message = over_limit_message(verdict.service, rpm, tpm, wait)
             await self.refuse(ticket, Verdict(429, message, verdict.service), send, refuse, wait)
             return None
         return ticket
@@ -189,7 +209,7 @@ class Gate:
             route=str(scope.get("path", "")),
             status=status,
             usage=usage,
-            images=ticket.facts.images,
+            images=ticket.meter.facts.images,
             latency_s=latency_s,
         )
         self.audit.write(line)  # a failed write is reported by the handler, not raised

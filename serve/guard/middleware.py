@@ -30,7 +30,8 @@ exactly those:
   fit a CT volume to them instead of meeting a 400.
 
 With a keys file (`auth.keys_file`), each calling service has its own key, limits and
-audit trail: serve.guard.access, over serve.auth.
+audit trail: serve.guard.access, over serve.auth. Behind the edge of a replicas deployment,
+each POST's numbers (tokens, images) go to the edge's key check: serve.guard.usage.
 
 Everything else (JSON, field types, token and image-count limits, model names, the key
 on /v1) is vLLM's own validation. The guard logs no request: request bodies are patient
@@ -49,8 +50,9 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from serve.guard.access import Gate, Ticket
+from serve.guard.access import Gate, Meter, header, request_id
 from serve.guard.model_limits import MODELS_PATH, PublishedLimits, publishing
+from serve.guard.usage import SERVICE_HEADER, UsageReporter, report_doc
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -220,6 +222,7 @@ class RequestGuard:
         key = os.environ.get("VLLM_API_KEY")
         self.key_hash = key_hash(key) if key else None
         self.gate = Gate.from_env()  # service keys, limits, audit (auth.keys_file)
+        self.reporter = UsageReporter.from_env()  # behind the edge: numbers to its key check
         # vLLM checks width x height against VLLM_MAX_IMAGE_PIXELS on the image header,
         # before decoding; PIL's own (higher) limit would otherwise turn a decompression
         # bomb into a 500 first. This runs in vLLM's API server process only.
@@ -252,7 +255,30 @@ class RequestGuard:
             else:
                 await send_json(send, 401, {"error": "Unauthorized"})
             return
+        if self.reporter is not None and scope["type"] == "http" and scope["method"] == "POST":
+            await self.reported(self.reporter, scope, receive, send)
+            return
         await self.checked(scope, receive, send, None)
+
+    async def reported(
+        self, reporter: UsageReporter, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A request from the edge: served, then its numbers reported (serve.guard.usage)."""
+        meter = Meter()
+        try:
+            await self.checked(scope, receive, meter.watch(send), meter)
+        finally:
+            usage = meter.usage()
+            service = header(scope, SERVICE_HEADER)
+            body = report_doc(
+                request_id(scope),
+                service.decode("latin-1") if service else None,
+                meter.status or 499,
+                usage,
+                meter.facts.images,
+                meter.spent(usage),
+            )
+            reporter.report(body)
 
     async def gated(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
         """A request that needs a service key: admitted (and audited) by the gate."""
@@ -266,12 +292,12 @@ class RequestGuard:
         if ticket is None:
             return
         try:
-            await self.checked(scope, receive, ticket.watch(send), ticket)
+            await self.checked(scope, receive, ticket.watch(send), ticket.meter)
         finally:
             ticket.done()
 
     async def checked(
-        self, scope: Scope, receive: Receive, send: Send, ticket: Ticket | None
+        self, scope: Scope, receive: Receive, send: Send, meter: Meter | None
     ) -> None:
         """Body size, media URLs, the in-flight bound, the limits on /v1/models."""
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -299,8 +325,8 @@ class RequestGuard:
                 return
             if not message.get("more_body", False):
                 break
-        if ticket is not None:
-            ticket.saw_body(bytes(body))
+        if meter is not None:
+            meter.saw_body(bytes(body))
         is_json = any(
             name.lower() == b"content-type" and b"json" in value.lower()
             for name, value in scope.get("headers", [])

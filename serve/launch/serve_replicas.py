@@ -15,7 +15,6 @@ policy, as vllm-router is (`keep_edge`); past it, the deployment stops.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import secrets
 import signal
@@ -29,7 +28,9 @@ from serve.attention.support import image_mask_active
 from serve.command.replicas import PlacementError, replica_configs, replica_url
 from serve.config.deployment import DeploymentConfig
 from serve.config.restart import RestartPolicy
+from serve.edge.plan import usage_url
 from serve.edge.process import Edge, find_nginx
+from serve.guard.usage import USAGE_URL_ENV
 from serve.launch.banner import ready_banner
 from serve.launch.fleet import Fleet, say, start_all, stop_all
 from serve.launch.placement import busy_ports, placement
@@ -80,7 +81,9 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
         print(f"error: {exc}", file=sys.stderr)
         return 1
     internal_key = secrets.token_urlsafe(32)  # the replicas' key: only the edge sends it
-    replica_env = {**os.environ, cfg.api_key_env: internal_key}
+    # The replicas take the internal key only, and report each request's numbers to the
+    # edge's key check (its audit line's tokens and images, the services' token limits).
+    replica_env = {**os.environ, cfg.api_key_env: internal_key, USAGE_URL_ENV: usage_url(cfg)}
     replicas = replica_configs(cfg, devices)
     servers = [
         ServerProcess(rep, log_dir / f"serve-{cfg.port}-replica{i}.log", environ=replica_env)
@@ -182,7 +185,6 @@ def run(cfg: DeploymentConfig, log_dir: Path, reload: Callable[[], DeploymentCon
         if edge_code is not None:
             code = edge_code
             break
-        edge.rotate(dt.datetime.now(dt.UTC))
         router_code = fleet.keep_router()
         if router_code is not None:
             code = router_code

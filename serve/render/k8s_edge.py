@@ -10,7 +10,9 @@ from its Secret (`kubernetes.internal_key_secret`) at start, checks it is a URL-
 token and writes the real file into the pod's memory. The keys file comes from
 `kubernetes.keys_secret`, the single key from `kubernetes.api_key_secret`; no manifest
 holds a key. The audit lines go to the edge container's stdout (`kubectl logs -c edge`):
-the cluster's log pipeline keeps and rotates them.
+the cluster's log pipeline keeps and rotates them. They are nginx's lines, without the token
+and image counts the key check joins in on one machine (the replicas do not report to it
+here), and the services' tokens per minute are not charged: requests per minute are.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def edge_site(cfg: DeploymentConfig) -> Site:
         run_dir=Path(RUN_DIR),
         max_body_bytes=cfg.max_request_bytes,
         timeout_s=cfg.router.request_timeout_s,
+        checks_keys=checks_keys(cfg),
     )
 
 

@@ -27,8 +27,14 @@ from tests.e2e.launcher import API_KEY, wait_until
 
 CANARY = "CANARY-e49b-patient-John-Doe"
 MODEL = "tiny-medgemma-random-weights"
-# name -> requests per minute (None: unlimited); `gone` is revoked before the launch.
-SERVICES = {"ris": None, "limited": 2, "gone": None}
+# name -> (requests, tokens) per minute (None: unlimited); `gone` is revoked before the
+# launch; `metered` may spend one token a minute: its first answer puts it over.
+SERVICES = {
+    "ris": (None, None),
+    "limited": (2, None),
+    "gone": (None, None),
+    "metered": (None, 1),
+}
 MANAGEMENT = [
     ("GET", "/list_workers"),
     ("GET", "/workers"),
@@ -52,9 +58,9 @@ class EdgeKeys:
 def make_keys(folder: Path) -> EdgeKeys:
     """A keys file with SERVICES (serve.auth.keys, as `python -m serve keys` writes it)."""
     table, keys = KeysTable(), {}
-    for name, rpm in SERVICES.items():
+    for name, (rpm, tpm) in SERVICES.items():
         keys[name] = new_key()
-        table = add_service(table, name, keys[name], "2026-12-07T00:00:00Z", rpm)
+        table = add_service(table, name, keys[name], "2026-12-07T00:00:00Z", rpm, tpm)
     table = revoke_service(table, "gone", "2026-12-07T00:00:01Z")
     folder.mkdir(parents=True, exist_ok=True)
     write_keys_file(folder / "keys.json", table)
@@ -140,6 +146,25 @@ def check_the_edge(
         )
         assert r.status_code == 200, (r.status_code, r.text[:300])
         assert r.headers["x-request-id"] == rid, r.headers
+        usage = r.json()["usage"]
+
+        # Tokens per minute, charged at the edge when the replica reports the answer's
+        # tokens: the metered service is refused (429) once its answer is counted.
+        r = http.post("/v1/chat/completions", json=chat("Hello"), headers=bearer(k["metered"]))
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+
+        def refused() -> list[httpx.Response]:
+            m = http.get("/v1/models", headers=bearer(k["metered"]))
+            return [m] if m.status_code == 429 else []
+
+        [over] = wait_until(
+            refused,
+            10,
+            "a service over its tokens per minute was still served after 10 s",
+            interval_s=0.2,
+        )
+        assert "over its tokens per minute" in over.json()["error"]["message"], over.text
+        assert http.get("/v1/models", headers=bearer(k["ris"])).status_code == 200
 
         # A key added and one revoked while serving (the real CLI), without a restart.
         late = keys_cli("add", "late", "--keys-file", str(keys.path)).strip().splitlines()[-1]
@@ -181,7 +206,11 @@ def check_the_edge(
     )
     assert line["service"] == "ris" and line["status"] == 200, line
     assert line["route"] == "/v1/chat/completions" and line["method"] == "POST", line
-    assert isinstance(line["latency_s"], float), line
+    assert isinstance(line["latency_ms"], float), line
+    # The replica's numbers, joined in at the edge: the answer's own usage, no image.
+    assert line["prompt_tokens"] == usage["prompt_tokens"], (line, usage)
+    assert line["completion_tokens"] == usage["completion_tokens"], (line, usage)
+    assert line["images"] == 0 and line["upstream_status"] == "200", line
     text = audit.read_text()
     records = [json.loads(x) for x in text.splitlines()]
     assert any(x["status"] == 429 and x["service"] == "limited" for x in records), records[-5:]

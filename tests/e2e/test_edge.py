@@ -7,6 +7,7 @@ vllm-router and replicas."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -23,7 +24,7 @@ from serve.launch.serve_replicas import keep_edge
 from serve.process import ManagedProcess
 from tests.conftest import CONFIGS
 from tests.e2e.edge_checks import make_keys
-from tests.e2e.launcher import free_ports
+from tests.e2e.launcher import free_ports, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx", path=f"/usr/bin:{SEARCH_PATH}") is None,
@@ -112,6 +113,57 @@ def test_no_spelling_of_a_management_route_reaches_the_router(
     assert raw(port, "/v1/models", "wrong") == 401
     assert [path for path, _ in stub.seen] == ["/v1/models", "/v1/models", "/health"]
     assert {auth for _, auth in stub.seen} == {f"Bearer {INTERNAL}"}
+
+
+def audit_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_the_audit_trail_has_one_line_per_request_and_no_forged_ones(
+    edge: tuple[int, RecordingServer, dict[str, str]], tmp_path: Path
+) -> None:
+    """nginx's lines reach the key check's audit writer; a datagram without the launch's
+    tag (another local process) is not written; a POST whose replica never reports (the
+    stub router does not) is written without numbers after the wait."""
+    port, _stub, keys = edge
+    audit = tmp_path / "logs" / f"audit-{port}.jsonl"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+        doc = {"request_id": "forged", "method": "GET", "status": 200, "route": "/v1/x"}
+        forger.sendto(
+            f"<190>Dec  7 10:00:00 guess: {json.dumps(doc)}".encode(), ("127.0.0.1", port + 5)
+        )
+    assert raw(port, "/v1/models", keys["ris"]) == 200
+    assert raw(port, "/add_worker", keys["ris"]) == 404
+    assert raw(port, "/v1/models", keys["gone"]) == 403
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        body = b"{}"
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: post-1\r\n"
+            f"Authorization: Bearer {keys['ris']}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        s.sendall(head.encode() + body)
+        assert s.recv(64).split()[1] == b"200"
+
+    def complete() -> list[dict]:
+        lines = audit_lines(audit)
+        return lines if any(x["request_id"] == "post-1" for x in lines) else []
+
+    lines = wait_until(complete, 10, lambda: f"audit lines: {audit_lines(audit)}", 0.1)
+    by_route = {(x["route"], x["status"]): x for x in lines}
+    assert by_route[("/v1/models", 200)]["service"] == "ris", lines
+    assert by_route[("/add_worker", 404)]["service"] is None, lines
+    assert by_route[("/v1/models", 403)]["service"] == "gone", lines
+    post = by_route[("/v1/chat/completions", 200)]
+    assert post["request_id"] == "post-1" and post["prompt_tokens"] is None, post
+    assert post["images"] is None and post["upstream_status"] == "200", post
+    # The four, and the launcher's readiness probe of /health.
+    assert len(lines) == 5 and "forged" not in audit.read_text(), lines
+    assert by_route[("/health", 200)]["service"] is None, lines
+    for key in keys.values():
+        assert key not in audit.read_text()
 
 
 @pytest.fixture()

@@ -60,14 +60,21 @@ def test_a_limited_service_beside_an_unlimited_one(tmp_path: Path) -> None:
     assert check(b"Bearer mgs-slow", 31.0).status == 204  # refilled: one per 30 s
 
 
-def test_a_token_limit_is_said_once_not_enforced(tmp_path: Path) -> None:
-    table = add_service(KeysTable(), "batch", "mgs-batch", NOW, tokens_per_minute=10)
+def test_a_token_limit_is_charged_when_the_replica_reports(tmp_path: Path) -> None:
+    table = add_service(KeysTable(), "batch", "mgs-batch", NOW, tokens_per_minute=60)
+    table = add_service(table, "ris", "mgs-ris", NOW)
     write_keys_file(tmp_path / "keys.json", table)
-    said: list[str] = []
-    check = Check(KeyRing(tmp_path / "keys.json", lambda _line: None), None, said.append)
-    assert all(check(b"Bearer mgs-batch", 0.0).status == 204 for _ in range(3))
-    assert len(said) == 1 and "tokens_per_minute is not enforced at the edge" in said[0]
-    assert "mgs-" not in said[0]
+    check = Check(KeyRing(tmp_path / "keys.json", lambda _line: None), None)
+    assert check(b"Bearer mgs-batch", 0.0).status == 204
+    check.spent("batch", 90, 0.5)  # a minute and a half's tokens: 30 below zero
+    over = check(b"Bearer mgs-batch", 1.0)
+    h = headers(over)
+    assert over.status == 403 and h["x-medgemma-denial"] == "429", h
+    assert "over its tokens per minute" in json.loads(h["x-medgemma-error"])["error"]["message"]
+    assert 29 <= int(h["retry-after"]) <= 30  # 29.5 s of refill at one token a second
+    check.spent("ris", 10_000, 1.0)  # no limit: nothing charged
+    assert check(b"Bearer mgs-ris", 1.0).status == 204
+    assert check(b"Bearer mgs-batch", 31.0).status == 204
 
 
 def test_no_keys_file_takes_the_single_key_only() -> None:
@@ -76,16 +83,23 @@ def test_no_keys_file_takes_the_single_key_only() -> None:
     assert check(b"Bearer mgs-ris", 0.0).status == 401
 
 
-def call(app: App, path: str, auth: bytes | None = None) -> list[dict[str, Any]]:
+def call(
+    app: App, path: str, auth: bytes | None = None, body: bytes = b"", method: str = "GET"
+) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     async def send(message: Any) -> None:
         sent.append(dict(message))
 
     async def receive() -> Any:
-        return {"type": "http.request", "body": b""}
+        return {"type": "http.request", "body": body}
 
-    scope = {"type": "http", "path": path, "headers": [(b"authorization", auth)] if auth else []}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"authorization", auth)] if auth else [],
+    }
     asyncio.run(app(scope, receive, send))
     return sent
 
@@ -97,3 +111,30 @@ def test_the_app_answers_check_and_ready_only(tmp_path: Path) -> None:
     assert call(app, "/check")[0]["status"] == 401
     assert call(app, "/ready")[0]["status"] == 200
     assert call(app, "/add_worker", b"Bearer mgs-ris")[0]["status"] == 404
+
+
+def test_a_replicas_usage_report_needs_the_internal_key_and_charges_its_service(
+    tmp_path: Path,
+) -> None:
+    table = add_service(KeysTable(), "batch", "mgs-batch", NOW, tokens_per_minute=60)
+    write_keys_file(tmp_path / "keys.json", table)
+    check = Check(KeyRing(tmp_path / "keys.json", lambda _line: None), None)
+    app = App(check, None, hashlib.sha256(b"internal").digest())
+    report = {
+        "request_id": "r1",
+        "service": "batch",
+        "status": 200,
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "images": 1,
+        "spent_tokens": 120,
+    }
+    body = json.dumps(report).encode()
+    for auth in (None, b"Bearer mgs-batch", b"Bearer wrong"):
+        assert call(app, "/usage", auth, body, "POST")[0]["status"] == 401, auth
+    assert check(b"Bearer mgs-batch", 0.0).status == 204  # nothing charged yet
+    for bad in (b"{", b"[]", b'{"request_id": "r1"}', b'{"request_id": 1, "status": 200}'):
+        assert call(app, "/usage", b"Bearer internal", bad, "POST")[0]["status"] == 400, bad
+    assert call(app, "/usage", b"Bearer internal", body, "POST")[0]["status"] == 204
+    assert headers(check(b"Bearer mgs-batch", 0.0))["x-medgemma-denial"] == "429"
+    assert call(app, "/usage", b"Bearer internal", body)[0]["status"] == 404  # GET: no route

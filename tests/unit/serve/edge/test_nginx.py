@@ -10,28 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from serve.config.deployment import load_config
 from serve.edge.nginx import PROBES, Site, nginx_config
-from serve.edge.plan import site_for
 from serve.edge.process import SEARCH_PATH, write_private
-from tests.conftest import CONFIGS
 
 KEY = "internal-key-0123456789abcdef"
 NGINX = shutil.which("nginx", path=f"/usr/bin:/bin:{SEARCH_PATH}")
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make install)")
 
 
-def site(tmp: Path, authz: int | None = 9005, **changes: object) -> Site:
+def site(tmp: Path, checks: bool = True, **changes: object) -> Site:
     base = Site(
         host="0.0.0.0",
         port=9000,
         router_port=9004,
-        authz_port=authz,
+        authz_port=9005,
         internal_key=KEY,
         audit_path=tmp / "audit.jsonl",
         run_dir=tmp / "run",
         max_body_bytes=64 * 2**20,
         timeout_s=1800,
+        checks_keys=checks,
     )
     return Site(**{**base.__dict__, **changes})  # type: ignore[arg-type]
 
@@ -67,7 +65,7 @@ def test_the_internal_key_goes_to_the_router_only_and_the_check_sees_the_callers
 
 
 def test_no_key_source_no_check(tmp_path: Path) -> None:
-    text = nginx_config(site(tmp_path, authz=None))
+    text = nginx_config(site(tmp_path, checks=False))
     assert "auth_request" not in text and "_medgemma_authz" not in text
     assert f'"Bearer {KEY}"' in text  # the replicas still take only the internal key
 
@@ -78,31 +76,38 @@ def test_the_audit_line_names_no_query_header_or_body(tmp_path: Path) -> None:
     assert fmt is not None
     for leak in ("$request_uri", "$args", "$http_", "$request_body", "$query_string", "$request "):
         assert leak not in fmt[1], leak
-    assert "$uri" in fmt[1] and "$medgemma_service" in fmt[1] and "$request_time" in fmt[1]
+    assert "$medgemma_route" in fmt[1] and "$medgemma_service" in fmt[1]
+    assert "$request_time" in fmt[1] and "$msec" in fmt[1]
+    assert "access_log " + f'"{tmp_path / "audit.jsonl"}" medgemma_audit;' in text
+
+
+def test_the_audit_lines_go_to_the_key_check_with_the_launch_tag(tmp_path: Path) -> None:
+    tag = "0123456789abcdef0123456789abcdef"
+    text = nginx_config(site(tmp_path, checks=False, audit_tag=tag))
+    target = f"syslog:server=127.0.0.1:9005,tag={tag},nohostname"
+    assert f"access_log {target} medgemma_audit;" in text
+    assert "audit.jsonl" not in text
+    # The service name the check gave goes to the replica (for its usage report).
+    assert "proxy_set_header X-Medgemma-Service $medgemma_service;" in text.split("location")[0]
 
 
 def test_refused_values() -> None:
     with pytest.raises(ValueError, match="internal key"):
         nginx_config(site(Path("/tmp"), internal_key="short"))
+    with pytest.raises(ValueError, match="audit tag"):
+        nginx_config(site(Path("/tmp"), audit_tag="not a tag"))
+    with pytest.raises(ValueError, match="key check's port"):
+        nginx_config(site(Path("/tmp"), authz_port=None))
     with pytest.raises(ValueError, match="cannot be written"):
         nginx_config(site(Path('/tmp/a"; b')))
 
 
-def test_site_for_a_replicas_config(tmp_path: Path) -> None:
-    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["port=9000"])
-    s = site_for(cfg, tmp_path, KEY, api_key=None)
-    assert (s.port, s.router_port, s.authz_port) == (9000, 9004, None)
-    assert s.audit_path == tmp_path.absolute() / "audit-9000.jsonl"
-    assert site_for(cfg, tmp_path, KEY, api_key="k").authz_port == 9005
-    keyed = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["auth.keys_file=/k.json"])
-    assert site_for(keyed, tmp_path, KEY, api_key=None).authz_port == 8005
-
-
 @needs_nginx
-@pytest.mark.parametrize("authz", [9005, None])
-def test_nginx_accepts_the_configuration(tmp_path: Path, authz: int | None) -> None:
+@pytest.mark.parametrize("checks", [True, False])
+def test_nginx_accepts_the_configuration(tmp_path: Path, checks: bool) -> None:
     assert NGINX is not None
-    s = site(tmp_path, authz, host="127.0.0.1")
+    tag = "0123456789abcdef0123456789abcdef" if checks else None
+    s = site(tmp_path, checks, host="127.0.0.1", audit_tag=tag)
     conf = tmp_path / "run" / "nginx.conf"
     write_private(conf, nginx_config(s))
     assert conf.stat().st_mode & 0o777 == 0o600

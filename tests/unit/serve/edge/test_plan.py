@@ -1,36 +1,30 @@
-"""The audit file's rotation names (serve.edge.plan) and the edge's rotation at midnight
-UTC (serve.edge.process.Edge.rotate), on files."""
+"""What the edge of a replicas config is (serve.edge.plan): its nginx site, its audit file
+and where the replicas report their usage."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from serve.config.deployment import load_config
-from serve.edge.plan import expired, rotated_name
-from serve.edge.process import Edge
+from serve.edge.plan import site_for, usage_url
 from tests.conftest import CONFIGS
 
-
-def test_rotated_names_and_retention() -> None:
-    path = Path("/logs/audit-8000.jsonl")
-    assert rotated_name(path, dt.date(2026, 12, 6)) == Path("/logs/audit-8000.jsonl.2026-12-06")
-    days = [path.with_name(f"audit-8000.jsonl.2026-12-0{d}") for d in (3, 1, 2)]
-    assert expired(path, [*days, Path("/logs/other.jsonl.2026-01-01")], 2) == [days[1]]
-    assert expired(path, days, 5) == []
+KEY = "internal-key-0123456789abcdef"
+TAG = "0123456789abcdef0123456789abcdef"
 
 
-def test_rotation_at_midnight_keeps_retention_days(tmp_path: Path) -> None:
-    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["auth.audit.retention_days=1"])
-    edge = Edge(cfg, tmp_path, "k" * 32, None)
-    edge.day = dt.date(2026, 12, 5)
-    old = rotated_name(edge.audit_path, dt.date(2026, 12, 4))
-    old.write_text("{}\n")
-    edge.audit_path.write_text('{"status":200}\n')
-    edge.rotate(dt.datetime(2026, 12, 5, 23, 59, tzinfo=dt.UTC))
-    assert edge.audit_path.exists() and old.exists(), "rotated before midnight"
-    edge.rotate(dt.datetime(2026, 12, 6, 0, 0, 1, tzinfo=dt.UTC))
-    assert not edge.audit_path.exists()  # nginx (not running here) would reopen it
-    kept = rotated_name(edge.audit_path, dt.date(2026, 12, 5))
-    assert kept.read_text() == '{"status":200}\n'
-    assert not old.exists(), "beyond retention_days"
+def test_site_for_a_replicas_config(tmp_path: Path) -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["port=9000"])
+    s = site_for(cfg, tmp_path, KEY, None, TAG)
+    assert (s.port, s.router_port, s.authz_port) == (9000, 9004, 9005)
+    assert not s.checks_keys and s.audit_tag == TAG  # no key source: audit lines only
+    assert s.audit_path == tmp_path.absolute() / "audit-9000.jsonl"
+    assert site_for(cfg, tmp_path, KEY, "k", TAG).checks_keys
+    keyed = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["auth.keys_file=/k.json"])
+    s = site_for(keyed, tmp_path, KEY, None, TAG)
+    assert s.checks_keys and s.authz_port == 8005
+
+
+def test_the_replicas_report_to_the_key_check_on_loopback() -> None:
+    cfg = load_config(CONFIGS / "cpu-tiny-2replicas.yaml", ["port=9000"])
+    assert usage_url(cfg) == "http://127.0.0.1:9005/usage"
