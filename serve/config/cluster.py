@@ -91,7 +91,10 @@ class KubernetesSettings(BaseModel):
         None,
         description="Secret of type kubernetes.io/tls (`kubectl create secret tls NAME "
         "--cert=... --key=...`) mounted read-only into the vLLM pods: the server gets "
-        "--ssl-certfile/--ssl-keyfile on the mount and serves HTTPS. The rendering machine "
+        "--ssl-certfile/--ssl-keyfile on the mount and serves HTTPS. With `replicas:` it is "
+        "mounted into the edge (nginx in the router pod) instead, which serves HTTPS; the "
+        "replica pods behind it speak plain http (vllm-router's service discovery has no "
+        "https), reachable from the router pods only (the NetworkPolicy). The rendering machine "
         "needs neither file; `ssl_certfile`/`ssl_keyfile` are for local runs and render "
         "k8s refuses them without this.",
     )

@@ -45,20 +45,13 @@ def placement_gpu(cfg: DeploymentConfig) -> Gpu | None:
 
 
 def check_tls(cfg: DeploymentConfig) -> None:
-    """TLS in a pod comes from a Secret; a file path of this machine means nothing there."""
+    """TLS in a pod comes from a Secret; a file path of this machine means nothing there.
+    (With `replicas:` the edge serves it: serve.render.k8s_pod.edge_serves_tls.)"""
     if cfg.ssl_certfile is not None and cfg.kubernetes.tls_secret is None:
         raise RenderError(
             "ssl_certfile: a file on this machine is not in the pod; put the certificate "
             "and key in a Secret (kubectl create secret tls NAME --cert=FILE --key=FILE) "
             "and set kubernetes.tls_secret: NAME"
-        )
-    if cfg.kubernetes.tls_secret is not None and cfg.replicas is not None:
-        # vllm-router's service discovery builds each worker's URL as http://POD_IP:PORT
-        # (service_discovery.rs, worker_url) and the router serves no TLS itself.
-        raise RenderError(
-            "kubernetes.tls_secret: with `replicas:` vllm-router reaches the replica pods "
-            "over plain http (its service discovery has no https) and serves no TLS; "
-            "terminate TLS in front of the router's Service (an Ingress or load balancer)"
         )
 
 

@@ -24,7 +24,15 @@ from serve.command.replicas import ports
 from serve.config.deployment import DeploymentConfig
 from serve.edge.authz import KEY_ENV, READY_PATH
 from serve.edge.nginx import Site, nginx_config
-from serve.render.k8s_pod import INTERNAL_KEY_FIELD, secret_env
+from serve.render.k8s_pod import (
+    INTERNAL_KEY_FIELD,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_MOUNT,
+    edge_serves_tls,
+    secret_env,
+    tls_volume,
+)
 
 EDGE_DIR = "/etc/medgemma-serve/edge"  # the ConfigMap: nginx.conf with the placeholder
 RUN_DIR = "/run/medgemma-edge"  # nginx's real configuration, pid and temporary files
@@ -55,6 +63,7 @@ def edge_site(cfg: DeploymentConfig) -> Site:
         run_dir=Path(RUN_DIR),
         max_body_bytes=cfg.max_request_bytes,
         timeout_s=cfg.router.request_timeout_s,
+        tls=(Path(TLS_CERT), Path(TLS_KEY)) if edge_serves_tls(cfg) else None,
         checks_keys=checks_keys(cfg),
     )
 
@@ -98,9 +107,24 @@ def edge_config_name(router_name: str) -> str:
     return router_name[: 63 - len(CONFIG_SUFFIX)].rstrip("-") + CONFIG_SUFFIX
 
 
+def probe_get(cfg: DeploymentConfig, path: str) -> Manifest:
+    """An httpGet probe of the edge's API port (HTTPS when the edge serves TLS)."""
+    action: Manifest = {"path": path, "port": cfg.port}
+    if edge_serves_tls(cfg):
+        action["scheme"] = "HTTPS"
+    return action
+
+
 def edge_container(cfg: DeploymentConfig) -> Manifest:
     """nginx: the pod's API port; ready once the router behind it is (GET /readiness
-    goes through the edge to the router)."""
+    goes through the edge to the router). With kubernetes.tls_secret it serves HTTPS with
+    the Secret's certificate, mounted 0400 (nginx's master reads it as root)."""
+    mounts: list[Manifest] = [
+        {"name": "edge-config", "mountPath": EDGE_DIR, "readOnly": True},
+        {"name": "edge-run", "mountPath": RUN_DIR},
+    ]
+    if edge_serves_tls(cfg):
+        mounts.append(dict(TLS_MOUNT))
     return {
         "name": "edge",
         "image": cfg.kubernetes.edge_image,
@@ -109,12 +133,9 @@ def edge_container(cfg: DeploymentConfig) -> Manifest:
             secret_env(INTERNAL_KEY_ENV, cfg.kubernetes.internal_key_secret, INTERNAL_KEY_FIELD)
         ],
         "ports": [{"name": "http", "containerPort": cfg.port, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/readiness", "port": "http"}, "periodSeconds": 5},
+        "readinessProbe": {"httpGet": probe_get(cfg, "/readiness"), "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
-        "volumeMounts": [
-            {"name": "edge-config", "mountPath": EDGE_DIR, "readOnly": True},
-            {"name": "edge-run", "mountPath": RUN_DIR},
-        ],
+        "volumeMounts": mounts,
         "resources": {
             "requests": {"cpu": "250m", "memory": "64Mi"},
             "limits": {"cpu": "1", "memory": "256Mi"},
@@ -161,6 +182,8 @@ def edge_volumes(cfg: DeploymentConfig, router_name: str) -> list[Manifest]:
         {"name": "edge-config", "configMap": {"name": edge_config_name(router_name)}},
         {"name": "edge-run", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
+    if edge_serves_tls(cfg) and cfg.kubernetes.tls_secret is not None:
+        volumes.append(tls_volume(cfg.kubernetes.tls_secret))
     if cfg.kubernetes.keys_secret is not None:
         # 0400: the key check refuses a keys file others may read.
         volumes.append(

@@ -23,9 +23,25 @@ INTERNAL_KEY_FIELD = "internal-key"  # the key in kubernetes.internal_key_secret
 
 
 def serves_tls(cfg: DeploymentConfig) -> bool:
-    """The pods serve HTTPS: with kubernetes.tls_secret (ssl_certfile is a local path and
-    is refused without it, serve.render.k8s_checks)."""
-    return cfg.kubernetes.tls_secret is not None
+    """The vLLM pods serve HTTPS: with kubernetes.tls_secret (ssl_certfile is a local path
+    and is refused without it, serve.render.k8s_checks), unless they are a `replicas:`
+    deployment's, whose edge serves it instead (`edge_serves_tls`)."""
+    return cfg.kubernetes.tls_secret is not None and cfg.replicas is None
+
+
+def edge_serves_tls(cfg: DeploymentConfig) -> bool:
+    """The edge in the router pod serves HTTPS (kubernetes.tls_secret with `replicas:`):
+    vllm-router's service discovery reaches the replica pods over plain http only, so TLS
+    ends at the edge, and the NetworkPolicy and the internal key guard the pods behind."""
+    return cfg.kubernetes.tls_secret is not None and cfg.replicas is not None
+
+
+def tls_volume(secret: str) -> dict[str, Any]:
+    """The TLS Secret as a volume: 0400, readable by the container's user (root) only."""
+    return {"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o400}}
+
+
+TLS_MOUNT = {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}
 
 
 def object_name(cfg: DeploymentConfig) -> str:
@@ -172,12 +188,9 @@ def pod_spec(cfg: DeploymentConfig, container: dict[str, Any]) -> dict[str, Any]
             },
         ],
     }
-    if k.tls_secret is not None:
-        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
-        # 0400: the key is readable by the server's user (root in the vLLM image) only.
-        spec["volumes"].append(
-            {"name": "tls", "secret": {"secretName": k.tls_secret, "defaultMode": 0o400}}
-        )
+    if serves_tls(cfg) and k.tls_secret is not None:
+        container["volumeMounts"].append(dict(TLS_MOUNT))
+        spec["volumes"].append(tls_volume(k.tls_secret))
     if k.node_selector:
         spec["nodeSelector"] = dict(k.node_selector)
     if cfg.device == "cuda":

@@ -19,7 +19,7 @@ from typing import Any
 from serve.command.argv import flag
 from serve.command.replicas import policy_flags, ports
 from serve.config.deployment import DeploymentConfig
-from serve.render.k8s_edge import edge_config_map, edge_containers, edge_volumes
+from serve.render.k8s_edge import edge_config_map, edge_containers, edge_volumes, probe_get
 from serve.render.k8s_pod import labels, object_name
 
 Manifest = dict[str, Any]
@@ -105,7 +105,7 @@ def router_deployment(cfg: DeploymentConfig) -> Manifest:
         "ports": [{"name": "metrics", "containerPort": metrics, "protocol": "TCP"}],
         # Through the edge beside it: the router itself listens on loopback only.
         "livenessProbe": {
-            "httpGet": {"path": "/liveness", "port": cfg.port},
+            "httpGet": probe_get(cfg, "/liveness"),
             "periodSeconds": 10,
             "failureThreshold": 3,
         },

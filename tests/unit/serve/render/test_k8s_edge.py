@@ -20,6 +20,7 @@ from serve.config.deployment import load_config
 from serve.edge.nginx import API_ROUTE, PROBES, nginx_config
 from serve.edge.process import find_nginx
 from serve.render.k8s_edge import EDGE_DIR, KEY_PLACEHOLDER, RUN_DIR, edge_site
+from tests.certs import self_signed_cert
 from tests.in_process import run_main
 from tests.unit.serve.render.render_checks import K8S_VERSIONS, validate_strict
 from tests.unit.serve.render.test_k8s_prod import REPLICAS, manifests, one, workload
@@ -221,3 +222,48 @@ def test_the_ray_render_still_refuses_service_keys(capsys: pytest.CaptureFixture
     out = run_main(main, argv, capsys)
     assert out.returncode == 2 and out.stdout == "", out
     assert out.stderr.startswith("error: auth.keys_file:") and "the ray render" in out.stderr
+
+
+def test_tls_ends_at_the_edge_and_the_replicas_behind_it_speak_http(tmp_path: Path) -> None:
+    """kubernetes.tls_secret with `replicas:`: nginx serves HTTPS with the Secret's files
+    (mounted into the edge container only), the probes through it use HTTPS, and the vLLM
+    pods, which vllm-router discovers as http://POD_IP:PORT, get no certificate."""
+    ms = manifests(REPLICAS, "kubernetes.tls_secret=medgemma-tls")
+    for m in ms:
+        for version in K8S_VERSIONS:
+            validate_strict(m, version)
+    cfg = load_config(REPLICAS, [])
+    conf = edge_conf(ms)
+    assert re.search(rf"listen 0\.0\.0\.0:{cfg.port} ssl;", conf), conf[:800]
+    assert 'ssl_certificate "/etc/medgemma-serve/tls/tls.crt";' in conf
+    assert 'ssl_certificate_key "/etc/medgemma-serve/tls/tls.key";' in conf
+    pod = router_pod(ms)
+    edge = container(pod, "edge")
+    assert {"name": "tls", "mountPath": "/etc/medgemma-serve/tls", "readOnly": True} in edge[
+        "volumeMounts"
+    ]
+    assert edge["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container(pod, "router")["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (tls,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls["secret"] == {"secretName": "medgemma-tls", "defaultMode": 0o400}
+    replicas = workload(ms)["spec"]["template"]["spec"]
+    assert all(v["name"] != "tls" for v in replicas["volumes"])
+    (vllm,) = replicas["containers"]
+    assert not any("ssl" in a for a in vllm["args"]), vllm["args"]
+    assert "scheme" not in vllm["startupProbe"]["httpGet"]
+    # Debian's nginx reads the TLS lines (a certificate made here stands in for the Secret's).
+    site = dataclasses.replace(
+        edge_site(load_config(REPLICAS, ["kubernetes.tls_secret=medgemma-tls"])),
+        run_dir=tmp_path,
+        internal_key="k" * 32,
+        tls=self_signed_cert(tmp_path / "tls"),
+    )
+    (tmp_path / "nginx.conf").write_text(nginx_config(site))
+    out = subprocess.run(
+        [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)]
+        + ["-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0 and "test is successful" in out.stderr, out.stderr

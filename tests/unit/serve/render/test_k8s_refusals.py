@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.in_process import run_main
-from tests.unit.serve.render.test_k8s_prod import H100, REPLICAS, TLS
+from tests.unit.serve.render.test_k8s_prod import H100, REPLICAS
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,6 @@ from tests.unit.serve.render.test_k8s_prod import H100, REPLICAS, TLS
             ["ssl_certfile=/etc/tls/c.pem", "ssl_keyfile=/etc/tls/k.pem"],
             "ssl_certfile: a file on this machine is not in the pod",
         ),
-        (REPLICAS, TLS, "kubernetes.tls_secret: with `replicas:` vllm-router"),
         (
             REPLICAS,
             ["auth.keys_file=/etc/medgemma/keys.json"],
