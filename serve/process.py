@@ -60,16 +60,37 @@ def port_range(text: str | None) -> tuple[int, int] | None:
     return lo, hi
 
 
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_SPAN_PORTS = 12768  # 20000-32767 below Linux's default ephemeral range
+
+
+def below_ephemeral(text: str | None) -> tuple[int, int] | None:
+    """The ports just below the kernel's ephemeral range (`ip_local_port_range`'s text,
+    e.g. "32768\t60999"), or None if that leaves too few (pure)."""
+    try:
+        low = int((text or "").split()[0])
+    except (IndexError, ValueError):
+        return None
+    high = low - 1
+    lo = max(1024, high - DEFAULT_SPAN_PORTS + 1)
+    return (lo, high) if high - lo >= 1000 else None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now: the kernel's pick, or, with
-    MEDGEMMA_PORTS=LOW-HIGH in the environment, a free one drawn from that range. The test
-    suite gives each parallel worker its own range below the kernel's ephemeral ports
-    (tests/conftest.py), so no other worker, and no process's outgoing connection or
-    kernel-picked port (vLLM's own), takes a port between its pick and its use."""
+    """A TCP port nothing listens on right now, drawn from MEDGEMMA_PORTS=LOW-HIGH if set,
+    else from the ports just below the kernel's ephemeral range (20000-32767 on a default
+    Linux), else the kernel's pick. Below the ephemeral range, no process's outgoing
+    connection or kernel-picked port (vLLM's own) takes a port between its pick and its
+    use; the test suite gives each parallel worker its own slice (tests/conftest.py)."""
     try:
         span = port_range(os.environ.get(PORTS_ENV))
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
+    if span is None:
+        try:
+            span = below_ephemeral(EPHEMERAL.read_text())
+        except OSError:
+            span = None
     if span is None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
@@ -78,7 +99,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         port = random.randint(*span)
         if not port_in_use(host, port):
             return port
-    raise LaunchError(f"no free port in {PORTS_ENV}={span[0]}-{span[1]} after 200 tries")
+    raise LaunchError(f"no free port in {span[0]}-{span[1]} ({PORTS_ENV}) after 200 tries")
 
 
 def tail(path: Path, n: int = 40) -> str:

@@ -123,7 +123,11 @@ def wait_ready(out: Path, proc: subprocess.Popen[bytes], timeout_s: float = 900)
         if "base URL:" in out.read_text():
             return
         if proc.poll() is not None:
-            raise SystemExit(f"error: python -m serve exited with {proc.returncode}; see {out}")
+            err = out.with_suffix(".err")
+            said = [ln for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
+            why = f": {said[-1]}" if said else ""
+            code = proc.returncode
+            raise SystemExit(f"error: python -m serve exited with {code}{why}; see {err}")
         time.sleep(0.5)
     raise SystemExit("error: the deployment was not ready in time")
 

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from serve.process import (
+    EPHEMERAL,
     PORTS_ENV,
     LaunchError,
     Listen,
     ManagedProcess,
+    below_ephemeral,
     free_port,
     port_in_use,
     port_range,
@@ -207,6 +209,20 @@ def test_free_port_draws_from_medgemma_ports(monkeypatch: pytest.MonkeyPatch) ->
         busy.bind(("127.0.0.1", 21000))
         busy.listen()
         assert 21000 not in {free_port() for _ in range(40)}
+
+
+def test_without_medgemma_ports_a_port_below_the_kernels_ephemeral_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert below_ephemeral("32768\t60999") == (20000, 32767)
+    assert below_ephemeral("10000 60999") == (1024, 9999)
+    assert below_ephemeral("1500 60999") is None  # too few below: the kernel picks
+    assert below_ephemeral("") is None and below_ephemeral("x") is None
+    monkeypatch.delenv(PORTS_ENV, raising=False)
+    span = below_ephemeral(EPHEMERAL.read_text()) if EPHEMERAL.exists() else None
+    picked = {free_port() for _ in range(20)}
+    if span is not None:
+        assert all(span[0] <= p <= span[1] for p in picked), (span, picked)
 
 
 @pytest.mark.parametrize(
