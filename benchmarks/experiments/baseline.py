@@ -15,8 +15,6 @@ thread count and the CPU model and load average at each phase.
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import os
 import time
@@ -40,6 +38,7 @@ from benchmarks.runner.run import (
 )
 from benchmarks.runner.scenario import Scenario, to_yaml
 from benchmarks.runner.workload import prepare
+from serve.verify.reference import hf_messages as reference_messages
 
 
 def model_folder(deployment: str, overrides: dict[str, Any] | None = None) -> tuple[Path, str]:
@@ -65,26 +64,21 @@ def model_folder(deployment: str, overrides: dict[str, Any] | None = None) -> tu
 
 
 def hf_messages(openai_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI chat messages -> the processor's format, data-URL images decoded to PIL (pure)."""
-    from PIL import Image
-
-    out = []
-    for m in openai_messages:
-        content = m["content"]
-        if isinstance(content, str):
-            out.append({"role": m["role"], "content": [{"type": "text", "text": content}]})
-            continue
-        parts = []
-        for part in content:
-            if part["type"] == "text":
-                parts.append({"type": "text", "text": part["text"]})
-            elif part["type"] == "image_url":
-                data = part["image_url"]["url"].split(",", 1)[1]
-                img = Image.open(io.BytesIO(base64.b64decode(data)))
-                img.load()
-                parts.append({"type": "image", "image": img})
-        out.append({"role": m["role"], "content": parts})
-    return out
+    """OpenAI chat messages -> the processor's format with each image inline as a PIL
+    image, as MedGemma's quick-start notebook passes them (the verify reference's
+    conversion, serve.verify.reference.hf_messages, with its images put back in place)."""
+    messages, images = reference_messages(openai_messages)
+    pictures = iter(images)
+    return [
+        {
+            **m,
+            "content": [
+                {"type": "image", "image": next(pictures)} if part["type"] == "image" else part
+                for part in m["content"]
+            ],
+        }
+        for m in messages
+    ]
 
 
 class SeedPath:
