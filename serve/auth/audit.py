@@ -139,7 +139,7 @@ class AuditHandler(logging.handlers.TimedRotatingFileHandler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         import sys
 
-        sys.stderr.write(f"medgemma guard: audit line not written to {self.baseFilename}\n")
+        sys.stderr.write(f"medgemma: audit line not written to {self.baseFilename}\n")
 
 
 class AuditLog:

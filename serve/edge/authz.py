@@ -97,6 +97,11 @@ class Check:
     ring: KeyRing | None
     single_key_hash: bytes | None
     limiter: Limiter = field(default_factory=Limiter)
+    # False where no replica reports its usage here (Kubernetes): a token limit is then
+    # said once per service in the log, not enforced
+    charges_tokens: bool = True
+    report: Callable[[str], None] = lambda _line: None
+    told: set[str] = field(default_factory=set)
 
     def table(self, now: float) -> KeysTable:
         return self.ring.table(now) if self.ring is not None else EMPTY
@@ -111,6 +116,14 @@ class Check:
             return denied(verdict.status, verdict.message, service=verdict.service)
         service = verdict.service or ""
         rpm, tpm = self.limits(service, now)
+        if tpm is not None and not self.charges_tokens:
+            if service not in self.told:
+                self.told.add(service)
+                self.report(
+                    f"service {service!r}: tokens_per_minute is not enforced here (no replica "
+                    "reports its token counts to this key check); requests_per_minute is"
+                )
+            tpm = None
         wait = self.limiter.admit(service, now, rpm, tpm)
         if wait > 0:
             return denied(429, over_limit_message(service, rpm, tpm, wait), wait, service)
@@ -244,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.audit_file is not None:
         log = AuditLog(args.audit_file.expanduser().absolute(), args.retention_days)
         writer = AuditWriter(args.port, tag, log)
-    check = Check(ring, hashlib.sha256(single.encode()).digest() if single else None)
+    check = Check(
+        ring,
+        hashlib.sha256(single.encode()).digest() if single else None,
+        charges_tokens=writer is not None,  # the launcher's edge: its replicas report here
+        report=log_line,
+    )
     internal_hash = hashlib.sha256(internal.encode()).digest() if internal else None
     import uvicorn
 

@@ -77,6 +77,20 @@ def test_a_token_limit_is_charged_when_the_replica_reports(tmp_path: Path) -> No
     assert check(b"Bearer mgs-batch", 31.0).status == 204
 
 
+def test_where_no_replica_reports_a_token_limit_is_said_once_not_enforced(
+    tmp_path: Path,
+) -> None:
+    table = add_service(KeysTable(), "batch", "mgs-batch", NOW, tokens_per_minute=10)
+    write_keys_file(tmp_path / "keys.json", table)
+    said: list[str] = []
+    ring = KeyRing(tmp_path / "keys.json", lambda _line: None)
+    check = Check(ring, None, charges_tokens=False, report=said.append)
+    check.spent("batch", 1000, 0.0)  # nothing reports here; even so, nothing is refused
+    assert all(check(b"Bearer mgs-batch", 1.0).status == 204 for _ in range(3))
+    assert len(said) == 1 and "tokens_per_minute is not enforced here" in said[0], said
+    assert "mgs-" not in said[0]
+
+
 def test_no_keys_file_takes_the_single_key_only() -> None:
     check = Check(None, hashlib.sha256(b"single").digest())
     assert check(b"Bearer single", 0.0).status == 204
