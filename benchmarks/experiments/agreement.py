@@ -26,8 +26,8 @@ from typing import Any
 from benchmarks.experiments.baseline import model_folder
 from benchmarks.runner import preflight
 from benchmarks.runner.cli import (
-    DEFAULT_BASE_URL,
     add_scenario_args,
+    add_server_args,
     reported,
     scenario_from_args,
 )
@@ -154,8 +154,7 @@ def run_agreement(
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     add_scenario_args(parser)
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
-    parser.add_argument("--start-server", action="store_true", help="as for `run`")
+    add_server_args(parser)
 
 
 def main(args: argparse.Namespace) -> int:

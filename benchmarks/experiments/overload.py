@@ -30,6 +30,7 @@ import httpx
 import psutil
 
 from benchmarks.runner import preflight
+from benchmarks.runner.cli import add_server_args
 from benchmarks.runner.errors import BenchError, report
 from benchmarks.runner.metrics import percentile
 from benchmarks.runner.records import RequestRecord, read_records
@@ -216,8 +217,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
         "--scenario", type=Path, default=Path("configs/scenarios/bench-overload.yaml")
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--start-server", action="store_true")
+    add_server_args(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
 
 

@@ -39,8 +39,8 @@ import psutil
 from benchmarks.experiments import stages
 from benchmarks.experiments.flame import write_flame_svg
 from benchmarks.runner.cli import (
-    DEFAULT_BASE_URL,
     add_scenario_args,
+    add_server_args,
     needs_images,
     reported,
     scenario_from_args,
@@ -356,8 +356,7 @@ def print_profile(report: dict[str, Any], folder: Path) -> None:
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     add_scenario_args(parser)
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
-    parser.add_argument("--start-server", action="store_true", help="as for `run`")
+    add_server_args(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """What the commands of `python -m benchmarks` share: the scenario options (--scenario,
---set, --users, --duration, --out), the scenario they name, and the one-line error report.
+--set, --users, --duration, --out), the server options (--base-url, --start-server), the
+scenario they name, and the one-line error report.
 
 Every command is a module with `add_cli_args(parser)` and `main(args) -> int`, registered
 in benchmarks/__main__.py; `args.command_line` is the command as typed (command.txt).
@@ -33,6 +34,17 @@ def add_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--users", help="shortcut for --set load.users=[...]: e.g. 1,4,16")
     p.add_argument("--duration", type=int, help="shortcut for --set load.duration_s=N")
     p.add_argument("--out", type=Path, default=Path("results"), help="results root folder")
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """--base-url and --start-server: the server a scenario's load goes to."""
+    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
+    p.add_argument(
+        "--start-server",
+        action="store_true",
+        help="if nothing answers at --base-url, start the scenario's deployment there "
+        "(and stop it at the end)",
+    )
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:

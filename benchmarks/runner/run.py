@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from benchmarks.runner import preflight, report, server_metrics, timeline
-from benchmarks.runner.cli import DEFAULT_BASE_URL, add_scenario_args, reported, scenario_from_args
+from benchmarks.runner.cli import (
+    add_scenario_args,
+    add_server_args,
+    reported,
+    scenario_from_args,
+)
 from benchmarks.runner.errors import BenchError
 from benchmarks.runner.followups import by_role
 from benchmarks.runner.metrics import best_level, in_window, summarise
@@ -353,13 +358,7 @@ def overall_summary(
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     add_scenario_args(parser)
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI API base URL")
-    parser.add_argument(
-        "--start-server",
-        action="store_true",
-        help="if nothing answers at --base-url, start the scenario's deployment there "
-        "(and stop it at the end)",
-    )
+    add_server_args(parser)
 
 
 def main(args: argparse.Namespace) -> int:
