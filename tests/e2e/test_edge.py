@@ -115,6 +115,30 @@ def test_no_spelling_of_a_management_route_reaches_the_router(
     assert {auth for _, auth in stub.seen} == {f"Bearer {INTERNAL}"}
 
 
+def test_a_body_over_the_limit_is_refused_at_the_edge_with_413(
+    edge: tuple[int, RecordingServer, dict[str, str]],
+) -> None:
+    """nginx answers from the declared Content-Length (max_request_bytes), before a byte of
+    the body is read and before the router sees anything."""
+    port, stub, keys = edge
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {keys['ris']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {2**40}\r\nConnection: close\r\n\r\n"
+        )
+        s.sendall(head.encode())
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    status = answer.split(b"\r\n", 1)[0]
+    assert b" 413 " in status, answer[:300]
+    doc = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert doc["error"]["type"] == "RequestTooLargeError", doc
+    assert "max_request_bytes" in doc["error"]["message"], doc
+    assert stub.seen == [], stub.seen
+
+
 def audit_lines(path: Path) -> list[dict]:
     if not path.exists():
         return []
