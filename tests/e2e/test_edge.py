@@ -137,6 +137,8 @@ def test_a_body_over_the_limit_is_refused_at_the_edge_with_413(
     assert doc["error"]["type"] == "RequestTooLargeError", doc
     assert "max_request_bytes" in doc["error"]["message"], doc
     assert stub.seen == [], stub.seen
+    assert raw(port, "/v1/models", keys["ris"]) == 200  # the next request is served
+    assert [path for path, _ in stub.seen] == ["/v1/models"], stub.seen
 
 
 def audit_lines(path: Path) -> list[dict]:
