@@ -3,20 +3,22 @@
 The real vLLM servers and the fixtures that start them are end-to-end only:
 tests/e2e/conftest.py and tests/e2e/launcher.py. The `pacs` fixture (a real Orthanc with
 sample studies, quick to start) is for every kind of test: tests/pacs_fixture.py.
-The order the tests run in, and when each server stops: tests/grouping.py; which tests
-share a worker when they run in parallel (make test): tests/workers.py.
+The order the tests run in, and when each server stops: tests/grouping.py; which servers
+start ahead, in the background: tests/ahead.py; which tests share a worker when they run
+in parallel (make test XDIST=...): tests/workers.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from serve.process import PORTS_ENV
 from tests import workers
+from tests.ahead import AHEAD
 from tests.grouping import SESSION
 from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 
@@ -40,6 +42,15 @@ def tiny_model_dir() -> Path:
     from serve.standin import tiny_model
 
     return tiny_model.ensure("tiny", 0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers_ahead(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the first test, start the session servers the run will use in the background
+    (tests/ahead.py); at the end, stop any never taken."""
+    AHEAD.begin_planned(SESSION.used(), tmp_path_factory)
+    yield
+    AHEAD.close()
 
 
 @pytest.hookimpl(wrapper=True)

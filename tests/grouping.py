@@ -23,7 +23,7 @@ from contextlib import ExitStack
 import pytest
 
 # The fixtures that start a vLLM server their tests share, in the order their groups run:
-# the session's, and test_image_cache's (a module's; pytest stops it after the module).
+# the session's, the verify stand-in's, the launcher's and test_image_cache's.
 SERVERS = ("server", "verify_server", "launcher_run", "image_cache_server")
 # What a `destructive` test does to the server it shares, in the order such tests run:
 # fills test_image_cache's image cache for good; overloads, restarts or stops the launcher.
@@ -66,6 +66,10 @@ class Lifetimes:
             for item in items
             for fixture in set(getattr(item, "fixturenames", ())) & set(SERVERS)
         }
+
+    def used(self) -> list[str]:
+        """The server fixtures some selected test uses, in their groups' order."""
+        return [fixture for fixture in SERVERS if fixture in self.last_user]
 
     def stop_after_last_user(self, fixture: str, stack: ExitStack) -> None:
         """Close `stack` (stopping the fixture's servers) once its last user has run."""

@@ -7,25 +7,28 @@ miss ... P0/P1 cache drift"). A rejected request leaves its image pinned in the 
 memory (the engine never reads it); once the buffer is full, new images are sent without
 the cache, and must still be served.
 
-One module-scoped server, cpu-tiny.yaml with a cache of ~10 images (float32) to ~20
-(bf16), so these are `slow`: the cache-hit tests write 8 images at most (the readiness
-probe's, and one per test), so every one stays cached; the full-cache test then pins one
-and sends 24 new ones, more than the ring holds, and checks that it is full. That fills
-it for good (the pinned image is never freed), so it runs after the others
-(`destructive("fills")`, tests/grouping.py).
+One server for the module (started ahead in a serial run: tests/ahead.py), cpu-tiny.yaml
+with a cache of ~10 images (float32) to ~20 (bf16), so these are `slow`: the cache-hit
+tests write 8 images at most (the readiness probe's, and one per test), so every one stays
+cached; the full-cache test then pins one and sends 24 new ones, more than the ring holds,
+and checks that it is full. That fills it for good (the pinned image is never freed), so
+it runs after the others (`destructive("fills")`, tests/grouping.py).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
 
 from serve.config.deployment import load_config
-from serve.process import LaunchError, free_port
+from serve.process import free_port
+from serve.standin import tiny_model
+from tests.ahead import AHEAD, Start, bring_up
 from tests.conftest import CONFIGS, LOG_DIR
 from tests.e2e.launcher import API_KEY, LiveServer, serving, wait_until
 from tests.e2e.rejected_images import (
@@ -33,6 +36,7 @@ from tests.e2e.rejected_images import (
     fresh_image_body,
     reject_then_resend,
 )
+from tests.grouping import SESSION
 
 pytestmark = pytest.mark.slow
 
@@ -40,18 +44,34 @@ pytestmark = pytest.mark.slow
 CACHE_GB = 0.09
 
 
-@pytest.fixture(scope="module")
-def image_cache_server(tiny_model_dir: Any) -> Iterator[LiveServer]:
-    cfg = load_config(
-        CONFIGS / "cpu-tiny.yaml",
-        {"model": str(tiny_model_dir), "port": free_port(), "mm_processor_cache_gb": CACHE_GB},
-    )
-    environ = {**os.environ, cfg.api_key_env: API_KEY}
-    try:
-        with serving(cfg, LOG_DIR / f"pytest-image-cache-{cfg.port}.log", environ) as live:
-            yield live
-    except LaunchError as exc:
-        pytest.fail(f"the server with the image cache on did not start: {exc}", pytrace=False)
+def image_cache_start(factory: pytest.TempPathFactory) -> Start:
+    """How to start this module's server: cpu-tiny.yaml with a cache of CACHE_GB."""
+
+    def start(stack: ExitStack) -> LiveServer:
+        model = str(tiny_model.ensure("tiny", 0))
+        changes = {"model": model, "port": free_port(), "mm_processor_cache_gb": CACHE_GB}
+        cfg = load_config(CONFIGS / "cpu-tiny.yaml", changes)
+        environ = {**os.environ, cfg.api_key_env: API_KEY}
+        log_path = LOG_DIR / f"pytest-image-cache-{cfg.port}.log"
+        return stack.enter_context(serving(cfg, log_path, environ))
+
+    return start
+
+
+AHEAD.plan("image_cache_server", image_cache_start)
+
+
+@pytest.fixture(scope="session")
+def image_cache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The server with the image cache, stopped after this module's last test."""
+    with ExitStack() as stack:
+        SESSION.stop_after_last_user("image_cache_server", stack)
+        yield bring_up(
+            stack,
+            "image_cache_server",
+            "the server with the image cache on",
+            image_cache_start(tmp_path_factory),
+        )
 
 
 def metric(http: httpx.Client, name: str) -> float:
