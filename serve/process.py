@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Self
 
 import httpx
+import psutil
 
 
 class LaunchError(RuntimeError):
@@ -192,6 +193,61 @@ def terminate(
     return proc.returncode
 
 
+SHM = Path("/dev/shm")
+
+
+def shared_memory_in(maps: str, shm: Path = SHM) -> set[Path]:
+    """The files under `shm` that a /proc/PID/maps text maps (pure)."""
+    found = set()
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith(f"{shm}/"):
+            found.add(Path(parts[5].removesuffix(" (deleted)")))
+    return found
+
+
+def shared_memory_of(pid: int) -> set[Path]:
+    """The POSIX shared memory (files in /dev/shm) that the process `pid` and its
+    descendants map now; empty if they are gone or /proc cannot be read."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return set()
+    found: set[Path] = set()
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            found |= shared_memory_in(Path(f"/proc/{proc.pid}/maps").read_text())
+    return found
+
+
+def remove_left_behind(paths: set[Path]) -> list[Path]:
+    """Unlink those of `paths` that still exist (segments of a process group that is gone:
+    a process killed before it could unlink its own). Returns what it removed."""
+    removed = []
+    for path in sorted(paths):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def group_gone(pgid: int, within_s: float, poll_s: float = 0.1) -> bool:
+    """True once no process of the process group `pgid` is left (its engine processes
+    exit shortly after the server they served), waiting up to `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+
+
 def client_host(host: str) -> str:
     """The address a local client uses to reach a server bound to `host`."""
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
@@ -241,6 +297,10 @@ class ManagedProcess:
     proc: subprocess.Popen[bytes] | None = None
     started_s: float | None = None  # start() to ready
     health_s: float | None = None  # start() to every ready URL answering 200
+    # The /dev/shm segments its processes mapped (seen when ready and at stop): unlinked
+    # once the group is gone, as a process killed with SIGKILL cannot (vLLM's engine
+    # leaves its 160 MiB message queue behind otherwise).
+    shared_memory: frozenset[Path] = frozenset()
 
     # --- hooks -----------------------------------------------------------------------
 
@@ -327,6 +387,7 @@ class ManagedProcess:
             )
             self.health_s = time.perf_counter() - t0
             self.after_ready(deadline)
+            self.shared_memory = frozenset(shared_memory_of(self.proc.pid))
         except BaseException as exc:
             self.abandon(exc)
             if isinstance(exc, LaunchError) and not isinstance(exc, self.failure):
@@ -350,7 +411,12 @@ class ManagedProcess:
         if self.proc is None:
             return None
         wait = self.stop_timeout_s if timeout_s is None else timeout_s
-        return terminate(self.proc, wait, kill_wait_s=self.kill_wait_s, reap_group=self.reap_group)
+        mapped = self.shared_memory | shared_memory_of(self.proc.pid)
+        code = terminate(self.proc, wait, kill_wait_s=self.kill_wait_s, reap_group=self.reap_group)
+        if group_gone(self.proc.pid, within_s=5):
+            remove_left_behind(set(mapped))
+            self.shared_memory = frozenset()
+        return code
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,7 +1,7 @@
 """Faults: the engine process is killed mid-load under `python -m serve` with a restart
-policy; the launcher restarts the server, clients that retry finish every request, and the
-batch client resumes with nothing lost or duplicated. Then SIGTERM: in-flight requests
-finish within the drain timeout.
+policy; the launcher restarts the server (removing the shared memory the killed engine left),
+clients that retry finish every request, and the batch client resumes with nothing lost or
+duplicated. Then SIGTERM: in-flight requests finish within the drain timeout.
 
 The server is the session's `launcher` (tests/e2e/conftest.py, HTTPS, a restart policy):
 the kill test uses its one restart and the drain test stops it, so both are `destructive`
@@ -24,6 +24,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from serve.process import shared_memory_of
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer, engine_core, wait_until
 from tests.images import chest_like_png
@@ -111,6 +112,9 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
         futures = [pool.submit(one, i) for i in range(N_REQUESTS)]
         for _ in range(4):  # mid-load: some requests done, most still to come
             assert done.acquire(timeout=300), "no request completed before the kill"
+        # vLLM's message queue between the engine and its worker (Python shared memory)
+        segments = {p for p in shared_memory_of(victim.pid) if p.name.startswith("psm_")}
+        assert segments, f"no shared memory mapped by the EngineCore {victim.pid}"
         killed_at = time.monotonic()
         victim.send_signal(signal.SIGKILL)
         results = [f.result() for f in futures]
@@ -130,6 +134,8 @@ def test_engine_killed_mid_load_is_restarted_and_nothing_is_lost(
     )
     new_engine = engine_core(run.proc.pid)
     assert new_engine is not None and new_engine.pid != victim.pid, run.text()[-3000:]
+    # The killed engine could not unlink its shared memory: the launcher did, on restart.
+    assert not [p for p in segments if p.exists()], segments
 
     # Every request finished, once each, some of them only thanks to retries.
     assert sorted(r["i"] for r in results) == list(range(N_REQUESTS)), results

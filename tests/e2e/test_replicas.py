@@ -8,7 +8,8 @@ key refused without a key at the edge and at a replica; the edge's checks with s
 (tests/e2e/edge_checks.py: keys, the router's management routes closed, rate limits, the
 audit trail, the internal key); then,
 under load from clients that never retry, a replica's engine process SIGKILLed (no request
-fails: the router retries elsewhere; the replica restarts and serves again) and SIGHUP (a
+fails: the router retries elsewhere; the replica restarts, without the shared memory the
+killed engine left, and serves again) and SIGHUP (a
 rolling restart with the edited config file: both replicas restarted one at a time, each
 seen serving through the router before the next leaves it, no request fails under twice
 the clients, half of their requests text only), a second SIGHUP during the rollout
@@ -30,7 +31,7 @@ import httpx
 import psutil
 import pytest
 
-from serve.process import LaunchError, port_in_use
+from serve.process import LaunchError, port_in_use, shared_memory_of
 from tests.conftest import CONFIGS
 from tests.e2e.edge_checks import check_the_edge, make_keys
 from tests.e2e.fleet_load import (
@@ -122,6 +123,8 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
         assert victim is not None, logs()
         core = engine_core(victim)
         assert core is not None, f"no EngineCore under {victim.cmdline()}"
+        segments = {p for p in shared_memory_of(core.pid) if p.name.startswith("psm_")}
+        assert segments, f"no shared memory mapped by the EngineCore {core.pid}"
         offset = err.stat().st_size
         with load(run) as kill_load:
             kill_load.more(8)
@@ -147,6 +150,8 @@ def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
             r"replica 0: restart 1: the server is ready again after ([\d.]+) s", said
         )
         assert restarted, said
+        # The killed engine's shared memory is gone: the launcher removed it on restart.
+        assert not [p for p in segments if p.exists()], segments
         retries = counter(
             httpx.get(f"http://127.0.0.1:{port + 3}/metrics").text, "vllm_router_retries_total"
         )

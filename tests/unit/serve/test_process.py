@@ -23,6 +23,7 @@ from serve.process import (
     free_port,
     port_in_use,
     port_range,
+    shared_memory_in,
     wait_until_ready,
 )
 from tests.workers import TEST_PORTS, port_slice
@@ -246,3 +247,45 @@ def test_each_worker_has_its_own_ports_below_the_kernels() -> None:
     assert slices[0] is not None and slices[1] is not None
     assert slices[0][1] < slices[1][0] and slices[1][1] < 32768, slices
     assert port_range(port_slice(None, 1)) == TEST_PORTS
+
+
+SHM_CHILD = """
+import http.server, os, sys
+from multiprocessing import shared_memory
+segment = shared_memory.SharedMemory(create=True, size=1 << 20)  # as vLLM's message queue
+open("segment", "w").write(segment.name)
+handler = http.server.SimpleHTTPRequestHandler
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
+
+
+class SegmentServer(FileServer):
+    """A file server that maps a POSIX shared memory segment, as vLLM's engine does."""
+
+    def command_and_env(self) -> tuple[list[str], None]:
+        return [sys.executable, "-c", SHM_CHILD, str(self.port)], None
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_shared_memory_a_killed_group_left_behind_is_removed_when_it_is_stopped(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "health").write_text("ok")
+    with SegmentServer(tmp_path, free_port()) as server:
+        segment = Path("/dev/shm") / (tmp_path / "segment").read_text()
+        assert server.shared_memory == {segment}, server.shared_memory
+        server.signal(signal.SIGKILL)  # its resource tracker too: nothing unlinks it
+        assert server.proc is not None and server.proc.wait(timeout=30) == -signal.SIGKILL
+        assert segment.exists()
+    assert not segment.exists() and server.shared_memory == set()
+
+
+def test_shared_memory_in_reads_the_dev_shm_lines_of_a_maps_text() -> None:
+    maps = (
+        "7f0000000000-7f000a000000 rw-s 00000000 00:1a 1234    /dev/shm/psm_62b86b66\n"
+        "7f000a000000-7f000a001000 rw-s 00000000 00:1a 1235    /dev/shm/psm_0a (deleted)\n"
+        "7f000b000000-7f000b100000 r-xp 00000000 08:01 99      /usr/lib/libc.so.6\n"
+        "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0       [stack]\n"
+        "7ffd00021000-7ffd00022000 rw-p 00000000 00:00 0\n"
+    )
+    assert shared_memory_in(maps) == {Path("/dev/shm/psm_62b86b66"), Path("/dev/shm/psm_0a")}
