@@ -8,6 +8,8 @@ in three processes in turn) can run on the other meanwhile. So at the first test
 thread, the planned session servers (`plan`, from tests/e2e/conftest.py) that some selected
 test uses, in their groups' order; the server's fixture then `take`s the running server
 instead of starting one, and its life goes on as before (stopped after its last user).
+At most four started ahead are alive at once (each holds about 3.2 GiB: with all four up
+the run used 13-14 GiB of 24): a fifth would begin when an earlier one stops.
 
 Not under xdist: there each worker starts what it needs when it needs it. A start-up that
 failed in the background fails the fixture that takes it, with the same message.
@@ -16,6 +18,7 @@ failed in the background fails the fixture that takes it, with the same message.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +34,7 @@ from serve.process import LaunchError
 # server's context on the ExitStack it is given, and return what its fixture hands out.
 Start = Callable[[ExitStack], Any]
 Plan = Callable[[pytest.TempPathFactory], Start]
+SLOT_WAIT_S = 1800
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,12 @@ class Started:
 class Ahead:
     """The session servers started in the background before their first user runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, alive: int) -> None:
         self.plans: dict[str, Plan] = {}  # fixture name -> how to start its server
         self.pending: dict[str, Future[Started]] = {}
         self.pool: ThreadPoolExecutor | None = None
+        # At most `alive` started ahead and not yet stopped: each holds ~3.2 GiB.
+        self.slots = threading.Semaphore(alive)
 
     def plan(self, fixture: str, plan: Plan) -> None:
         """Say how to start `fixture`'s server ahead (at import of its conftest)."""
@@ -65,7 +71,7 @@ class Ahead:
             return
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead")
         for name in names:
-            self.pending[name] = self.pool.submit(started, self.plans[name](factory))
+            self.pending[name] = self.pool.submit(self.started, self.plans[name](factory))
 
     def take(self, fixture: str, stack: ExitStack) -> Started | None:
         """The server started ahead for `fixture`, once ready (its stopping now on `stack`),
@@ -77,6 +83,23 @@ class Ahead:
         got = future.result()
         stack.push(got.stack)
         return got
+
+    def started(self, start: Start) -> Started:
+        """Once fewer than `alive` are, run `start` on a fresh ExitStack that frees the slot
+        when it closes (closed again if the start-up fails). Servers start in their groups'
+        order and each stops after its group, so the one a fixture waits for is never
+        behind one that waits for it; after SLOT_WAIT_S it starts anyway."""
+        got_slot = self.slots.acquire(timeout=SLOT_WAIT_S)
+        stack = ExitStack()
+        if got_slot:
+            stack.callback(self.slots.release)
+        began = time.monotonic()
+        try:
+            value = start(stack)
+        except BaseException:
+            stack.close()
+            raise
+        return Started(stack, value, began, time.monotonic())
 
     def close(self) -> None:
         """Stop what was started but never taken (a run that ended early)."""
@@ -107,16 +130,4 @@ def bring_up(stack: ExitStack, fixture: str, what: str, start: Start) -> Any:
     return value
 
 
-def started(start: Start) -> Started:
-    """Run `start` on a fresh ExitStack; closed again if the start-up fails."""
-    stack = ExitStack()
-    began = time.monotonic()
-    try:
-        value = start(stack)
-    except BaseException:
-        stack.close()
-        raise
-    return Started(stack, value, began, time.monotonic())
-
-
-AHEAD = Ahead()  # this test session's
+AHEAD = Ahead(alive=4)  # this test session's

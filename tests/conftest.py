@@ -66,6 +66,10 @@ def pytest_collection_modifyitems(
         workers.longest_first(items)  # keeps each group's order, so its last user too
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    SESSION.join()  # the servers stopped in the background are gone
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:

@@ -8,9 +8,10 @@ exercised there; the tests that disturb a shared server (marker `destructive`) r
 in its group, in the order of DISTURBANCES.
 
 A session fixture that starts a server hands its ExitStack to `SESSION.stop_after_last_user`;
-`after_test` closes it once the last test that uses the fixture is done, so later tests
-do not share 2 cores and the memory with an idle server. The fixture's own end of session
-closes the stack again, which then does nothing.
+`after_test` closes it (in the background) once the last test that uses the fixture is
+done, so later tests do not share 2 cores and the memory with an idle server; `join`, at
+the session's end, waits for those stops. The fixture's own end of session closes the
+stack again, which then does nothing.
 
 In parallel (pytest-xdist, `make test XDIST=...`: see the Makefile), tests/workers.py
 keeps each server's tests on one worker, which runs them in this order.
@@ -18,6 +19,7 @@ keeps each server's tests on one worker, which runs them in this order.
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack
 
 import pytest
@@ -57,6 +59,7 @@ class Lifetimes:
     def __init__(self) -> None:
         self.stacks: dict[str, ExitStack] = {}  # fixture name -> what stops its server(s)
         self.last_user: dict[str, str] = {}  # fixture name -> node id of its last test
+        self.stopping: list[threading.Thread] = []
 
     def order(self, items: list[pytest.Item]) -> None:
         """Sort `items` in place by group (stable) and note each server's last user."""
@@ -76,10 +79,21 @@ class Lifetimes:
         self.stacks[fixture] = stack
 
     def after_test(self, item: pytest.Item) -> None:
-        """Stop the servers whose last user `item` was."""
+        """Stop the servers whose last user `item` was, in the background (a vLLM server
+        takes ~5 s to stop; the next tests need not wait); the fixture's own stack is left
+        empty, so its end of session stops nothing twice."""
         for fixture, last in self.last_user.items():
             if last == item.nodeid and fixture in self.stacks:
-                self.stacks.pop(fixture).close()
+                detached = self.stacks.pop(fixture).pop_all()
+                thread = threading.Thread(target=detached.close, name=f"stop-{fixture}")
+                thread.start()
+                self.stopping.append(thread)
+
+    def join(self) -> None:
+        """Wait until every server stopped in the background is."""
+        for thread in self.stopping:
+            thread.join()
+        self.stopping.clear()
 
 
 SESSION = Lifetimes()  # this test session's (tests/conftest.py, tests/e2e/conftest.py)

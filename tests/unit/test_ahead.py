@@ -23,8 +23,8 @@ def recording(log: list[str], name: str, fail: bool = False) -> Start:
     return start
 
 
-def planned(log: list[str], fail: str = "") -> Ahead:
-    ahead = Ahead()
+def planned(log: list[str], fail: str = "", alive: int = 3) -> Ahead:
+    ahead = Ahead(alive=alive)
     for name in ("a", "b", "c"):
 
         def plan(_factory: pytest.TempPathFactory, n: str = name) -> Start:
@@ -99,4 +99,21 @@ def test_bring_up_takes_the_one_started_ahead(
         assert bring_up(stack, "b", "b", recording(log, "own")) == "live b"
         assert bring_up(stack, "a", "a", recording(log, "own")) == "live own"
     assert log == ["start b", "start own", "stop own", "stop b"]
+    ahead.close()
+
+
+def test_no_more_than_alive_started_ahead_run_at_once(
+    factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    log: list[str] = []
+    ahead = planned(log, alive=1)
+    ahead.begin_planned(["a", "b"], factory)
+    with ExitStack() as first:
+        assert ahead.take("a", first) is not None
+        assert log == ["start a"]  # b waits for a's slot
+    with ExitStack() as second:
+        got = ahead.take("b", second)
+        assert got is not None and got.value == "live b"
+    assert log == ["start a", "stop a", "start b", "stop b"]
     ahead.close()

@@ -92,6 +92,7 @@ def test_a_server_stops_after_its_last_user_and_not_before() -> None:
     lifetimes.after_test(items[1])
     assert stopped == []
     lifetimes.after_test(items[2])
+    lifetimes.join()  # stopped in the background
     assert stopped == ["server"]
     stack.close()  # the fixture's own end of session: nothing left to stop
     assert stopped == ["server"]
