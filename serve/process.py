@@ -194,21 +194,27 @@ def terminate(
 
 
 SHM = Path("/dev/shm")
+# The segments vLLM makes and only its own processes unlink: Python's SharedMemory (psm_*:
+# the engine's message queue, the image cache) and the CPU tensor-parallel communicator's.
+# Semaphores (sem.*) and anything else are left alone.
+SEGMENTS = ("psm_", "vllm_dist_")
 
 
 def shared_memory_in(maps: str, shm: Path = SHM) -> set[Path]:
-    """The files under `shm` that a /proc/PID/maps text maps (pure)."""
+    """The SEGMENTS under `shm` that a /proc/PID/maps text maps (pure)."""
     found = set()
     for line in maps.splitlines():
         parts = line.split(maxsplit=5)
         if len(parts) == 6 and parts[5].startswith(f"{shm}/"):
-            found.add(Path(parts[5].removesuffix(" (deleted)")))
+            path = Path(parts[5].removesuffix(" (deleted)"))
+            if path.name.startswith(SEGMENTS):
+                found.add(path)
     return found
 
 
 def shared_memory_of(pid: int) -> set[Path]:
-    """The POSIX shared memory (files in /dev/shm) that the process `pid` and its
-    descendants map now; empty if they are gone or /proc cannot be read."""
+    """The vLLM shared memory segments (SEGMENTS, in /dev/shm) that the process `pid` and
+    its descendants map now; empty if they are gone or /proc cannot be read."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
