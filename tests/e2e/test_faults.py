@@ -24,7 +24,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from serve.process import shared_memory_of
+from serve.shared_memory import shared_memory_of
 from tests.conftest import REPO
 from tests.e2e.launcher import LiveServer, engine_core, wait_until
 from tests.images import chest_like_png

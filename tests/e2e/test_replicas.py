@@ -31,7 +31,8 @@ import httpx
 import psutil
 import pytest
 
-from serve.process import LaunchError, port_in_use, shared_memory_of
+from serve.process import LaunchError, port_in_use
+from serve.shared_memory import shared_memory_of
 from tests.conftest import CONFIGS
 from tests.e2e.edge_checks import check_the_edge, make_keys
 from tests.e2e.fleet_load import (

@@ -23,7 +23,6 @@ from serve.process import (
     free_port,
     port_in_use,
     port_range,
-    shared_memory_in,
     wait_until_ready,
 )
 from tests.workers import TEST_PORTS, port_slice
@@ -278,20 +277,3 @@ def test_shared_memory_a_killed_group_left_behind_is_removed_when_it_is_stopped(
         assert server.proc is not None and server.proc.wait(timeout=30) == -signal.SIGKILL
         assert segment.exists()
     assert not segment.exists() and server.shared_memory == set()
-
-
-def test_shared_memory_in_reads_the_dev_shm_lines_of_a_maps_text() -> None:
-    maps = (
-        "7f0000000000-7f000a000000 rw-s 00000000 00:1a 1234    /dev/shm/psm_62b86b66\n"
-        "7f000a000000-7f000a001000 rw-s 00000000 00:1a 1235    /dev/shm/psm_0a (deleted)\n"
-        "7f000a001000-7f000a002000 rw-s 00000000 00:1a 1236    /dev/shm/sem.mp-8379mqfx\n"
-        "7f000a002000-7f000a003000 rw-s 00000000 00:1a 1237    /dev/shm/vllm_dist_09-cpushm_0\n"
-        "7f000b000000-7f000b100000 r-xp 00000000 08:01 99      /usr/lib/libc.so.6\n"
-        "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0       [stack]\n"
-        "7ffd00021000-7ffd00022000 rw-p 00000000 00:00 0\n"
-    )
-    assert shared_memory_in(maps) == {  # vLLM's segments; not a semaphore
-        Path("/dev/shm/psm_62b86b66"),
-        Path("/dev/shm/psm_0a"),
-        Path("/dev/shm/vllm_dist_09-cpushm_0"),
-    }
