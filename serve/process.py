@@ -373,10 +373,12 @@ class ManagedProcess:
         if self.proc is None:
             return None
         wait = self.stop_timeout_s if timeout_s is None else timeout_s
-        mapped = self.shared_memory | shared_memory_of(self.proc.pid)
+        mapped = set(self.shared_memory)
+        if self.proc.poll() is None:  # (once reaped, its pid may be another process's)
+            mapped |= shared_memory_of(self.proc.pid)
         code = terminate(self.proc, wait, kill_wait_s=self.kill_wait_s, reap_group=self.reap_group)
         if group_gone(self.proc.pid, within_s=5):
-            remove_left_behind(set(mapped))
+            remove_left_behind(mapped)
             self.shared_memory = frozenset()
         return code
 
