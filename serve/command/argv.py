@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from serve.busy_wait import BUSY_WAIT_ENV
 from serve.command.lora import lora_argv, lora_env, planned_paths
 from serve.config.deployment import DeploymentConfig, is_local_path
 from serve.host import host_cpu, resolved_dtype
@@ -33,6 +34,9 @@ NO_REMOTE_MEDIA = "remote-image-urls-disabled.invalid"
 # the API server writes the processed image into shared memory that the engine reads
 # (vllm/multimodal/cache/shm.py): what it believes cached is cached (docs/operations.md).
 MM_CACHE_TYPE = "shm"
+# The CPU's busy wait for vLLM's worker and engine core (serve/busy_wait.py): none, since a
+# small CPU host has no core to spare for a spinning reader.
+CPU_BUSY_WAIT_S = 0.0
 # Shown by name only in a printed command line.
 SECRET_ENV = ("VLLM_API_KEY", "MEDGEMMA_GUARD_API_KEY", "HF_TOKEN")
 # Gemma 3 attends both ways within an image, which no attention backend can compute exactly
@@ -117,6 +121,9 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
             env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_omp_threads_bind
         if cfg.cpu_num_reserved_cpu is not None:
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_num_reserved_cpu)
+    busy_wait = cfg.busy_wait_s if cfg.busy_wait_s is not None else CPU_BUSY_WAIT_S
+    if cfg.device == "cpu" or cfg.busy_wait_s is not None:
+        env[BUSY_WAIT_ENV] = f"{busy_wait:g}"
     if cfg.stand_in is not None or (cfg.model and is_local_path(cfg.model)):
         # Local weights: nothing may reach a model hub.
         env["HF_HUB_OFFLINE"] = "1"

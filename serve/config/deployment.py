@@ -134,6 +134,14 @@ class DeploymentConfig(BaseModel):
         ge=0,
         description="CPU only: cores left to the front end (VLLM_CPU_NUM_OF_RESERVED_CPU).",
     )
+    busy_wait_s: float | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Seconds vLLM's worker and engine core spin waiting for their next message "
+        "before they sleep (serve/busy_wait.py). Unset: 0 on the CPU, where the spin takes a "
+        "core from the processes it waits for; vLLM's own 1 s on a GPU.",
+    )
     api_key_env: str = Field(
         "MEDGEMMA_API_KEY",
         description="Name of the environment variable holding the API key (alone or beside "
