@@ -6,6 +6,7 @@ otherwise; vLLM's own on a GPU)."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -56,7 +57,10 @@ def looks(condition: type, after_read_s: float, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(shm_broadcast, "sched_yield", lambda: done.append("spin"))
     monkeypatch.setattr(busy_wait, "nap", lambda: done.append("nap"))
     context = zmq.Context()
-    reader = condition(is_reader=True, context=context, notify_address="inproc://busy-wait")
+    address = f"inproc://busy-wait-{uuid.uuid4().hex}"
+    # the writer first, as vLLM does: it binds the address its readers connect to
+    writer = condition(is_reader=False, context=context, notify_address=address)
+    reader = condition(is_reader=True, context=context, notify_address=address)
     try:
         reader.last_read = time.monotonic() - after_read_s
         if after_read_s > reader.busy_loop_s:
@@ -65,6 +69,7 @@ def looks(condition: type, after_read_s: float, monkeypatch: pytest.MonkeyPatch)
     finally:
         for name in ("local_notify_socket", "read_cancel_socket", "write_cancel_socket"):
             getattr(reader, name).close(linger=0)
+        writer.local_notify_socket.close(linger=0)
         context.term()
     return done
 
