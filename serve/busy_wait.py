@@ -9,15 +9,16 @@ a socket the writer pings, re-reading the queue every 5 s. On a GPU host the spi
 latency with a spare core. A small CPU host has no spare core: while a server serves, its
 worker spins between steps and its engine core while the worker computes, taking the
 cores from the processes doing the work they wait for (a whole-suite run on 2 cores:
-1,127 s of CPU in the workers, most of it spinning).
+1,127 s of CPU in the workers and 406 s in the engine cores; 818 s and 213 s with naps).
 
 Parking sooner is no way out: with a shorter spin the server stalled (0.2 generated
-tokens/s), since the ping is lost once the reader has left a few unread (it then wakes
-every 5 s). So MEDGEMMA_BUSY_WAIT_S (from the config's `busy_wait_s`, serve.command.argv)
-shortens the spin, and for the rest of vLLM's 1 s the reader naps NAP_S between looks at
-the queue: a step waits at most NAP_S longer, and a nap leaves the core to the others.
-Past the 1 s, vLLM's own wait. Unset: vLLM's own spin. Only on the vLLM versions whose
-internals this was written against (serve.attention.support.WRITTEN_FOR).
+tokens/s), as if the writer's pings were lost and the reader woke only at its 5 s
+re-read (not traced further). So MEDGEMMA_BUSY_WAIT_S (from the config's `busy_wait_s`,
+serve.command.argv) shortens the spin, and for the rest of vLLM's 1 s the reader naps
+NAP_S between looks at the queue: a step waits at most NAP_S longer, and a nap leaves
+the core to the others. Past the 1 s, vLLM's own wait. Unset: vLLM's own spin. Only on
+the vLLM versions whose internals this was written against
+(serve.attention.support.WRITTEN_FOR).
 """
 
 from __future__ import annotations
