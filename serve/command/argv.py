@@ -121,9 +121,10 @@ def to_server_env(cfg: DeploymentConfig, environ: Mapping[str, str]) -> dict[str
             env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_omp_threads_bind
         if cfg.cpu_num_reserved_cpu is not None:
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_num_reserved_cpu)
-    busy_wait = cfg.busy_wait_s if cfg.busy_wait_s is not None else CPU_BUSY_WAIT_S
-    if cfg.device == "cpu" or cfg.busy_wait_s is not None:
-        env[BUSY_WAIT_ENV] = f"{busy_wait:g}"
+    if cfg.busy_wait_s is not None:
+        env[BUSY_WAIT_ENV] = f"{cfg.busy_wait_s:g}"
+    elif cfg.device == "cpu":
+        env[BUSY_WAIT_ENV] = f"{CPU_BUSY_WAIT_S:g}"
     if cfg.stand_in is not None or (cfg.model and is_local_path(cfg.model)):
         # Local weights: nothing may reach a model hub.
         env["HF_HUB_OFFLINE"] = "1"
