@@ -97,14 +97,11 @@ monitor: install
 dry-run: install
 	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)
 
-# Serially by default. In parallel (pytest-xdist, the tests of each server on one worker,
-# tests/workers.py; each worker picks its ports from its own range, MEDGEMMA_PORTS):
-# make test XDIST="-n 2 --dist loadgroup --no-loadscope-reorder". Clean clones with cold
-# caches on one 2-core machine, 2026-12-07: in parallel 819 s (one test lost to a port race,
-# since fixed) and 864 s (green), serially 1066 s (CI: 1036 s). Not the default: with two
-# vLLM servers on two cores the load average reaches 10-13 and timing-sensitive tests
-# (restarts, rollouts) run 3-5x slower; two green parallel runs are not yet enough.
-XDIST ?= -n 0
+# On 2 pytest-xdist workers by default: the tests of each server on one worker
+# (tests/workers.py), each worker's ports from its own range (MEDGEMMA_PORTS) and its
+# servers' model threads on its own core (VLLM_CPU_OMP_THREADS_BIND). Serially:
+# make test XDIST="-n 0". Figures, serial and parallel: README.md, "More make targets".
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: install
 	$(PY) -m pytest $(XDIST) $(ARGS)

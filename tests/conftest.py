@@ -25,15 +25,20 @@ from tests.pacs_fixture import pacs  # noqa: F401  (the fixture, for every test)
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "deployments"
 LOG_DIR = REPO / "logs"
+CORES_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # vLLM's: the cores a CPU server's model runs on
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """The ports this process and its children pick (serve.process.free_port): this
     worker's slice (tests/workers.py), set in every worker, as xdist's workers inherit the
-    controller's environment."""
+    controller's environment. In parallel, also the core this worker's servers compute on
+    (`workers.worker_core`), unless the caller chose cores itself."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ[PORTS_ENV] = workers.port_slice(worker, count)
+    core = workers.worker_core(worker, sorted(os.sched_getaffinity(0)))
+    if core is not None:
+        os.environ.setdefault(CORES_ENV, core)
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,15 @@ def port_slice(worker: str | None, count: int) -> str:
     span = (hi - lo + 1) // max(count, 1)
     start = lo + int(worker.removeprefix("gw")) * span
     return f"{start}-{start + span - 1}"
+
+
+def worker_core(worker: str | None, cores: list[int]) -> str | None:
+    """The core a parallel worker's vLLM servers compute on (their VLLM_CPU_OMP_THREADS_BIND),
+    one per worker in turn; None in a serial run (each server takes every core), pure.
+
+    Two servers' OpenMP teams on the same two cores each wait at every step's barriers for
+    a thread the other team has preempted; one core per worker keeps their steps apart. A
+    config that names its own cores (TP=2, replicas) still binds to those."""
+    if not worker or not cores:
+        return None
+    return str(sorted(cores)[int(worker.removeprefix("gw")) % len(cores)])

@@ -119,3 +119,10 @@ def test_the_costliest_work_unit_is_handed_out_first_and_groups_stay_whole() -> 
         "no_server",
         "a",
     ]
+
+
+def test_each_parallel_worker_gets_its_own_core_in_turn() -> None:
+    assert workers.worker_core(None, [0, 1]) is None  # serially every server takes every core
+    assert [workers.worker_core(f"gw{k}", [1, 0]) for k in range(3)] == ["0", "1", "0"]
+    assert workers.worker_core("gw1", [4, 6]) == "6"
+    assert workers.worker_core("gw0", []) is None
