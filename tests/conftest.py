@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ[PORTS_ENV] = workers.port_slice(worker, count)
-    core = workers.worker_core(worker, sorted(os.sched_getaffinity(0)))
+    core = workers.worker_core(worker, list(os.sched_getaffinity(0)))
     if core is not None:
         os.environ.setdefault(CORES_ENV, core)
 
