@@ -135,6 +135,25 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def started_window(path: Path, timeout_s: float = 60) -> dict[str, float]:
+    """The level's window.json as Locust writes it when its test starts (polled for)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return dict(json.loads(path.read_text()))
+        time.sleep(0.2)
+    raise BenchError(f"the level's Locust run did not start within {timeout_s:g} s ({path})")
+
+
+def sampled_interval(window: dict[str, float], duration_s: float) -> tuple[float, int]:
+    """When py-spy starts (wall clock) and for how many whole seconds: from 1 s after the
+    level's warm-up ends to 2 s before its run time ends, at least 5 s. The clock is Locust's,
+    not the level's launch: under load Locust itself can take seconds to start."""
+    begin = window["warmup_end"] + 1
+    end = window["start"] + duration_s - 2
+    return begin, max(5, int(end - begin))
+
+
 @dataclass
 class LevelProfile:
     """What one level's sampling found (filled in by `sample_level`)."""
@@ -151,12 +170,12 @@ class LevelProfile:
 def sample_level(
     base_url: str, scenario: Scenario, level: float, folder: Path, out: list[LevelProfile]
 ) -> Iterator[None]:
-    """Context manager body (see `hook`): in a thread, wait for the level's warm-up to end,
-    then run py-spy on every server process and Locust for the rest of the window."""
+    """Context manager body (see `hook`): in a thread, wait for the level's warm-up to end
+    (Locust's window.json), then run py-spy on every server process and Locust for the rest
+    of the window."""
     folder.mkdir(parents=True, exist_ok=True)
     prof = LevelProfile(level, folder)
     out.append(prof)
-    begun = time.time()
 
     def work() -> None:
         try:
@@ -164,10 +183,11 @@ def sample_level(
                 (kind, p) for kind, procs in server_processes(base_url).items() for p in procs
             ]
             targets.append(("load_generator", locust_child()))
-            wait = begun + scenario.load.warmup_s + 2 - time.time()
+            window = started_window(folder / "window.json")
+            begin, seconds = sampled_interval(window, scenario.load.duration_s)
+            wait = begin - time.time()
             if wait > 0:
                 time.sleep(wait)  # a measurement schedule: the window starts after warm-up
-            seconds = max(5, int(scenario.load.duration_s - scenario.load.warmup_s - 5))
             spies = []
             before = {p.pid: cpu_seconds(p) for _, p in targets}
             prof.start = time.time()

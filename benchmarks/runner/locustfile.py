@@ -73,7 +73,8 @@ def add_options(parser: Any) -> None:
         "--window-file",
         env_var="BENCH_WINDOW",
         default="",
-        help="write the measurement window (wall-clock start/warm-up end/stop)",
+        help="write the measurement window (wall-clock start and warm-up end when the test "
+        "starts, for samplers that follow it; the stop too when Locust quits)",
     )
     parser.add_argument(
         "--warmup-s",
@@ -162,6 +163,8 @@ def on_test_start(environment: Environment, **_: Any) -> None:
     now = time.time()
     warmup = opts.warmup_s if opts is not None else 0.0
     STATE["window"] = {"start": now, "warmup_end": now + warmup}
+    if opts is not None and opts.window_file:
+        Path(opts.window_file).write_text(json.dumps(STATE["window"]))
     if warmup > 0 and environment.runner is not None:
         gevent.spawn_later(warmup, environment.runner.stats.reset_all)
 

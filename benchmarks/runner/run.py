@@ -158,10 +158,10 @@ def run_level(
                 f"locust did not finish within {limit:.0f} s; see {log_path}"
             ) from None
     window_path = folder / "window.json"
-    if proc.returncode != 0 or not window_path.exists():
+    window = json.loads(window_path.read_text()) if window_path.exists() else {}
+    if proc.returncode != 0 or "stop" not in window:  # "stop" is written when Locust quits
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise BenchError(f"locust exited with status {proc.returncode}; {log_path}:\n{tail}")
-    window = json.loads(window_path.read_text())
     start, stop = window["warmup_end"], window["stop"]
     if stop <= start:
         raise BenchError(f"level {level:g} stopped before its warm-up ended; see {log_path}")

@@ -11,6 +11,7 @@ import pytest
 from benchmarks.experiments import stages
 from benchmarks.experiments.baseline import round_result
 from benchmarks.experiments.flame import flame_boxes
+from benchmarks.experiments.profile import sampled_interval
 from benchmarks.runner.metrics import spread
 from serve.host import cpu_info, resolved_dtype
 
@@ -76,6 +77,15 @@ def test_summarise_processes_adds_processes_of_a_kind_and_gives_shares() -> None
     assert out["worker"]["cpu_ms_per_request"] == 600.0
     assert out["worker"]["stages_ms_per_request"] == {"vision tower": 300.0, "sampling": 300.0}
     assert out["api_server"]["share"] == 0.25
+
+
+def test_sampling_follows_locusts_clock_not_the_levels_launch() -> None:
+    # Locust began 9 s after the level was launched (a loaded machine): the sampled
+    # interval still lies inside its run, after its 3 s warm-up
+    window = {"start": 1009.0, "warmup_end": 1012.0}
+    assert sampled_interval(window, duration_s=14) == (1013.0, 8)
+    # a short run still samples 5 s
+    assert sampled_interval({"start": 0.0, "warmup_end": 2.0}, duration_s=6) == (3.0, 5)
 
 
 def test_flame_boxes_merge_common_prefixes() -> None:
