@@ -97,13 +97,11 @@ monitor: install
 dry-run: install
 	$(PY) -m serve --config $(CONFIG) --dry-run $(ARGS)
 
-# Serially by default. On 2 pytest-xdist workers: make test XDIST="-n 2 --dist loadgroup
-# --no-loadscope-reorder" (the tests of each server on one worker, tests/workers.py; each
-# worker's ports from its own range, MEDGEMMA_PORTS, and its servers' model threads on its
-# own core, VLLM_CPU_OMP_THREADS_BIND). Not the default: of four parallel clean-clone runs
-# on 2026-12-07 one lost test_profile_splits_cpu_by_process_and_stage (no request done in
-# its 8 s window beside the replicas test). Figures: README.md, "More make targets".
-XDIST ?= -n 0
+# On 2 pytest-xdist workers by default: the tests of each server on one worker
+# (tests/workers.py), each worker's ports from its own range (MEDGEMMA_PORTS) and its
+# servers' model threads on its own core (VLLM_CPU_OMP_THREADS_BIND). Serially:
+# make test XDIST="-n 0". Figures, serial and parallel: README.md, "More make targets".
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: install
 	$(PY) -m pytest $(XDIST) $(ARGS)

@@ -5,7 +5,7 @@ tests/e2e/conftest.py and tests/e2e/launcher.py. The `pacs` fixture (a real Orth
 sample studies, quick to start) is for every kind of test: tests/pacs_fixture.py.
 The order the tests run in, and when each server stops: tests/grouping.py; which servers
 start ahead, in the background: tests/ahead.py; which tests share a worker when they run
-in parallel (make test XDIST=...): tests/workers.py.
+in parallel (`make test`, on 2 xdist workers): tests/workers.py.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ done, so later tests do not share 2 cores and the memory with an idle server; `j
 the session's end, waits for those stops. The fixture's own end of session closes the
 stack again, which then does nothing.
 
-In parallel (pytest-xdist, `make test XDIST=...`: see the Makefile), tests/workers.py
+In parallel (pytest-xdist, as `make test` runs: see the Makefile), tests/workers.py
 keeps each server's tests on one worker, which runs them in this order.
 """
 
