@@ -8,8 +8,10 @@ or a fixture built once per module or class (the module's tests), joined: a test
 two of them merges their groups into one. So each server starts on one worker only, and that
 worker runs all of its users in grouping's order, destructive ones last: the server's last
 user in the collection is the last one that worker runs of them, and `SESSION.after_test`
-stops the server after it, as in a serial run. What is cheap stays per worker: Orthanc
-(`pacs`, about 3 s) and the stand-in model (built once, under a lock).
+stops the server after it, as in a serial run. The tests marked `all_cores` (their servers
+compute on both cores: tensor parallel 2, two replicas) form one group too, so no two of
+them overlap. What is cheap stays per worker: Orthanc (`pacs`, about 3 s) and the stand-in
+model (built once, under a lock).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import pytest
 from tests.grouping import SERVERS
 
 PER_MODULE = ("module", "class")  # fixture scopes whose value the module's tests share
+# The marker of a test whose servers compute on every core, and the group of those tests: in
+# a clean-clone run (2026-12-07, N1) the TP=2 test overlapped Ray's TP=2 on the other worker,
+# four ranks on two cores, and took 179 s against 69-88 s in three runs where it did not.
+ALL_CORES = "all_cores"
 # Guesses of a test's seconds on 2 cores, to hand out the longest work first (`longest_first`):
 # a `slow` test says its own (`@pytest.mark.slow(seconds=N)`) or takes SLOW_S; a group of
 # tests sharing a server adds the server's start.
@@ -29,10 +35,11 @@ UNIT_S, E2E_S, SLOW_S, START_S = 0.1, 3.0, 30.0, 40.0
 
 def shared(item: pytest.Item) -> set[str]:
     """The expensive fixtures `item` shares with other tests: server fixture names, and its
-    module's node id if it uses a fixture built once per module or class."""
+    module's node id if it uses a fixture built once per module or class; and ALL_CORES if
+    it is marked so (the cores are then what it shares)."""
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs if info is not None else {}
-    keys: set[str] = set()
+    keys: set[str] = {ALL_CORES} if item.get_closest_marker(ALL_CORES) else set()
     for name in getattr(item, "fixturenames", ()):
         if name in SERVERS:
             keys.add(name)

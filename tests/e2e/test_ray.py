@@ -157,6 +157,7 @@ def test_rendered_commands_form_a_two_node_cluster(ray_cluster: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_vllm_tensor_parallel_2_through_the_ray_backend(
     rendered: Rendered, request: pytest.FixtureRequest
 ) -> None:

@@ -65,6 +65,7 @@ ROLLOUT_THREADS = 4
 
 
 @pytest.mark.slow(seconds=220)  # 5 vLLM starts, two of them under load
+@pytest.mark.all_cores
 def test_two_replicas_behind_the_router(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"  # a copy: the rollout edits it
     config.write_text(CONFIG.read_text())

@@ -15,6 +15,7 @@ from tests.images import data_url
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_tp2_config_serves_image_and_text(tiny_model_dir: Path) -> None:
     cfg = load_config(
         CONFIGS / "cpu-tiny-tp2.yaml", {"model": str(tiny_model_dir), "port": free_port()}

@@ -31,6 +31,9 @@ class Item:
     def add_marker(self, marker: pytest.MarkDecorator) -> None:
         self.markers.append(marker)
 
+    def get_closest_marker(self, name: str) -> pytest.Mark | None:
+        return next((m.mark for m in self.markers if m.name == name), None)
+
 
 def test_servers_and_per_module_fixtures_are_shared_the_rest_is_not() -> None:
     item = Item(
@@ -39,6 +42,16 @@ def test_servers_and_per_module_fixtures_are_shared_the_rest_is_not() -> None:
     )
     assert workers.shared(item) == {"server", "tests/e2e/test_x.py"}  # type: ignore[arg-type]
     assert workers.shared(Item("tests/unit/test_y.py::t", {"pacs": "session"})) == set()  # type: ignore[arg-type]
+
+
+def test_the_tests_that_take_both_cores_share_one_group_with_their_modules() -> None:
+    tp2 = Item("tests/e2e/test_tp.py::t", markers=[pytest.mark.all_cores])
+    ray = Item("tests/e2e/test_ray.py::t", {"cluster": "module"}, markers=[pytest.mark.all_cores])
+    ray_other = Item("tests/e2e/test_ray.py::u", {"cluster": "module"})
+    lone = Item("tests/e2e/test_z.py::t")
+    sharing = [workers.shared(i) for i in (tp2, ray, ray_other, lone)]  # type: ignore[arg-type]
+    assert sharing[0] == {"all_cores"}, sharing
+    assert workers.groups(sharing) == ["all_cores", "all_cores", "all_cores", None]
 
 
 def test_a_test_using_two_servers_joins_their_groups() -> None:
