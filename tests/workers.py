@@ -148,8 +148,9 @@ def worker_core(worker: str | None, cores: list[int]) -> str | None:
 
     With two servers' OpenMP teams on the same two cores (the likely cost: each team's
     barriers wait for a thread the other has preempted), the fault and TP=2 modules took
-    257 s and 213 s in a clean-clone run; with a core per worker, 121 s and 85 s (README,
-    "More make targets"). A config that names its own cores (TP=2, replicas) keeps them."""
+    257 s and 213 s in a clean-clone run; with a core per worker, 121 s and 85 s (both on
+    2026-12-07, `make test ARGS=--durations=0`). A config that names its own cores (TP=2,
+    replicas) keeps them."""
     if not worker or not cores:
         return None
     return str(sorted(cores)[int(worker.removeprefix("gw")) % len(cores)])
